@@ -1,0 +1,7 @@
+"""``python -m cnnbench`` is the ``cnnbench`` script."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,122 @@
+"""Multiply-accumulate counts with fvcore, cross-checked by ``torch.utils.flop_counter``.
+
+Convention (fvcore's, and torchvision's "GFLOPS" column): **one fused multiply-add counts once**,
+so the numbers here are MACs and are labelled ``gmacs``. Bias additions, ReLU, pooling and
+concatenation count zero; ``aten::max_pool2d`` has no fvcore handler and is kept in
+``unsupported_ops`` rather than hidden. Counting runs on an eager, uncompiled model in eval mode
+(fvcore traces with TorchScript, which compiled modules break: fvcore#137, #150).
+
+The cross-check: ``FlopCounterMode`` counts 2 FLOPs per multiply-add on convolutions and matrix
+products only, so its forward total / 2 must equal fvcore's convolution + linear count. It also
+counts a whole training step (forward + backward), which fvcore cannot.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from ..models import get_spec
+from ..results import Spec
+
+with warnings.catch_warnings():
+    # fvcore.nn's package import runs torch.jit.script on a focal loss we never use, and
+    # torch >= 2.10 warns that TorchScript is deprecated; the FLOP counter itself is unaffected.
+    warnings.simplefilter("ignore", FutureWarning)
+    from fvcore.nn import FlopCountAnalysis
+
+__all__ = [
+    "FlopCount",
+    "CONV_LINEAR_OPS",
+    "analysis",
+    "example_input",
+    "measure",
+    "train_step_flops",
+]
+
+# fvcore operator names whose count is a convolution or a matrix product.
+CONV_LINEAR_OPS = frozenset({"conv", "linear", "addmm", "matmul", "mm", "bmm", "einsum"})
+
+
+@dataclass(frozen=True)
+class FlopCount:
+    spec: Spec
+    macs: int  # fvcore total at spec.batch_size; one fused multiply-add = 1
+    gmacs: float  # macs / 1e9
+    macs_by_block: dict[str, int]  # top-level child → MACs, in forward order
+    macs_by_operator: dict[str, int]  # fvcore operator name ("conv", "linear", ...) → MACs
+    unsupported_ops: dict[str, int]  # operators fvcore did not count → occurrences
+    conv_linear_macs: int  # fvcore's convolution + linear part of ``macs``
+    flopcounter_forward_flops: int  # FlopCounterMode, forward, 2 per multiply-add
+    flopcounter_train_step_flops: int  # FlopCounterMode, forward + backward of one step
+    crosscheck_ratio: float  # (flopcounter_forward_flops / 2) / conv_linear_macs; 1.0 agrees
+
+
+def example_input(spec: Spec, device: str | torch.device = "cpu") -> torch.Tensor:
+    """A deterministic input of the registered model's channel count at ``spec``'s size."""
+    channels = get_spec(spec.model).in_channels
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(spec.batch_size, channels, spec.image_size, spec.image_size, generator=gen)
+    return x.to(device)
+
+
+def analysis(model: nn.Module, x: torch.Tensor) -> FlopCountAnalysis:
+    """fvcore's analysis of ``model(x)``; its per-op warnings are off (we keep them as data)."""
+    return (
+        FlopCountAnalysis(model, x)
+        .unsupported_ops_warnings(False)
+        .uncalled_modules_warnings(False)
+        .tracer_warnings("none")
+    )
+
+
+def train_step_flops(model: nn.Module, x: torch.Tensor) -> int:
+    """FlopCounterMode's count for forward + cross-entropy + backward (2 FLOPs per MAC).
+
+    Gradients are left in ``model``; callers that care zero them.
+    """
+    labels = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+    with FlopCounterMode(display=False) as counter:
+        loss = F.cross_entropy(model(x), labels)
+        loss.backward()
+    return counter.get_total_flops()
+
+
+def measure(model: nn.Module, spec: Spec) -> FlopCount:
+    was_training = model.training
+    x = example_input(spec, next(model.parameters()).device)
+    try:
+        model.eval()
+        with torch.no_grad():
+            fv = analysis(model, x)
+            total = int(fv.total())
+            by_operator = dict(fv.by_operator())
+            by_module = fv.by_module()
+            unsupported = dict(Counter(fv.unsupported_ops()))
+            with FlopCounterMode(display=False) as counter:
+                model(x)
+        forward_flops = counter.get_total_flops()
+        model.train()
+        train_flops = train_step_flops(model, x)
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    conv_linear = sum(v for k, v in by_operator.items() if k in CONV_LINEAR_OPS)
+    return FlopCount(
+        spec=spec,
+        macs=total,
+        gmacs=total / 1e9,
+        macs_by_block={name: int(by_module[name]) for name, _ in model.named_children()},
+        macs_by_operator={k: int(v) for k, v in by_operator.items()},
+        unsupported_ops=unsupported,
+        conv_linear_macs=int(conv_linear),
+        flopcounter_forward_flops=int(forward_flops),
+        flopcounter_train_step_flops=int(train_flops),
+        crosscheck_ratio=(forward_flops / 2) / conv_linear if conv_linear else float("nan"),
+    )

@@ -1,0 +1,174 @@
+"""Layer summaries (the chapter's ``layer_summary``, done properly) and minimum input size.
+
+``summarize`` runs one real forward pass at batch 1 with hooks to record each row's output
+shape, and takes each row's MACs from fvcore's per-module count (one fused multiply-add = 1).
+``min_input_size`` finds the smallest square input a model accepts by shape inference alone:
+the model is built and run on the meta device, so no memory is allocated and nothing computed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..models import InputTooSmallError, create, get_spec
+from ..models._common import leaf_tracker
+from ..results import Spec
+from .flops import analysis, example_input
+
+__all__ = [
+    "LayerRow",
+    "LayerSummary",
+    "MinInputSize",
+    "summarize",
+    "check_input_size",
+    "min_input_size",
+]
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    name: str  # dotted module path ("b3.1")
+    layer: str  # module class name ("Inception")
+    output_shape: tuple[int, ...]  # per image, batch dimension dropped
+    params: int  # parameter elements inside this module
+    macs: int  # fvcore MACs inside this module at batch 1
+    params_share: float  # params / model total
+    macs_share: float  # macs / model total
+
+
+@dataclass(frozen=True)
+class LayerSummary:
+    spec: Spec
+    depth: int  # 1: top-level blocks; 2: their children; ...
+    rows: tuple[LayerRow, ...]  # in execution order
+    params_total: int
+    macs_total: int  # fvcore, batch 1, one fused multiply-add = 1
+
+    @property
+    def gmacs_total(self) -> float:
+        return self.macs_total / 1e9
+
+
+def _rows_at_depth(model: nn.Module, depth: int) -> dict[str, nn.Module]:
+    """Modules exactly ``depth`` levels down, plus leaves that end above that depth."""
+    chosen = {}
+    for name, module in model.named_modules():
+        if not name:
+            continue
+        level = name.count(".") + 1
+        is_leaf = not any(True for _ in module.children())
+        if level == depth or (level < depth and is_leaf):
+            chosen[name] = module
+    return chosen
+
+
+def summarize(model: nn.Module, spec: Spec, depth: int = 1) -> LayerSummary:
+    if depth < 1:
+        raise ValueError(f"depth must be at least 1, got {depth}")
+    spec = Spec(**{**spec.__dict__, "batch_size": 1})
+    x = example_input(spec, next(model.parameters()).device)
+    targets = _rows_at_depth(model, depth)
+    shapes: dict[str, tuple[int, ...]] = {}  # insertion order = execution order
+
+    def hook_for(name: str):
+        def hook(_module, _inputs, output):
+            shapes.pop(name, None)
+            shapes[name] = tuple(output.shape[1:])
+
+        return hook
+
+    handles = [m.register_forward_hook(hook_for(n)) for n, m in targets.items()]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:  # removed before fvcore traces, or tracing would fire them again
+            h.remove()
+    try:
+        with torch.no_grad():
+            by_module = analysis(model, x).by_module()
+    finally:
+        model.train(was_training)
+    params_total = sum(p.numel() for p in model.parameters())
+    macs_total = int(by_module[""])
+    rows = []
+    for name, shape in shapes.items():
+        module = targets[name]
+        params = sum(p.numel() for p in module.parameters())
+        macs = int(by_module.get(name, 0))
+        rows.append(
+            LayerRow(
+                name=name,
+                layer=type(module).__name__,
+                output_shape=shape,
+                params=params,
+                macs=macs,
+                params_share=params / params_total if params_total else 0.0,
+                macs_share=macs / macs_total if macs_total else 0.0,
+            )
+        )
+    return LayerSummary(spec, depth, tuple(rows), params_total, macs_total)
+
+
+def check_input_size(name: str, size: int, **overrides) -> None:
+    """Raise :class:`InputTooSmallError` if ``name`` cannot run on a ``size`` x ``size`` input.
+
+    Built and run on the meta device: shapes are inferred, nothing is allocated or computed.
+    """
+    channels = overrides.get("in_channels", get_spec(name).in_channels)
+    with torch.device("meta"):
+        model = create(name, image_size=size, **overrides).eval()  # sized heads may fail here
+        x = torch.empty(1, channels, size, size)
+        with leaf_tracker(model) as tracker, torch.no_grad():
+            try:
+                model(x)
+            except (RuntimeError, ValueError) as err:
+                raise InputTooSmallError(size, tracker.last, str(err)) from None
+
+
+@dataclass(frozen=True)
+class MinInputSize:
+    model: str
+    min_size: int  # smallest square side (pixels) the model runs on
+    failing_layer: str  # the layer that fails at min_size - 1 ("" when min_size is 1)
+    failure: str  # the error that layer raises at min_size - 1
+
+
+def min_input_size(name: str, *, limit: int = 4096, **overrides) -> MinInputSize:
+    """Smallest square input ``name`` runs on, by bisection over sizes with shape inference.
+
+    Valid sizes are upward closed for these networks (every conv and pool output side is a
+    non-decreasing function of its input side), which is what makes bisection exact.
+    """
+
+    def fails(size: int) -> InputTooSmallError | None:
+        try:
+            check_input_size(name, size, **overrides)
+        except InputTooSmallError as err:
+            return err
+        return None
+
+    hi = get_spec(name).input_size
+    while fails(hi):
+        if hi >= limit:
+            raise ValueError(f"'{name}' runs on no input up to {limit}x{limit}")
+        hi *= 2
+    lo = 0  # invariant: lo fails (0 by convention), hi works
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if fails(mid):
+            lo = mid
+        else:
+            hi = mid
+    below = fails(hi - 1) if hi > 1 else None
+    return MinInputSize(
+        model=name,
+        min_size=hi,
+        failing_layer=below.layer if below else "",
+        failure=below.detail if below else "",
+    )

@@ -1,0 +1,163 @@
+"""The model registry: names → builders plus the metadata the harnesses and reports need.
+
+Modelled on torchvision's ``models/_api.py``: a decorator registers a builder, duplicate names
+are an error, ``list_models`` takes names, comma lists, fnmatch patterns and ``all``, and
+``create(name, **overrides)`` builds a fresh model. There are no weights to ship, so no tags.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import inspect
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from torch import nn
+
+__all__ = [
+    "ModelSpec",
+    "UnknownModelError",
+    "register_model",
+    "get_spec",
+    "list_models",
+    "default_models",
+    "create",
+]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What cnnbench knows about a registered model besides its builder."""
+
+    name: str
+    builder: Callable[..., nn.Module] = field(repr=False, compare=False)
+    family: str  # "alexnet", "vgg", "nin", "googlenet" or "torchvision" for the references
+    section: str | None  # d2l chapter section ("8.4"); None for torchvision references
+    input_size: int  # default square input side in pixels (the chapter's size)
+    in_channels: int  # 1 for the chapter's Fashion-MNIST models, 3 for ImageNet references
+    num_classes: int
+    lr: float | None  # the chapter's SGD learning rate; None where the chapter trains none
+    description: str  # one line for tables
+    parent: str | None = None  # the model this one is a variant of (GoogLeNet's exercises)
+    default: bool = False  # part of the default selection (the four chapter models)
+
+    @property
+    def sized_head(self) -> bool:
+        """True when the builder sizes its first linear layer from ``image_size``."""
+        return "image_size" in inspect.signature(self.builder).parameters
+
+
+class UnknownModelError(ValueError):
+    """A model name or pattern that matches nothing registered."""
+
+    def __init__(self, name: str, suggestion: str | None):
+        self.name = name
+        self.suggestion = suggestion
+        hint = f" — did you mean '{suggestion}'?" if suggestion else ""
+        super().__init__(f"unknown model '{name}'{hint} see: cnnbench list")
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(
+    name: str | None = None,
+    *,
+    family: str,
+    section: str | None,
+    input_size: int,
+    description: str,
+    lr: float | None = None,
+    in_channels: int = 1,
+    num_classes: int = 10,
+    parent: str | None = None,
+    default: bool = False,
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register a builder under ``name`` (the function's name by default)."""
+
+    def wrapper(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        key = name or fn.__name__
+        if key in _REGISTRY:
+            raise ValueError(f"a model is already registered as '{key}'")
+        if parent is not None and parent not in _REGISTRY:
+            raise ValueError(f"'{key}' names parent '{parent}', which is not registered (yet)")
+        _REGISTRY[key] = ModelSpec(
+            name=key,
+            builder=fn,
+            family=family,
+            section=section,
+            input_size=input_size,
+            in_channels=in_channels,
+            num_classes=num_classes,
+            lr=lr,
+            description=description,
+            parent=parent,
+            default=default,
+        )
+        return fn
+
+    return wrapper
+
+
+def _suggest(name: str) -> str | None:
+    close = difflib.get_close_matches(name, list(_REGISTRY), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def get_spec(name: str) -> ModelSpec:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownModelError(name, _suggest(name)) from None
+
+
+def list_models(patterns: str | Iterable[str] | None = None) -> list[str]:
+    """Registered names matching ``patterns``, in registration order, without repeats.
+
+    ``patterns`` may be a name, a comma list, fnmatch patterns (``googlenet*``), ``all``, or an
+    iterable of those. ``None`` lists every model. A term that matches nothing raises
+    :class:`UnknownModelError` so that a typo never silently selects less.
+    """
+    if patterns is None:
+        return _ordered(_REGISTRY)
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    terms = [t.strip() for p in patterns for t in p.split(",") if t.strip()]
+    chosen: list[str] = []
+    for term in terms:
+        if term == "all":
+            hits = _ordered(_REGISTRY)
+        elif term == "default":
+            hits = default_models()
+        else:
+            hits = [n for n in _ordered(_REGISTRY) if fnmatch.fnmatchcase(n, term)]
+        if not hits:
+            raise UnknownModelError(term, _suggest(term))
+        chosen.extend(h for h in hits if h not in chosen)
+    return chosen
+
+
+def _ordered(names: Iterable[str]) -> list[str]:
+    """Chapter order (by section, then name), torchvision references last."""
+    return sorted(
+        names, key=lambda n: (_REGISTRY[n].section is None, _REGISTRY[n].section or "", n)
+    )
+
+
+def default_models() -> list[str]:
+    """The chapter's four networks, the selection when none is given."""
+    return [n for n in _ordered(_REGISTRY) if _REGISTRY[n].default]
+
+
+def create(name: str, *, image_size: int | None = None, **overrides) -> nn.Module:
+    """Build a fresh ``name`` model.
+
+    ``image_size`` reaches only builders whose head depends on it (AlexNet, VGG); for the others
+    it is ignored because their global pooling makes them size-agnostic. Other ``overrides`` go
+    to the builder, which rejects arguments it does not know.
+    """
+    spec = get_spec(name)
+    if spec.sized_head:
+        overrides["image_size"] = spec.input_size if image_size is None else image_size
+    return spec.builder(**overrides)
