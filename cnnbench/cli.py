@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import models
+from .config import DTYPES, METRICS, PROFILES, make_config
 from .measure import flops as flops_measure
 from .measure import shapes
 from .results import Spec
@@ -57,7 +58,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=positive_int, help="square input side (default: the model's)")
     p.add_argument("--depth", type=positive_int, default=1, help="1: blocks, 2: layers (default 1)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    p = sub.add_parser("run", help="measure models and save the results in a run folder")
+    p.add_argument("--models", default=None, help="selection (default: the four chapter models)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if present)")
+    p.add_argument(
+        "--metrics", default=None, help=f"comma list of {', '.join(METRICS)} (default: all)"
+    )
+    batches = p.add_mutually_exclusive_group()
+    batches.add_argument("--batch-sizes", type=positive_int_list, help="e.g. 1,32,128")
+    batches.add_argument(
+        "--sweep", action="store_true", default=None, help="double the batch until out of memory"
+    )
+    p.add_argument("--image-size", type=positive_int, help="square input side for every model")
+    p.add_argument("--dtype", choices=DTYPES, default=None, help="fp32 (default), bf16, fp16")
+    p.add_argument("--channels-last", action="store_true", default=None)
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile (latency)")
+    p.add_argument("--threads", type=positive_int, help="CPU threads (default: torch's)")
+    p.add_argument("--profile", choices=sorted(PROFILES), help="quick on CPU, full on CUDA")
+    p.add_argument("--min-time", type=float, dest="min_time_s", help="seconds timed per record")
+    p.add_argument("--min-runs", type=positive_int, help="timed iterations per record, at least")
+    p.add_argument("--warmup", type=int, dest="warmup_runs", help="untimed iterations first")
+    p.add_argument("--memory-cap-gb", type=float, help="per-worker memory cap; above it: oom")
+    p.add_argument("--out", help="run folder (default: runs/<time>-<device>)")
+    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR, skipping what it has")
+    p.add_argument("--json", action="store_true", help="print the records as JSON on stdout")
     return parser
+
+
+def positive_int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(positive_int(t) for t in text.split(","))
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected a comma list of positive integers (e.g. 1,32,128), got '{text}'"
+        ) from None
+    return values
 
 
 def _fmt_shape(shape: tuple[int, ...]) -> str:
@@ -154,7 +190,152 @@ def _cmd_summary(args, out: Console, err: Console) -> int:
     return 0
 
 
-_COMMANDS = {"list": _cmd_list, "summary": _cmd_summary}
+def _resolve_device(requested: str | None) -> str:
+    import torch
+
+    if requested is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cpu":
+        return requested
+    if requested == "cuda" or (requested.startswith("cuda:") and requested[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {requested}: CUDA is not available here; use --device cpu")
+        index = int(requested[5:]) if ":" in requested else 0
+        if index >= torch.cuda.device_count():
+            raise UsageError(
+                f"--device {requested}: only {torch.cuda.device_count()} CUDA device(s) here"
+            )
+        return requested
+    raise UsageError(f"--device {requested}: expected cpu, cuda or cuda:N")
+
+
+def _resolve_metrics(text: str | None) -> tuple[str, ...]:
+    if text is None:
+        return METRICS
+    chosen = tuple(m.strip() for m in text.split(",") if m.strip())
+    bad = [m for m in chosen if m not in METRICS]
+    if bad or not chosen:
+        raise UsageError(f"unknown metric '{','.join(bad)}'; choose from: {', '.join(METRICS)}")
+    return chosen
+
+
+def config_from_args(args, argv: Sequence[str] | None):
+    import datetime as dt
+    import shlex
+
+    from . import models as zoo
+
+    device = _resolve_device(args.device)
+    selection = zoo.list_models(args.models) if args.models else zoo.default_models()
+    profile = args.profile or ("full" if device.startswith("cuda") else "quick")
+    if args.resume:
+        out = args.resume
+    else:
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = args.out or f"runs/{stamp}-{device.replace(':', '')}"
+    cap = int(args.memory_cap_gb * 2**30) if args.memory_cap_gb else None
+    line = "cnnbench " + shlex.join(list(argv) if argv is not None else sys.argv[1:])
+    return make_config(
+        models=tuple(selection),
+        metrics=_resolve_metrics(args.metrics),
+        device=device,
+        profile=profile,
+        out_dir=out,
+        batch_sizes=args.batch_sizes,
+        sweep=args.sweep,
+        image_size=args.image_size,
+        dtype=args.dtype,
+        channels_last=args.channels_last,
+        compile=args.compile,
+        threads=args.threads,
+        min_time_s=args.min_time_s,
+        min_runs=args.min_runs,
+        warmup_runs=args.warmup_runs,
+        memory_cap_bytes=cap,
+        resume=bool(args.resume) or None,
+        command_line=line,
+    )
+
+
+def _describe(config) -> str:
+    over = ", ".join(f"{k}={getattr(config, k)}" for k in config.overrides) or "none"
+    return (
+        f"models {', '.join(config.models)} · device {config.device} · profile {config.profile}"
+        f" · metrics {', '.join(config.metrics)}\noverrides: {over}\nresults: {config.out_dir}"
+    )
+
+
+def _cmd_run(args, out: Console, err: Console, argv) -> int:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from . import runner
+    from .summary import summary_table
+
+    config = config_from_args(args, argv)
+    if config.dtype != "fp32" and config.device == "cpu":
+        err.print(
+            f"[yellow]warning:[/] {config.dtype} autocast on CPU is slow on CPUs without native "
+            "support (about 10x slower than fp32 on the reference machine)"
+        )
+    err.print(_describe(config))
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    )
+    task = progress.add_task("planning", total=None)
+
+    def on_event(kind, payload):
+        if kind == "plan":
+            progress.update(task, total=len(payload))
+        elif kind == "start":
+            progress.update(task, description=payload.label)
+        elif kind in ("record", "skip"):
+            progress.advance(task)
+            if kind == "record" and payload.status != "ok":
+                what = f"{payload.spec.model} {payload.metric}"
+                err.print(f"[red]{payload.status}[/] {what}: {payload.reason}")
+
+    try:
+        with progress:
+            result = runner.run(config, on_event)
+    except runner.ResumeMismatch as exc:
+        raise UsageError(str(exc)) from None
+    except KeyboardInterrupt:
+        err.print(f"interrupted; finished records are in {config.out_dir}/results.jsonl")
+        return 130
+    from .results import RunStore
+
+    records = RunStore(config.out_dir).records()
+    if args.json:
+        print(json.dumps([json.loads(r.to_json()) for r in records]))
+    (err if args.json else out).print(summary_table(records, config))
+    console = err if args.json else out
+    if result.skipped:
+        console.print(f"resume: {result.skipped} measurement(s) already recorded, skipped")
+    console.print(f"results: {config.out_dir}/results.jsonl, env: {config.out_dir}/env.json")
+    if result.failed:
+        err.print(
+            f"[red]{len(result.failed)} of {len(result.records)} measurements failed[/] "
+            f"(status error); see {config.out_dir}/results.jsonl"
+        )
+        return 1
+    return 0
+
+
+_COMMANDS = {"list": _cmd_list, "summary": _cmd_summary, "run": _cmd_run}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -162,6 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     err = Console(stderr=True)
     try:
         args = build_parser().parse_args(argv)
+        if args.command == "run":
+            return _cmd_run(args, out, err, argv)
         return _COMMANDS[args.command](args, out, err)
     except (UsageError, models.UnknownModelError) as exc:
         print(f"cnnbench: {exc}", file=sys.stderr)

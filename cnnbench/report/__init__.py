@@ -1,0 +1,1 @@
+"""Reports: tables (pandas), figures (matplotlib) and rendering, from saved records only."""

@@ -1,0 +1,74 @@
+"""The rich table that ``cnnbench run`` prints at the end, built from the saved records."""
+
+from __future__ import annotations
+
+import math
+
+from rich import box
+from rich.markup import escape
+from rich.table import Table
+
+from .config import RunConfig
+from .report.tables import overview
+from .results import Record
+
+__all__ = ["summary_table"]
+
+
+def _num(value, fmt: str, scale: float = 1.0) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return format(value / scale, fmt)
+
+
+def _best(row: dict, prefix: str) -> str:
+    value = row[f"{prefix}_images_per_s_best"]
+    return "—" if value is None else escape(f"{value:,.0f} [{row[f'{prefix}_best_batch']}]")
+
+
+def summary_table(records: list[Record], config: RunConfig) -> Table:
+    frame = overview(records)
+    dev = config.device + (f", {config.threads} threads" if config.threads else "")
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+        title=f"cnnbench · {dev} · {config.dtype} · profile {config.profile}",
+        caption="GMACs: one fused multiply-add counts once. ms b1: median forward latency at "
+        "batch 1. infer/s, train/s: images per second, batch / median latency, at the best "
+        "batch \\[in brackets]. MB: CUDA peak allocated, or CPU peak RSS above the worker's "
+        "baseline, at the largest memory batch. ~ unstable (IQR > 10% of median), ! contended "
+        "CPU, — not measured.",
+    )
+    for col in (
+        "model",
+        "size",
+        "params",
+        "GMACs",
+        "ms b1",
+        "infer/s",
+        "train/s",
+        "MB inf",
+        "MB trn",
+    ):
+        table.add_column(col, justify="left" if col == "model" else "right", no_wrap=True)
+    failures = any(frame["not_ok"]) if len(frame) else False
+    if failures:
+        table.add_column("not ok", justify="left", style="red")
+    for row in frame.to_dict("records"):
+        flags = row["latency_b1_flags"]
+        mark = ("~" if "unstable" in flags else "") + ("!" if "contended" in flags else "")
+
+        table.add_row(
+            row["model"],
+            str(row["image_size"]),
+            _num(row["params"], ".2f", 1e6) + "M",
+            _num(row["gmacs"], ".3f"),
+            _num(row["latency_ms_p50_b1"], ".2f") + mark,
+            _best(row, "infer"),
+            _best(row, "train"),
+            _num(row["infer_memory_bytes"], ",.0f", 2**20),
+            _num(row["train_memory_bytes"], ",.0f", 2**20),
+            *([row["not_ok"]] if failures else []),
+        )
+    return table

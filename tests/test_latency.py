@@ -1,0 +1,106 @@
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+import torch.utils.benchmark as tb
+
+from cnnbench import models
+from cnnbench.measure import latency
+from cnnbench.measure.latency import CpuContention, TimingConfig, time_iterations, timing_stats
+from cnnbench.results import Spec
+
+
+def test_timing_stats_by_formula():
+    times = [10.0, 11.0, 12.0, 13.0, 30.0]
+    s = timing_stats(times, batch_size=4)
+    assert s["n_runs"] == 5
+    assert s["latency_ms_min"] == 10.0
+    assert s["latency_ms_p50"] == 12.0
+    assert s["latency_ms_mean"] == pytest.approx(sum(times) / 5)
+    assert s["latency_ms_iqr"] == pytest.approx(13.0 - 11.0)  # linear-interpolated quartiles
+    assert s["latency_ms_std"] == pytest.approx(np.std(times, ddof=1))
+    assert s["latency_ms_p99"] == pytest.approx(13.0 + 0.96 * 17.0)
+    assert s["images_per_s"] == pytest.approx(4 / 0.012)
+    assert s["iqr_over_median"] == pytest.approx(2 / 12)
+
+
+def test_run_count_meets_min_runs_and_min_time():
+    calls = []
+    cfg = TimingConfig(warmup_runs=2, min_runs=3, min_time_s=0.05, max_runs=1000)
+    times, timer = time_iterations(
+        lambda: (calls.append(1), time.sleep(0.005)), torch.device("cpu"), cfg
+    )
+    assert timer == "perf_counter"
+    assert len(times) >= 3 and sum(times) >= 50 * 0.9
+    assert len(calls) == len(times) + 3  # warm-up (2) + the estimating call are not timed
+    assert all(t >= 5.0 for t in times)
+    few, _ = time_iterations(
+        lambda: None, torch.device("cpu"), TimingConfig(min_runs=4, min_time_s=0, max_runs=4)
+    )
+    assert len(few) == 4
+
+
+def test_cpu_median_agrees_with_torch_utils_benchmark():
+    model = models.create("googlenet")
+    spec = Spec("googlenet", 96, batch_size=1, threads=torch.get_num_threads())
+    step = latency.make_step(model, spec)
+    ours, theirs = [], []
+    for _ in range(3):  # best of three rounds of each, interleaved, to shrug off a noisy moment
+        ours.append(latency.measure(model, spec, TimingConfig(min_time_s=0.5)).latency_ms_p50)
+        timer = tb.Timer(stmt="step()", globals={"step": step}, num_threads=torch.get_num_threads())
+        theirs.append(timer.blocked_autorange(min_run_time=0.5).median * 1e3)
+    assert min(ours) == pytest.approx(min(theirs), rel=0.10)
+
+
+def test_training_step_updates_weights_and_records_mode():
+    model = models.create("googlenet")
+    before = model.fc.weight.detach().clone()
+    spec = Spec("googlenet", 96, batch_size=2, mode="train", threads=torch.get_num_threads())
+    r = latency.measure(
+        model, spec, TimingConfig(warmup_runs=0, min_runs=2, min_time_s=0, max_runs=2)
+    )
+    assert not torch.equal(before, model.fc.weight.detach())
+    assert r.spec.mode == "train" and r.n_runs == 2
+    assert r.images_per_s == pytest.approx(2 / (r.latency_ms_p50 / 1e3))
+    assert r.compile_s is None and r.cudnn_benchmark is None
+
+
+def test_unstable_flag_follows_iqr_over_median(monkeypatch):
+    noisy = [10.0, 10.0, 14.0, 14.0, 10.0, 14.0]
+    monkeypatch.setattr(latency, "time_iterations", lambda fn, dev, cfg: (noisy, "perf_counter"))
+    r = latency.measure(models.create("nin"), Spec("nin", 224, threads=1))
+    assert r.iqr_over_median > 0.10 and r.unstable
+    steady = [10.0, 10.1, 10.0, 10.2, 10.1]
+    monkeypatch.setattr(latency, "time_iterations", lambda fn, dev, cfg: (steady, "perf_counter"))
+    assert not latency.measure(models.create("nin"), Spec("nin", 224, threads=1)).unstable
+
+
+def test_contention_sees_another_busy_process():
+    with CpuContention() as idle:
+        time.sleep(0.4)
+    hog = subprocess.Popen(
+        [sys.executable, "-c", "import time\nt=time.time()\nwhile time.time()-t<3: pass"]
+    )
+    try:
+        time.sleep(0.3)
+        with CpuContention() as busy:
+            time.sleep(0.8)
+    finally:
+        hog.kill()
+    # one core of the machine spinning is 1/ncpu of all cores' time
+    import os
+
+    assert busy.other_share > 0.8 / os.cpu_count() - 0.1
+    assert busy.other_share > idle.other_share
+
+
+@pytest.mark.cuda
+def test_cuda_latency_uses_events_and_records_cudnn_benchmark():
+    torch.backends.cudnn.benchmark = True
+    spec = Spec("googlenet", 96, batch_size=8, device="cuda")
+    r = latency.measure(models.create("googlenet"), spec, TimingConfig(min_time_s=0.2))
+    assert r.timer == "cuda_event" and r.cudnn_benchmark is True
+    assert r.other_cpu_share is None and r.latency_ms_p50 > 0
