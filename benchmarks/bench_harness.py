@@ -8,7 +8,6 @@ harness would be measuring itself.
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from cnnbench import models

@@ -59,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=positive_int, default=1, help="1: blocks, 2: layers (default 1)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
+    p = sub.add_parser("data", help="where Fashion-MNIST is, and whether it verifies")
+    p.add_argument("--data-dir", help="look here first")
+    p.add_argument(
+        "--download", nargs="?", const="", metavar="DIR",
+        help="fetch the upstream files (default DIR: the user cache)",
+    )  # fmt: skip
+
     p = sub.add_parser("run", help="measure models and save the results in a run folder")
     p.add_argument("--models", default=None, help="selection (default: the four chapter models)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if present)")
@@ -80,10 +87,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-runs", type=positive_int, help="timed iterations per record, at least")
     p.add_argument("--warmup", type=int, dest="warmup_runs", help="untimed iterations first")
     p.add_argument("--memory-cap-gb", type=float, help="per-worker memory cap; above it: oom")
+    t = p.add_argument_group("accuracy (short Fashion-MNIST training)")
+    t.add_argument("--epochs", type=positive_int, dest="train_epochs")
+    t.add_argument("--train-subset", type=positive_int, help="class-balanced training images")
+    t.add_argument("--test-subset", type=positive_int, help="class-balanced test images")
+    t.add_argument("--train-batch-size", type=positive_int)
+    t.add_argument("--optimizer", choices=("sgd", "adam"), dest="train_optimizer")
+    t.add_argument("--lr", type=float, dest="train_lr", help="default: the chapter's per model")
+    t.add_argument("--momentum", type=float, dest="train_momentum")
+    t.add_argument("--train-image-size", type=positive_int)
+    t.add_argument("--seeds", type=nonnegative_int_list, help="e.g. 0,1,2: one run per seed")
+    t.add_argument("--label-smoothing", type=float)
+    t.add_argument("--target-accuracy", type=float, help="record the time to reach it")
+    t.add_argument("--data-dir", help="where to look first for Fashion-MNIST")
     p.add_argument("--out", help="run folder (default: runs/<time>-<device>)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR, skipping what it has")
     p.add_argument("--json", action="store_true", help="print the records as JSON on stdout")
     return parser
+
+
+def nonnegative_int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(t) for t in text.split(","))
+    except ValueError:
+        values = (-1,)
+    if any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(
+            f"expected a comma list of seeds (e.g. 0,1,2), got '{text}'"
+        )
+    return values
 
 
 def positive_int_list(text: str) -> tuple[int, ...]:
@@ -252,6 +284,18 @@ def config_from_args(args, argv: Sequence[str] | None):
         min_runs=args.min_runs,
         warmup_runs=args.warmup_runs,
         memory_cap_bytes=cap,
+        train_epochs=args.train_epochs,
+        train_subset=args.train_subset,
+        test_subset=args.test_subset,
+        train_batch_size=args.train_batch_size,
+        train_optimizer=args.train_optimizer,
+        train_lr=args.train_lr,
+        train_momentum=args.train_momentum,
+        train_image_size=args.train_image_size,
+        seeds=args.seeds,
+        label_smoothing=args.label_smoothing,
+        target_accuracy=args.target_accuracy,
+        data_dir=args.data_dir,
         resume=bool(args.resume) or None,
         command_line=line,
     )
@@ -335,7 +379,38 @@ def _cmd_run(args, out: Console, err: Console, argv) -> int:
     return 0
 
 
-_COMMANDS = {"list": _cmd_list, "summary": _cmd_summary, "run": _cmd_run}
+def _cmd_data(args, out: Console, err: Console) -> int:
+    from . import data
+
+    if args.download is not None:
+        try:
+            where = data.download(args.download or None)
+        except OSError as exc:
+            err.print(f"cnnbench: {exc}", markup=False)
+            return 1
+        out.print(f"downloaded to {where}")
+    try:
+        found = data.load_fashion_mnist(args.data_dir, verify=True)
+    except data.DataNotFound as exc:
+        err.print(f"cnnbench: {exc}", markup=False)
+        return 1
+    except data.DataCorrupt as exc:
+        err.print(f"cnnbench: corrupt data: {exc}", markup=False)
+        return 1
+    loc = found.location
+    out.print(f"Fashion-MNIST found in {loc.root} ({loc.source})")
+    for key, path in loc.files.items():
+        spec = data.IDX_FILES[key]
+        shape = "x".join(map(str, spec.shape))
+        out.print(f"  {path.name:<28} {shape:>12}  ok: size, magic, SHA-256 {spec.sha256[:8]}")
+    counts = found.train_labels.bincount(minlength=10)
+    low, high = int(counts.min()), int(counts.max())
+    out.print(f"train: {found.train_images.shape[0]:,} images, {low:,}-{high:,} per class")
+    out.print(f"test: {found.test_images.shape[0]:,} images")
+    return 0
+
+
+_COMMANDS = {"list": _cmd_list, "summary": _cmd_summary, "run": _cmd_run, "data": _cmd_data}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 __all__ = ["METRICS", "DTYPES", "PROFILES", "Profile", "RunConfig", "make_config"]
 
-METRICS = ("params", "flops", "latency", "memory")
+METRICS = ("params", "flops", "latency", "memory", "accuracy")
 DTYPES = ("fp32", "bf16", "fp16")
 
 
@@ -26,6 +26,15 @@ class Profile:
     min_runs: int  # at least this many timed iterations...
     min_time_s: float  # ...and at least this much timed wall time
     max_runs: int  # never more iterations than this, however fast
+    # accuracy (short Fashion-MNIST training); see measure/train.py and the README's table
+    train_epochs: int
+    train_subset: int | None  # class-balanced training images per epoch; None: all 60,000
+    test_subset: int | None  # class-balanced test images; None: all 10,000
+    train_batch_size: int
+    train_optimizer: str  # "sgd" (the chapter's) or "adam"
+    train_lr: float | None  # None: each model's chapter learning rate
+    train_resolution: str  # "chapter": the model's size; "small": see small_train_size()
+    seeds: tuple[int, ...]
     description: str
 
 
@@ -39,6 +48,14 @@ PROFILES: dict[str, Profile] = {
         min_runs=3,
         min_time_s=0.05,
         max_runs=20,
+        train_epochs=1,
+        train_subset=200,
+        test_subset=200,
+        train_batch_size=16,
+        train_optimizer="adam",
+        train_lr=5e-4,
+        train_resolution="small",
+        seeds=(0,),
         description="CI and tests: every path runs, seconds per model; numbers are not for quoting",
     ),
     "quick": Profile(
@@ -50,6 +67,17 @@ PROFILES: dict[str, Profile] = {
         min_runs=5,
         min_time_s=1.0,
         max_runs=200,
+        # The chapter's recipe (SGD, lr 0.01, batch 128, full size) leaves every model at chance
+        # after a few thousand images on a CPU. quick trades it for more, cheaper steps that
+        # learn: the smallest workable size, batch 16, Adam at 5e-4, 4,000 images, one epoch.
+        train_epochs=1,
+        train_subset=4000,
+        test_subset=2000,
+        train_batch_size=16,
+        train_optimizer="adam",
+        train_lr=5e-4,
+        train_resolution="small",
+        seeds=(0,),
         description="a CPU user's first run: batch 1 and a mid batch, a few minutes in all",
     ),
     "full": Profile(
@@ -61,6 +89,14 @@ PROFILES: dict[str, Profile] = {
         min_runs=20,
         min_time_s=2.0,
         max_runs=2000,
+        train_epochs=10,  # the chapter's recipe, all of it
+        train_subset=None,
+        test_subset=None,
+        train_batch_size=128,
+        train_optimizer="sgd",
+        train_lr=None,
+        train_resolution="chapter",
+        seeds=(0,),
         description="a GPU: batch sweep until memory runs out, long replicates",
     ),
 }
@@ -88,6 +124,19 @@ class RunConfig:
     max_runs: int = 200
     unstable_iqr_ratio: float = 0.10  # IQR / median above this flags a record unstable
     cudnn_benchmark: bool = True  # cuDNN autotuning on CUDA (its trials are warm-up)
+    train_epochs: int = 1
+    train_subset: int | None = None
+    test_subset: int | None = None
+    train_batch_size: int = 128
+    train_optimizer: str = "sgd"
+    train_lr: float | None = None  # None: the model's chapter learning rate
+    train_momentum: float = 0.0
+    train_resolution: str = "chapter"  # "chapter" or "small"
+    train_image_size: int | None = None  # overrides train_resolution for every model
+    seeds: tuple[int, ...] = (0,)
+    label_smoothing: float = 0.0
+    target_accuracy: float | None = None
+    data_dir: str | None = None  # where to look first for Fashion-MNIST
     memory_cap_bytes: int | None = None  # per worker: address space (CPU) / allocator (CUDA) cap
     isolation: str = "process"  # "process": a fresh worker per model; "none": in this process
     resume: bool = False  # skip what results.jsonl in out_dir already holds
@@ -115,6 +164,14 @@ def make_config(
         min_runs=prof.min_runs,
         min_time_s=prof.min_time_s,
         max_runs=prof.max_runs,
+        train_epochs=prof.train_epochs,
+        train_subset=prof.train_subset,
+        test_subset=prof.test_subset,
+        train_batch_size=prof.train_batch_size,
+        train_optimizer=prof.train_optimizer,
+        train_lr=prof.train_lr,
+        train_resolution=prof.train_resolution,
+        seeds=prof.seeds,
     )
     given = {k: v for k, v in overrides.items() if v is not None}
     if "batch_sizes" in given:
@@ -125,7 +182,7 @@ def make_config(
     unknown = set(given) - known
     if unknown:
         raise TypeError(f"unknown RunConfig fields: {sorted(unknown)}")
-    explicit = tuple(k for k in given if k not in ("command_line", "resume"))
+    explicit = tuple(k for k in given if k not in ("command_line", "resume", "data_dir"))
     return RunConfig(
         models=tuple(models),
         metrics=tuple(metrics),

@@ -28,7 +28,7 @@ import torch
 from . import models
 from .config import RunConfig
 from .env import collect_env
-from .measure import flops, latency, memory, params
+from .measure import flops, latency, memory, params, train
 from .measure._device import is_oom, release
 from .results import Record, RunStore, Spec, values_of
 
@@ -91,6 +91,49 @@ def _sweep_batches(config: RunConfig) -> list[int]:
     return out
 
 
+def _train_size(config: RunConfig, model: str) -> int:
+    if config.train_image_size:
+        return config.train_image_size
+    if config.image_size:
+        return config.image_size
+    if config.train_resolution == "small":
+        return train.small_train_size(model)
+    return models.get_spec(model).input_size
+
+
+def train_config(config: RunConfig) -> train.TrainConfig:
+    return train.TrainConfig(
+        epochs=config.train_epochs,
+        batch_size=config.train_batch_size,
+        optimizer=config.train_optimizer,
+        lr=config.train_lr,
+        momentum=config.train_momentum,
+        train_subset=config.train_subset,
+        test_subset=config.test_subset,
+        seeds=config.seeds,
+        label_smoothing=config.label_smoothing,
+        target_accuracy=config.target_accuracy,
+    )
+
+
+def _measure_accuracy(spec: Spec, config: RunConfig, t0: float) -> Record:
+    from .data import DataNotFound, load_fashion_mnist
+
+    try:
+        data = load_fashion_mnist(config.data_dir)
+    except DataNotFound as exc:
+        return Record.failed("accuracy", spec, "unsupported", str(exc), time.perf_counter() - t0)
+    result = train.train(spec, train_config(config), data)
+    values = values_of(result)
+    values["data_dir"] = str(data.location.root)
+    values["data_verified"] = data.verified
+    duration = time.perf_counter() - t0
+    if result.diverged_seeds:
+        reason = f"loss became NaN or infinite (seed {', '.join(map(str, result.diverged_seeds))})"
+        return Record("accuracy", spec, "diverged", values, reason, duration)
+    return Record("accuracy", spec, "ok", values, duration_s=duration)
+
+
 def plan(config: RunConfig, model: str) -> list[Unit]:
     """Every unit the run will attempt for ``model``, in order (a sweep may end early on OOM)."""
     base = _base_spec(config, model)
@@ -109,6 +152,13 @@ def plan(config: RunConfig, model: str) -> list[Unit]:
             for mode in ("inference", "train"):
                 for b in config.memory_batch_sizes:
                     units.append(Unit(metric, dataclasses.replace(base, batch_size=b, mode=mode)))
+        elif metric == "accuracy":
+            size = _train_size(config, model)
+            spec = dataclasses.replace(
+                base, image_size=size, batch_size=config.train_batch_size, mode="train",
+                compiled=config.compile,
+            )  # fmt: skip
+            units.append(Unit(metric, spec))
         else:
             raise ValueError(f"unknown metric {metric!r}")
     return units
@@ -125,6 +175,8 @@ def _measure_unit(unit: Unit, config: RunConfig) -> Record:
     t0 = time.perf_counter()
     device = torch.device(spec.device)
     try:
+        if unit.metric == "accuracy":
+            return _measure_accuracy(spec, config, t0)
         if unit.metric == "memory":
             result = memory.measure(spec, lr=lr, cap_bytes=config.memory_cap_bytes)
         else:

@@ -26,6 +26,15 @@ def _best(row: dict, prefix: str) -> str:
     return "—" if value is None else escape(f"{value:,.0f} [{row[f'{prefix}_best_batch']}]")
 
 
+def _accuracy(row: dict) -> str:
+    if row["accuracy_status"] == "diverged":
+        return "diverged"
+    mean, std = row["test_accuracy_mean"], row["test_accuracy_std"]
+    if mean is None:
+        return "—"
+    return f"{mean:.3f}" + (f"±{std:.3f}" if std else "")
+
+
 def summary_table(records: list[Record], config: RunConfig) -> Table:
     frame = overview(records)
     dev = config.device + (f", {config.threads} threads" if config.threads else "")
@@ -38,19 +47,14 @@ def summary_table(records: list[Record], config: RunConfig) -> Table:
         "batch 1. infer/s, train/s: images per second, batch / median latency, at the best "
         "batch \\[in brackets]. MB: CUDA peak allocated, or CPU peak RSS above the worker's "
         "baseline, at the largest memory batch. ~ unstable (IQR > 10% of median), ! contended "
-        "CPU, — not measured.",
+        "CPU, — not measured. test acc: after the profile's short training (see env.json).",
     )
-    for col in (
-        "model",
-        "size",
-        "params",
-        "GMACs",
-        "ms b1",
-        "infer/s",
-        "train/s",
-        "MB inf",
-        "MB trn",
-    ):
+    columns = ["model", "size", "params", "GMACs", "ms b1", "infer/s", "train/s", "MB inf"]
+    columns.append("MB trn")
+    accuracy = "accuracy" in config.metrics
+    if accuracy:
+        columns.append("test acc")
+    for col in columns:
         table.add_column(col, justify="left" if col == "model" else "right", no_wrap=True)
     failures = any(frame["not_ok"]) if len(frame) else False
     if failures:
@@ -69,6 +73,7 @@ def summary_table(records: list[Record], config: RunConfig) -> Table:
             _best(row, "train"),
             _num(row["infer_memory_bytes"], ",.0f", 2**20),
             _num(row["train_memory_bytes"], ",.0f", 2**20),
+            *([_accuracy(row)] if accuracy else []),
             *([row["not_ok"]] if failures else []),
         )
     return table

@@ -55,6 +55,12 @@ def overview(records: list[Record]) -> pd.DataFrame:
             top = max(mem, key=lambda r: r.spec.batch_size, default=None)
             row[f"{prefix}_memory_bytes"] = top.values["measured_bytes"] if top else None
             row[f"{prefix}_memory_batch"] = top.spec.batch_size if top else None
+        acc = [r for r in mine if r.metric == "accuracy" and r.status in ("ok", "diverged")]
+        a = acc[0].values if acc else {}
+        row["test_accuracy_mean"] = a.get("test_accuracy_mean")
+        row["test_accuracy_std"] = a.get("test_accuracy_std")
+        row["train_time_s_mean"] = a.get("train_time_s_mean")
+        row["accuracy_status"] = acc[0].status if acc else None
         row["not_ok"] = status_note(mine)
         rows.append(row)
     return pd.DataFrame(rows)

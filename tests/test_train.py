@@ -1,0 +1,80 @@
+"""Short training on the real data: the loss falls, accuracy beats chance, seeds reproduce."""
+
+import math
+
+import pytest
+import torch
+
+from cnnbench.data import load_fashion_mnist
+from cnnbench.measure import train
+from cnnbench.measure.train import TrainConfig, balanced_subset
+from cnnbench.results import Spec
+
+
+@pytest.fixture(scope="module")
+def fmnist():
+    return load_fashion_mnist()
+
+
+def test_short_training_learns(fmnist):
+    # NiN at 72x72 (its smallest workable size, rounded up), Adam: the quick profile's recipe
+    cfg = TrainConfig(
+        epochs=2, batch_size=16, optimizer="adam", lr=5e-4, train_subset=3000, test_subset=1000
+    )
+    r = train.train(Spec("nin", 72, 16, mode="train", threads=torch.get_num_threads()), cfg, fmnist)
+    first, second = r.runs[0].epochs
+    assert second.train_loss < first.train_loss < math.log(10) + 0.05
+    assert r.test_accuracy_mean > 0.3  # chance is 0.1
+    assert r.recipe == "modified" and r.train_images == 3000 and r.test_images == 1000
+    assert first.images_per_s == pytest.approx(3000 / first.wall_s)
+
+
+def test_same_seed_same_result_on_cpu(fmnist):
+    cfg = TrainConfig(
+        epochs=1, batch_size=16, optimizer="adam", lr=5e-4, train_subset=160, test_subset=100
+    )
+    spec = Spec("googlenet", 28, 16, mode="train", threads=torch.get_num_threads())
+    a, b = train.train(spec, cfg, fmnist), train.train(spec, cfg, fmnist)
+    assert a.runs[0].epochs[0].train_loss == b.runs[0].epochs[0].train_loss
+    assert a.test_accuracy_mean == b.test_accuracy_mean
+    other = train.train(spec, TrainConfig(**{**cfg.__dict__, "seeds": (1,)}), fmnist)
+    assert other.runs[0].epochs[0].train_loss != a.runs[0].epochs[0].train_loss
+
+
+def test_several_seeds_summarised(fmnist):
+    cfg = TrainConfig(epochs=1, batch_size=16, optimizer="adam", lr=5e-4, train_subset=100, test_subset=100,
+                      seeds=(0, 1, 2), target_accuracy=0.0)  # fmt: skip
+    r = train.train(Spec("googlenet", 28, 16, mode="train"), cfg, fmnist)
+    accs = [run.final_test_accuracy for run in r.runs]
+    assert r.test_accuracy_mean == pytest.approx(sum(accs) / 3)
+    assert r.test_accuracy_min == min(accs) and r.test_accuracy_max == max(accs)
+    assert all(run.time_to_target_s == run.epochs[0].wall_s for run in r.runs)
+
+
+def test_divergence_is_recorded_not_hidden(fmnist):
+    cfg = TrainConfig(epochs=2, batch_size=16, lr=1e6, train_subset=200, test_subset=100)
+    r = train.train(Spec("nin", 72, 16, mode="train"), cfg, fmnist)
+    assert r.diverged_seeds == (0,)
+    assert r.runs[0].diverged and r.runs[0].final_test_accuracy is None
+    assert r.test_accuracy_mean is None
+
+
+def test_chapter_recipe_is_labelled(fmnist):
+    cfg = TrainConfig(epochs=1, batch_size=128, train_subset=130 * 10, test_subset=100)
+    r = train.train(Spec("googlenet", 96, 128, mode="train"), cfg, fmnist)
+    assert r.recipe == "d2l" and r.lr == 0.01 and r.optimizer == "sgd" and r.momentum == 0.0
+
+
+def test_balanced_subset():
+    labels = torch.arange(10).repeat(50)
+    idx = balanced_subset(labels, 100)
+    assert labels[idx].bincount().tolist() == [10] * 10
+    assert torch.equal(idx, balanced_subset(labels, 100))
+    with pytest.raises(ValueError):
+        balanced_subset(labels, 15)
+
+
+def test_quick_sizes():
+    assert [
+        train.small_train_size(m) for m in ("alexnet", "vgg11_quarter", "nin", "googlenet")
+    ] == [72, 32, 72, 28]
