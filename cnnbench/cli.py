@@ -11,6 +11,7 @@ import json
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -59,6 +60,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=positive_int, default=1, help="1: blocks, 2: layers (default 1)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
+    p = sub.add_parser("report", help="render report.md/.html, results.csv and figures from runs")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", help="where to write (default: the first run folder)")
+    p.add_argument("--benchmark-json", action="append", default=[],
+                   help="a pytest-benchmark --benchmark-json file to render beside the runs")  # fmt: skip
+
+    p = sub.add_parser("compare", help="two runs side by side, changes beyond noise flagged")
+    p.add_argument("run_a", metavar="RUN_A")
+    p.add_argument("run_b", metavar="RUN_B")
+    p.add_argument("--out", help="where compare.md/.csv go (default: RUN_B)")
+
     p = sub.add_parser("data", help="where Fashion-MNIST is, and whether it verifies")
     p.add_argument("--data-dir", help="look here first")
     p.add_argument(
@@ -103,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder (default: runs/<time>-<device>)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR, skipping what it has")
     p.add_argument("--json", action="store_true", help="print the records as JSON on stdout")
+    p.add_argument("--no-report", action="store_true", help="skip rendering the report at the end")
     return parser
 
 
@@ -370,6 +383,11 @@ def _cmd_run(args, out: Console, err: Console, argv) -> int:
     if result.skipped:
         console.print(f"resume: {result.skipped} measurement(s) already recorded, skipped")
     console.print(f"results: {config.out_dir}/results.jsonl, env: {config.out_dir}/env.json")
+    if not args.no_report:
+        from .report.render import write_report
+
+        paths = write_report([config.out_dir])
+        console.print(f"report: {paths['md']}, {paths['html']}")
     if result.failed:
         err.print(
             f"[red]{len(result.failed)} of {len(result.records)} measurements failed[/] "
@@ -410,7 +428,58 @@ def _cmd_data(args, out: Console, err: Console) -> int:
     return 0
 
 
-_COMMANDS = {"list": _cmd_list, "summary": _cmd_summary, "run": _cmd_run, "data": _cmd_data}
+def _cmd_report(args, out: Console, err: Console) -> int:
+    from .report.render import write_report
+
+    for d in args.runs:
+        if not (Path(d) / "results.jsonl").exists():
+            raise UsageError(
+                f"{d}: not a run folder (no results.jsonl); see: cnnbench run --out DIR"
+            )
+    paths = write_report(args.runs, args.out, benchmark_json=args.benchmark_json)
+    out.print(
+        f"report: {paths['md']}, {paths['html']}; table: {paths['csv']}; figures: {paths['figures']}"
+    )
+    return 0
+
+
+def _cmd_compare(args, out: Console, err: Console) -> int:
+    from rich.table import Table as RichTable
+
+    from .report.compare import compare_runs, format_value, write_compare
+
+    for d in (args.run_a, args.run_b):
+        if not (Path(d) / "results.jsonl").exists():
+            raise UsageError(f"{d}: not a run folder (no results.jsonl)")
+    frame = compare_runs(args.run_a, args.run_b)
+    table = RichTable(title=f"A = {args.run_a}   B = {args.run_b}",
+                      caption="! change larger than the runs' own noise (IQR, seed std; 0 for counts)")  # fmt: skip
+    for col in ("metric", "model", "mode", "batch", "value", "A", "B", "change", ""):
+        table.add_column(
+            col, justify="left" if col in ("metric", "model", "mode", "value") else "right"
+        )
+    for r in frame.to_dict("records"):
+        change = (
+            "—"
+            if r["change"] is None or r["change"] != r["change"]
+            else f"{100 * r['change']:+.1f}%"
+        )
+        table.add_row(r["metric"], r["model"], r["mode"], str(r["batch"]), r["value"], format_value(r["A"]),
+                      format_value(r["B"]), change, "[red]![/]" if r["significant"] else "")  # fmt: skip
+    out.print(table)
+    paths = write_compare(frame, Path(args.out or args.run_b), Path(args.run_a), Path(args.run_b))
+    out.print(f"written: {paths['md']}, {paths['csv']}")
+    return 0
+
+
+_COMMANDS = {
+    "list": _cmd_list,
+    "summary": _cmd_summary,
+    "run": _cmd_run,
+    "data": _cmd_data,
+    "report": _cmd_report,
+    "compare": _cmd_compare,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

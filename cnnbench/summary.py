@@ -45,15 +45,15 @@ def summary_table(records: list[Record], config: RunConfig) -> Table:
         title=f"cnnbench · {dev} · {config.dtype} · profile {config.profile}",
         caption="GMACs: one fused multiply-add counts once. ms b1: median forward latency at "
         "batch 1. infer/s, train/s: images per second, batch / median latency, at the best "
-        "batch \\[in brackets]. MB: CUDA peak allocated, or CPU peak RSS above the worker's "
-        "baseline, at the largest memory batch. ~ unstable (IQR > 10% of median), ! contended "
-        "CPU, — not measured. test acc: after the profile's short training (see env.json).",
+        "batch \\[in brackets]. MB i/t: inference / training memory at the largest memory "
+        "batch, CUDA peak allocated or CPU peak RSS above the worker's baseline. ~ unstable "
+        "(IQR > 10% of median), ! contended CPU, — not measured. acc: test accuracy after the "
+        "profile's short training (see env.json).",
     )
-    columns = ["model", "size", "params", "GMACs", "ms b1", "infer/s", "train/s", "MB inf"]
-    columns.append("MB trn")
+    columns = ["model", "size", "params", "GMACs", "ms b1", "infer/s", "train/s", "MB i/t"]
     accuracy = "accuracy" in config.metrics
     if accuracy:
-        columns.append("test acc")
+        columns.append("acc")
     for col in columns:
         table.add_column(col, justify="left" if col == "model" else "right", no_wrap=True)
     failures = any(frame["not_ok"]) if len(frame) else False
@@ -66,13 +66,14 @@ def summary_table(records: list[Record], config: RunConfig) -> Table:
         table.add_row(
             row["model"],
             str(row["image_size"]),
-            _num(row["params"], ".2f", 1e6) + "M",
-            _num(row["gmacs"], ".3f"),
+            _num(row["params"], ".1f", 1e6) + "M",
+            _num(row["gmacs"], ".2f"),
             _num(row["latency_ms_p50_b1"], ".2f") + mark,
             _best(row, "infer"),
             _best(row, "train"),
-            _num(row["infer_memory_bytes"], ",.0f", 2**20),
-            _num(row["train_memory_bytes"], ",.0f", 2**20),
+            _num(row["infer_memory_bytes"], ".0f", 2**20)
+            + "/"
+            + _num(row["train_memory_bytes"], ".0f", 2**20),
             *([_accuracy(row)] if accuracy else []),
             *([row["not_ok"]] if failures else []),
         )

@@ -56,6 +56,7 @@ class FlopCount:
     flopcounter_forward_flops: int  # FlopCounterMode, forward, 2 per multiply-add
     flopcounter_train_step_flops: int  # FlopCounterMode, forward + backward of one step
     crosscheck_ratio: float  # (flopcounter_forward_flops / 2) / conv_linear_macs; 1.0 agrees
+    layers: tuple[dict, ...]  # per leaf with parameters or MACs, per image, fp32: see _layers()
 
 
 def example_input(spec: Spec, device: str | torch.device = "cpu") -> torch.Tensor:
@@ -88,6 +89,53 @@ def train_step_flops(model: nn.Module, x: torch.Tensor) -> int:
     return counter.get_total_flops()
 
 
+def _kernel(size) -> str | None:
+    if isinstance(size, int):
+        return f"{size}x{size}"
+    return "x".join(map(str, size)) if isinstance(size, tuple) else None
+
+
+def _layers(model: nn.Module, x: torch.Tensor, by_module) -> tuple[dict, ...]:
+    """Per leaf layer, in execution order: what the roofline and the exercise-5 tables need.
+
+    ``macs`` (fvcore), ``params``, ``weight_bytes``, ``input_bytes`` and ``output_bytes`` are per
+    image at fp32 (the batch dimension divided out); ``kernel`` is "KxK" for convolutions.
+    """
+    batch = x.shape[0]
+    rows: dict[str, dict] = {}
+
+    def hook_for(name):
+        def hook(module, inputs, output):
+            ins = sum(i.numel() for i in inputs if torch.is_tensor(i)) * 4 // batch
+            outs = output.numel() * 4 // batch if torch.is_tensor(output) else 0
+            params = sum(p.numel() for p in module.parameters(recurse=False))
+            kernel = getattr(module, "kernel_size", None)
+            rows[name] = dict(
+                name=name,
+                layer=type(module).__name__,
+                kernel=_kernel(kernel),
+                macs=int(by_module.get(name, 0)) // batch,
+                params=params,
+                weight_bytes=4 * params,
+                input_bytes=ins,
+                output_bytes=outs,
+            )
+
+        return hook
+
+    leaves = [(n, m) for n, m in model.named_modules() if n and not any(True for _ in m.children())]
+    handles = [m.register_forward_hook(hook_for(n)) for n, m in leaves]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return tuple(
+        r for r in rows.values() if r["params"] or r["macs"] or r["layer"].endswith("Pool2d")
+    )
+
+
 def measure(model: nn.Module, spec: Spec) -> FlopCount:
     was_training = model.training
     x = example_input(spec, next(model.parameters()).device)
@@ -101,6 +149,7 @@ def measure(model: nn.Module, spec: Spec) -> FlopCount:
             unsupported = dict(Counter(fv.unsupported_ops()))
             with FlopCounterMode(display=False) as counter:
                 model(x)
+            layers = _layers(model, x, by_module)
         forward_flops = counter.get_total_flops()
         model.train()
         train_flops = train_step_flops(model, x)
@@ -119,4 +168,5 @@ def measure(model: nn.Module, spec: Spec) -> FlopCount:
         flopcounter_forward_flops=int(forward_flops),
         flopcounter_train_step_flops=int(train_flops),
         crosscheck_ratio=(forward_flops / 2) / conv_linear if conv_linear else float("nan"),
+        layers=layers,
     )

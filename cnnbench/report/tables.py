@@ -61,6 +61,7 @@ def overview(records: list[Record]) -> pd.DataFrame:
         row["test_accuracy_std"] = a.get("test_accuracy_std")
         row["train_time_s_mean"] = a.get("train_time_s_mean")
         row["accuracy_status"] = acc[0].status if acc else None
+        row["train_image_size"] = acc[0].spec.image_size if acc else None
         row["not_ok"] = status_note(mine)
         rows.append(row)
     return pd.DataFrame(rows)
