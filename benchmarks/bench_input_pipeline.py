@@ -101,8 +101,9 @@ VARIANTS = [
 
 @pytest.mark.parametrize("pipeline,dtype,channels_last", VARIANTS)
 def test_input_pipeline_end_to_end(benchmark, device, raw_root, pipeline, dtype, channels_last):
-    if dtype == "bf16" and device.type == "cpu":
-        pytest.skip("bf16 is about 10x slower than fp32 on this CPU; a GPU row only")
+    """One row per pipeline on a GPU (the aim there: cnnbench several times the d2l pipeline)."""
+    if device.type == "cpu":
+        pytest.skip("on CPU the alternating comparison below is the measurement")
     n = slice_batches(device)
 
     def run():
@@ -114,16 +115,34 @@ def test_input_pipeline_end_to_end(benchmark, device, raw_root, pipeline, dtype,
         return train_slice(batches, device, n, dtype, channels_last)
 
     images_per_s = benchmark.pedantic(run, rounds=1, iterations=1)
-    key = f"{pipeline}-{dtype}{'-channels_last' if channels_last else ''}"
-    RESULTS[key] = images_per_s
+    RESULTS[f"{pipeline}-{dtype}{'-channels_last' if channels_last else ''}"] = images_per_s
     benchmark.extra_info.update(
         model="googlenet", input_size=IMAGE_SIZE, batch=BATCH, device=str(device), dtype=dtype,
         channels_last=channels_last, threads=torch.get_num_threads(), images_per_s=images_per_s,
         batches=n, pipeline=pipeline,
     )  # fmt: skip
-    if pipeline == "cnnbench" and dtype == "fp32" and "d2l-fp32" in RESULTS:
-        ratio = images_per_s / RESULTS["d2l-fp32"]
-        benchmark.extra_info["speedup_vs_d2l"] = ratio
-        if device.type == "cpu":
-            # not slower; 5% allowance for run-to-run noise on a shared 2-core machine
-            assert ratio > 0.95, RESULTS
+    if pipeline == "cnnbench" and "d2l-fp32" in RESULTS:
+        benchmark.extra_info["speedup_vs_d2l_fp32"] = images_per_s / RESULTS["d2l-fp32"]
+
+
+def test_cnnbench_loader_not_slower_on_cpu(benchmark, device, raw_root):
+    """CPU: the two pipelines alternate (d2l, cnnbench, three times each, two-batch slices) so
+    that a noisy moment on a shared 2-core machine hits both; the best slice of each is compared."""
+    if device.type != "cpu":
+        pytest.skip("the GPU rows above are the measurement there")
+
+    def alternate():
+        rates = {"d2l": [], "cnnbench": []}
+        for _ in range(3):
+            rates["d2l"].append(train_slice(d2l_batches(raw_root, device), device, 2))
+            rates["cnnbench"].append(train_slice(cnnbench_batches(device, False), device, 2))
+        return rates
+
+    rates = benchmark.pedantic(alternate, rounds=1, iterations=1)
+    best = {k: max(v) for k, v in rates.items()}
+    benchmark.extra_info.update(
+        model="googlenet", input_size=IMAGE_SIZE, batch=BATCH, device="cpu", dtype="fp32",
+        threads=torch.get_num_threads(), d2l_images_per_s=rates["d2l"],
+        cnnbench_images_per_s=rates["cnnbench"], speedup_vs_d2l=best["cnnbench"] / best["d2l"],
+    )  # fmt: skip
+    assert best["cnnbench"] >= 0.97 * best["d2l"], rates  # not slower, within timing noise

@@ -4,8 +4,14 @@ import torch
 
 def pytest_addoption(parser):
     default = "cuda" if torch.cuda.is_available() else "cpu"
-    parser.addoption(
+    group = parser.getgroup("cnnbench benchmarks")
+    group.addoption(
         "--device", default=default, help=f"device to benchmark on (default: {default})"
+    )
+    group.addoption(
+        "--full-sweep",
+        action="store_true",
+        help="time every batch of the full list (1 to 256) instead of the quick default",
     )
 
 

@@ -194,3 +194,23 @@ def test_cuda_smoke_run(tmp_path):
     lat = [r for r in records if r.metric == "latency"]
     assert lat and all(r.status == "ok" and r.values["timer"] == "cuda_event" for r in lat)
     assert all(r.values["source"] == "cuda_allocator" for r in records if r.metric == "memory")
+
+
+def test_missing_data_makes_accuracy_unsupported_and_the_rest_runs(tmp_path, monkeypatch):
+    from cnnbench import data, runner
+    from cnnbench.config import make_config
+
+    monkeypatch.setenv("CNNBENCH_DATA", str(tmp_path / "none"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    original = data.candidate_dirs
+    monkeypatch.setattr(
+        data, "candidate_dirs", lambda d=None: [(p, w) for p, w in original(d) if "Debian" not in w]
+    )
+    config = make_config(models=("nin",), metrics=("params", "accuracy"), device="cpu", profile="smoke",
+                         out_dir=str(tmp_path / "run"), isolation="none")  # fmt: skip
+    result = runner.run(config)
+    status = {r.metric: r for r in result.records}
+    assert status["params"].status == "ok"
+    assert status["accuracy"].status == "unsupported"
+    assert "apt-get install dataset-fashion-mnist" in status["accuracy"].reason
+    assert not result.failed  # unsupported is a recorded fact, not a failure of the run

@@ -10,7 +10,10 @@ import pandas as pd
 
 from ..results import Record
 
-__all__ = ["Section", "exercise4", "exercise5", "model_facts"]
+__all__ = ["Section", "exercise4", "exercise5", "model_facts", "DATASHEET_PEAKS"]
+
+# NVIDIA data sheets (dense): (FP32 TFLOP/s, BF16 TFLOP/s, memory TB/s); see shared/REFERENCE.md
+DATASHEET_PEAKS = {"H100 SXM": (67.0, 989.0, 3.35), "H200": (67.0, 989.0, 4.8)}
 
 
 @dataclass
@@ -133,6 +136,15 @@ def _bytes_moved(f: dict, batch: int) -> float:
     )
 
 
+def _intensity(f: dict, batch: int) -> float:
+    return 2 * f["macs"] / _bytes_moved(f, batch)
+
+
+def _crossover(f: dict) -> int:
+    """The smallest batch whose forward activations (per image x batch) exceed the weights."""
+    return max(1, int(f["param_bytes"] // max(f["activation_bytes"], 1)) + 1)
+
+
 def exercise5(records: list[Record], batches: tuple[int, ...] = (1, 128)) -> Section:
     facts = model_facts(records)
     section = Section(
@@ -184,20 +196,22 @@ def exercise5(records: list[Record], batches: tuple[int, ...] = (1, 128)) -> Sec
     )
 
     a, g = facts.get("alexnet"), facts.get("googlenet")
+    fp32, bf16, bw = DATASHEET_PEAKS["H100 SXM"]
     if a and g:
         section.sentences += [
             f"Computation: googlenet at {g['image_size']}x{g['image_size']} needs {g['gmacs']:.3f} GMACs per "
             f"image, {a['gmacs'] / g['gmacs']:.1f}x fewer than alexnet at {a['image_size']}x{a['image_size']} "
             f"({a['gmacs']:.3f}): the amount of computation an accelerator must supply per image.",
             f"Memory size: alexnet's weights take {a['param_bytes'] / 2**20:.0f} MB against googlenet's "
-            f"{g['param_bytes'] / 2**20:.0f} MB; googlenet's activations per image "
-            f"({g['activation_bytes'] / 2**20:.2f} MB) are {g['activation_bytes'] / a['activation_bytes']:.1f}x "
-            f"alexnet's, so at a large batch its activations, not its weights, set the memory needed.",
-            f"Memory bandwidth: at batch 1 alexnet does {2 * a['macs'] / _bytes_moved(a, 1):.1f} FLOPs per "
-            f"byte moved and googlenet {2 * g['macs'] / _bytes_moved(g, 1):.1f}: both sit far below the "
-            "ridge point of a modern GPU (hundreds of FLOPs per byte), so single-image inference is "
-            f"bandwidth-bound; at batch 128 the weights are amortised and alexnet reaches "
-            f"{2 * a['macs'] / _bytes_moved(a, 128):.1f}, googlenet {2 * g['macs'] / _bytes_moved(g, 128):.1f}.",
+            f"{g['param_bytes'] / 2**20:.0f} MB, while their forward activations per image are "
+            f"{a['activation_bytes'] / 2**20:.2f} and {g['activation_bytes'] / 2**20:.2f} MB: the activations "
+            f"outweigh the weights from batch {_crossover(a)} for alexnet but from batch {_crossover(g)} for "
+            "googlenet, whose memory need is set by batch size rather than by its weights.",
+            f"Memory bandwidth: at batch 1 alexnet does {_intensity(a, 1):.1f} FLOPs per byte moved and "
+            f"googlenet {_intensity(g, 1):.1f}. The H100 SXM data sheet gives {fp32:.0f} TFLOP/s fp32 and "
+            f"{bw} TB/s, a ridge point of {fp32 / bw:.0f} FLOP/byte (bf16 tensor cores: {bf16 / bw:.0f}); "
+            "below it a layer waits on memory. At batch 128 the weights are amortised: alexnet "
+            f"{_intensity(a, 128):.1f}, googlenet {_intensity(g, 128):.1f} FLOP/byte.",
             f"Cache size: the largest single-layer working set is {a['working_set']['name']} in alexnet "
             f"({(a['working_set']['input_bytes'] + a['working_set']['output_bytes'] + a['working_set']['weight_bytes']) / 2**20:.1f} MB) "
             f"and {g['working_set']['name']} in googlenet "

@@ -225,6 +225,8 @@ def render_markdown(report: Report, out: Path) -> str:
     parts.append("")
     for block in report.blocks:
         kind = block[0]
+        if kind != "li" and parts and parts[-1].startswith("- "):
+            parts.append("")  # a list must end before the next block
         if kind == "h2":
             parts += [f"## {block[1]}", ""]
         elif kind == "p":
@@ -323,6 +325,7 @@ def benchmark_table(path: str | Path) -> tuple[str, pd.DataFrame]:
             "device": info.get("device", ""), "dtype": info.get("dtype", ""),
             "median ms": round(1e3 * st["median"], 3), "IQR ms": round(1e3 * st["iqr"], 3),
             "min ms": round(1e3 * st["min"], 3), "rounds": st["rounds"],
+            "images/s": round(info["batch"] / st["median"], 1) if info.get("batch") and "mode" in info else "",
         })  # fmt: skip
     machine = data.get("machine_info", {})
     caption = (
