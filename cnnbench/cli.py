@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=positive_int, default=1, help="1: blocks, 2: layers (default 1)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
+    p = sub.add_parser("minsize", help="smallest square input each model runs on (exercise 2)")
+    p.add_argument("patterns", nargs="*", help="models (default: the four chapter models)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
     p = sub.add_parser("report", help="render report.md/.html, results.csv and figures from runs")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", help="where to write (default: the first run folder)")
@@ -428,6 +432,26 @@ def _cmd_data(args, out: Console, err: Console) -> int:
     return 0
 
 
+def _cmd_minsize(args, out: Console, err: Console) -> int:
+    names = models.list_models(args.patterns) if args.patterns else models.default_models()
+    found = [shapes.min_input_size(name) for name in names]
+    if args.json:
+        out.print_json(json.dumps([asdict(f) for f in found]))
+        return 0
+    table = Table(
+        title="Minimum square input (shape inference on the meta device)",
+        caption="the chain: every layer that shrinks the map at the minimum size, up to the one "
+        "that fails one pixel below it",
+    )
+    for col in ("model", "min", "fails below", "size chain at the minimum"):
+        table.add_column(col, justify="right" if col == "min" else "left")
+    for f in found:
+        chain = "\n".join(f.reductions) or "— (padding keeps every map ≥ 1x1)"
+        table.add_row(f.model, str(f.min_size), f.failing_layer or "—", chain)
+    out.print(table)
+    return 0
+
+
 def _cmd_report(args, out: Console, err: Console) -> int:
     from .report.render import write_report
 
@@ -478,6 +502,7 @@ _COMMANDS = {
     "run": _cmd_run,
     "data": _cmd_data,
     "report": _cmd_report,
+    "minsize": _cmd_minsize,
     "compare": _cmd_compare,
 }
 

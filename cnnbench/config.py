@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 __all__ = ["METRICS", "DTYPES", "PROFILES", "Profile", "RunConfig", "make_config"]
 
-METRICS = ("params", "flops", "latency", "memory", "accuracy")
+METRICS = ("params", "flops", "minsize", "latency", "memory", "roofline", "accuracy")
 DTYPES = ("fp32", "bf16", "fp16")
 
 

@@ -28,7 +28,7 @@ import torch
 from . import models
 from .config import RunConfig
 from .env import collect_env
-from .measure import flops, latency, memory, params, train
+from .measure import flops, latency, memory, params, roofline, shapes, train
 from .measure._device import is_oom, release
 from .results import Record, RunStore, Spec, values_of
 
@@ -104,8 +104,13 @@ def _train_size(config: RunConfig, model: str) -> int:
     return models.get_spec(model).input_size
 
 
-def train_config(config: RunConfig) -> train.TrainConfig:
-    return train.TrainConfig(
+def train_config(config: RunConfig, model: str | None = None) -> train.TrainConfig:
+    """The training options of ``config``; a variant's own options (``googlenet_ls``'s label
+    smoothing) apply unless the command line set the same option."""
+    variant = models.get_spec(model).train_overrides if model else {}
+    explicit = set(config.overrides)
+    pick = {k: v for k, v in variant.items() if k not in explicit and f"train_{k}" not in explicit}
+    cfg = train.TrainConfig(
         epochs=config.train_epochs,
         batch_size=config.train_batch_size,
         optimizer=config.train_optimizer,
@@ -117,6 +122,7 @@ def train_config(config: RunConfig) -> train.TrainConfig:
         label_smoothing=config.label_smoothing,
         target_accuracy=config.target_accuracy,
     )
+    return dataclasses.replace(cfg, **pick)
 
 
 def _measure_accuracy(spec: Spec, config: RunConfig, t0: float) -> Record:
@@ -126,7 +132,7 @@ def _measure_accuracy(spec: Spec, config: RunConfig, t0: float) -> Record:
         data = load_fashion_mnist(config.data_dir)
     except DataNotFound as exc:
         return Record.failed("accuracy", spec, "unsupported", str(exc), time.perf_counter() - t0)
-    result = train.train(spec, train_config(config), data)
+    result = train.train(spec, train_config(config, spec.model), data)
     values = values_of(result)
     values["data_dir"] = str(data.location.root)
     values["data_verified"] = data.verified
@@ -142,8 +148,11 @@ def plan(config: RunConfig, model: str) -> list[Unit]:
     base = _base_spec(config, model)
     units: list[Unit] = []
     for metric in config.metrics:
-        if metric in ("params", "flops"):
+        if metric in ("params", "flops", "minsize"):
             units.append(Unit(metric, base))  # device-independent counts, batch 1, fp32, eager
+        elif metric == "roofline":
+            batch = max(config.memory_batch_sizes)
+            units.append(Unit(metric, dataclasses.replace(base, batch_size=batch)))
         elif metric == "latency":
             for mode in ("inference", "train"):
                 for b in _sweep_batches(config):
@@ -186,6 +195,10 @@ def _measure_unit(unit: Unit, config: RunConfig) -> Record:
             model = models.create(spec.model, image_size=spec.image_size)
             if unit.metric == "params":
                 result = params.measure(model, spec)
+            elif unit.metric == "minsize":
+                result = shapes.min_input_size(spec.model)
+            elif unit.metric == "roofline":
+                result = roofline.measure(model, spec, _run_peaks(config, spec))
             elif unit.metric == "flops":
                 result = flops.measure(model, spec)
             else:
@@ -303,6 +316,27 @@ def _check_resume(store: RunStore, env: dict) -> None:
         )
 
 
+def _peaks_key(spec: Spec) -> str:
+    return f"{spec.device} {spec.dtype}"
+
+
+def _run_peaks(config: RunConfig, spec: Spec) -> roofline.DevicePeaks | None:
+    """The peaks this run already measured (env.json), so that every model's MFU shares one
+    denominator; None for the first roofline of the run, which measures them."""
+    known = RunStore(config.out_dir).read_env().get("peaks", {}).get(_peaks_key(spec))
+    return roofline.DevicePeaks(**known) if known else None
+
+
+def _record_peaks(store: RunStore, record: Record) -> None:
+    """The first roofline's measured peaks go into env.json, the place for machine facts."""
+    env = store.read_env()
+    key = _peaks_key(record.spec)
+    if key in env.get("peaks", {}):
+        return
+    env.setdefault("peaks", {})[key] = dict(record.values["peaks"])
+    store.write_env(env)
+
+
 def run(
     config: RunConfig,
     on_event: Callable[[str, object], None] | None = None,
@@ -343,6 +377,8 @@ def run(
             if kind == "record":
                 store.append(payload)
                 written.append(payload)
+                if payload.metric == "roofline" and payload.status == "ok":
+                    _record_peaks(store, payload)
                 pending = [
                     u for u in pending if (u.metric, u.spec) != (payload.metric, payload.spec)
                 ]

@@ -15,7 +15,8 @@ def test_patterns_commas_and_all():
     assert models.list_models("tv_*") == ["tv_alexnet", "tv_googlenet", "tv_vgg11"]
     assert models.list_models("all") == models.list_models()
     assert models.list_models("alexnet,alexnet") == ["alexnet"]
-    assert len(models.list_models()) == 8
+    assert len(models.list_models()) == 14
+    assert models.list_models("googlenet*")[0] == "googlenet"
 
 
 def test_unknown_model_suggests_the_closest_name():
@@ -48,4 +49,7 @@ def test_metadata():
     )
     assert models.get_spec("googlenet").input_size == 96
     assert models.get_spec("alexnet").sized_head and not models.get_spec("googlenet").sized_head
-    assert all(models.get_spec(n).parent is None for n in models.list_models())
+    chapter = ["alexnet", "vgg11", "vgg11_quarter", "nin", "googlenet"]
+    assert all(models.get_spec(n).parent is None for n in chapter)
+    variants = [n for n in models.list_models() if models.get_spec(n).parent]
+    assert len(variants) == 6 and all(models.get_spec(n).family == "googlenet" for n in variants)

@@ -27,7 +27,7 @@ def run_dir(tmp_path_factory):
         import tests.plugins.failing_models  # noqa: F401  (registers the failing model here too)
 
         code = main(["run", "--profile", "smoke", "--models", "googlenet,alexnet,raises_in_forward",
-                     "--metrics", "params,flops,latency,memory,accuracy", "--batch-sizes", "1,2",
+                     "--metrics", "params,flops,minsize,latency,memory,roofline,accuracy", "--batch-sizes", "1,2",
                      "--threads", "2", "--out", str(out)])  # fmt: skip
     finally:
         if old is None:
@@ -106,6 +106,23 @@ def test_exercise_sections_answer_from_the_numbers(run_dir):
     assert "3.4x fewer than alexnet" in ex5  # 0.938 / 0.276 GMACs
 
 
+def test_minsize_and_roofline_sections(run_dir):
+    md = (run_dir / "report.md").read_text()
+    ex2 = md.split("## Exercise 2")[1].split("## ")[0]
+    assert "alexnet needs at least 65x65" in ex2 and "stage1.0 Conv2d 11x11/4: 65→15" in ex2
+    assert "googlenet runs even on a 1x1 input" in ex2
+    roof = md.split("## Exercise 5, measured")[1]
+    records = RunStore(run_dir).records()
+    g = next(r for r in records if r.metric == "roofline" and r.spec.model == "googlenet")
+    assert f"{100 * g.values['mfu']:.1f}" in roof
+    env = json.loads((run_dir / "env.json").read_text())
+    a = next(r for r in records if r.metric == "roofline" and r.spec.model == "alexnet")
+    # measured once per run, in env.json, and shared by every model's MFU
+    assert (
+        env["peaks"]["cpu fp32"]["peak_flops"] == g.values["peak_flops"] == a.values["peak_flops"]
+    )
+
+
 def test_figures_are_valid_png_and_svg(run_dir):
     for path in (run_dir / "figures").iterdir():
         if path.suffix == ".png":
@@ -147,7 +164,8 @@ def test_html_renders_in_a_headless_browser(run_dir, tmp_path):
     assert match, done.stderr[-2000:]
     check = json.loads(match.group(1).replace("&quot;", '"'))
     assert check["errors"] == []
-    assert len(check["imgs"]) == 5 and all(w and w > 0 for w in check["imgs"])
+    figures = len(list((run_dir / "figures").glob("*.png")))
+    assert len(check["imgs"]) == figures == 6 and all(w and w > 0 for w in check["imgs"])
     assert "Uncaught" not in done.stderr and "CONSOLE" not in done.stderr
 
 

@@ -147,7 +147,10 @@ def test_errors_and_a_dead_worker_are_recorded_and_the_run_goes_on(tmp_path, cap
     "argv,message",
     [
         (["--device", "cuda"], "use --device cpu"),
-        (["--metrics", "params,speed"], "choose from: params, flops, latency, memory"),
+        (
+            ["--metrics", "params,speed"],
+            "choose from: params, flops, minsize, latency, memory, roofline, accuracy",
+        ),
         (["--batch-sizes", "1,x"], "comma list of positive integers"),
         (["--batch-sizes", "0"], "comma list of positive integers"),
         (["--models", "alexnett"], "did you mean 'alexnet'"),

@@ -56,7 +56,7 @@ class FlopCount:
     flopcounter_forward_flops: int  # FlopCounterMode, forward, 2 per multiply-add
     flopcounter_train_step_flops: int  # FlopCounterMode, forward + backward of one step
     crosscheck_ratio: float  # (flopcounter_forward_flops / 2) / conv_linear_macs; 1.0 agrees
-    layers: tuple[dict, ...]  # per leaf with parameters or MACs, per image, fp32: see _layers()
+    layers: tuple[dict, ...]  # per leaf with parameters or MACs, per image, fp32: see layer_table()
 
 
 def example_input(spec: Spec, device: str | torch.device = "cpu") -> torch.Tensor:
@@ -95,7 +95,7 @@ def _kernel(size) -> str | None:
     return "x".join(map(str, size)) if isinstance(size, tuple) else None
 
 
-def _layers(model: nn.Module, x: torch.Tensor, by_module) -> tuple[dict, ...]:
+def layer_table(model: nn.Module, x: torch.Tensor, by_module) -> tuple[dict, ...]:
     """Per leaf layer, in execution order: what the roofline and the exercise-5 tables need.
 
     ``macs`` (fvcore), ``params``, ``weight_bytes``, ``input_bytes`` and ``output_bytes`` are per
@@ -149,7 +149,7 @@ def measure(model: nn.Module, spec: Spec) -> FlopCount:
             unsupported = dict(Counter(fv.unsupported_ops()))
             with FlopCounterMode(display=False) as counter:
                 model(x)
-            layers = _layers(model, x, by_module)
+            layers = layer_table(model, x, by_module)
         forward_flops = counter.get_total_flops()
         model.train()
         train_flops = train_step_flops(model, x)

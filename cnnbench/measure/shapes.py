@@ -137,6 +137,48 @@ class MinInputSize:
     min_size: int  # smallest square side (pixels) the model runs on
     failing_layer: str  # the layer that fails at min_size - 1 ("" when min_size is 1)
     failure: str  # the error that layer raises at min_size - 1
+    # at min_size, every layer up to the failing one that changes the spatial side, in order:
+    # "stage1.0 Conv2d 11x11/4: 65→15" — the stride and pooling chain that sets the bound
+    reductions: tuple[str, ...] = ()
+
+
+def _reductions(name: str, size: int, stop_at: str, **overrides) -> tuple[str, ...]:
+    """Layers that change the spatial side of a ``size`` input, up to ``stop_at`` (meta device)."""
+    channels = overrides.get("in_channels", get_spec(name).in_channels)
+    steps: list[str] = []
+    with torch.device("meta"):
+        model = create(name, image_size=size, **overrides).eval()
+
+        def hook_for(layer_name: str):
+            def hook(module, inputs, output):
+                side_in, side_out = (
+                    inputs[0].shape[-1],
+                    output.shape[-1] if output.dim() == 4 else 1,
+                )
+                if side_in != side_out and inputs[0].dim() == 4:
+                    k = getattr(module, "kernel_size", None)
+                    st = getattr(module, "stride", None)
+                    k = k if isinstance(k, (int, type(None))) else k[0]
+                    st = st if isinstance(st, (int, type(None))) else st[0]
+                    how = f" {k}x{k}/{st}" if k is not None and st is not None else ""
+                    steps.append(f"{layer_name} {type(module).__name__}{how}: {side_in}→{side_out}")
+
+            return hook
+
+        leaves = [
+            (n, m) for n, m in model.named_modules() if n and not any(True for _ in m.children())
+        ]
+        handles = [m.register_forward_hook(hook_for(n)) for n, m in leaves]
+        try:
+            with torch.no_grad():
+                model(torch.empty(1, channels, size, size))
+        finally:
+            for h in handles:
+                h.remove()
+    if stop_at:
+        cut = next((i for i, s in enumerate(steps) if s.startswith(stop_at + " ")), None)
+        steps = steps[: cut + 1] if cut is not None else steps
+    return tuple(steps)
 
 
 def min_input_size(name: str, *, limit: int = 4096, **overrides) -> MinInputSize:
@@ -166,9 +208,11 @@ def min_input_size(name: str, *, limit: int = 4096, **overrides) -> MinInputSize
         else:
             hi = mid
     below = fails(hi - 1) if hi > 1 else None
+    layer = below.layer if below else ""
     return MinInputSize(
         model=name,
         min_size=hi,
-        failing_layer=below.layer if below else "",
+        failing_layer=layer,
         failure=below.detail if below else "",
+        reductions=_reductions(name, hi, layer, **overrides),
     )

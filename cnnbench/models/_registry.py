@@ -41,6 +41,9 @@ class ModelSpec:
     description: str  # one line for tables
     parent: str | None = None  # the model this one is a variant of (GoogLeNet's exercises)
     default: bool = False  # part of the default selection (the four chapter models)
+    # training options that define the variant (googlenet_ls: label smoothing); the runner applies
+    # them unless the command line sets the same option
+    train_overrides: dict = field(default_factory=dict, compare=False)
 
     @property
     def sized_head(self) -> bool:
@@ -73,6 +76,7 @@ def register_model(
     num_classes: int = 10,
     parent: str | None = None,
     default: bool = False,
+    train_overrides: dict | None = None,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Register a builder under ``name`` (the function's name by default)."""
 
@@ -94,6 +98,7 @@ def register_model(
             description=description,
             parent=parent,
             default=default,
+            train_overrides=dict(train_overrides or {}),
         )
         return fn
 

@@ -12,6 +12,11 @@ Five blocks and a classifier, as the chapter's ``b1`` ... ``b5`` and ``LazyLinea
 Unlike torchvision's ``googlenet`` there is no batch normalization, no auxiliary classifier and
 the "5x5" branch really is 5x5 (torchvision uses 3x3 there, pytorch/vision#906).
 
+The chapter's exercises are variants registered with ``parent`` set, each a different block, stem
+or training option injected into the same ``GoogLeNet`` (exercise 1: ``googlenet_bn``,
+``googlenet_v3``, ``googlenet_v3_asym``, ``googlenet_res``, ``googlenet_ls``; exercise 3:
+``googlenet28``, for Fashion-MNIST's native 28x28 — see :func:`stem_28` for what changed and why).
+
 The network is data: ``GOOGLENET_STAGES`` lists each Inception block's channel numbers, and every
 convolution is made by an injected ``conv_block`` (conv + activation), the way torchvision's
 ``Inception(conv_block=...)`` does, so that the exercise variants replace a block or a row instead
@@ -21,6 +26,7 @@ of copying the network.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -31,10 +37,20 @@ from ._registry import register_model
 __all__ = [
     "ConvBlock",
     "ConvReLU",
+    "ConvBNReLU",
     "Inception",
+    "InceptionV3",
+    "InceptionRes",
     "GoogLeNet",
     "GOOGLENET_STAGES",
+    "stem_28",
     "googlenet",
+    "googlenet_bn",
+    "googlenet_v3",
+    "googlenet_v3_asym",
+    "googlenet_res",
+    "googlenet_ls",
+    "googlenet28",
 ]
 
 # conv_block(in_channels, out_channels, kernel_size, stride=1, padding=0) -> nn.Module
@@ -124,9 +140,11 @@ class GoogLeNet(nn.Module):
         stages: dict[str, tuple[InceptionCfg, ...]] = GOOGLENET_STAGES,
         conv_block: ConvBlock = ConvReLU,
         inception_block: Callable[..., nn.Module] = Inception,
+        stem: nn.Module | None = None,
     ):
         super().__init__()
-        self.b1 = nn.Sequential(
+        # b1, the stem: 64 channels out, as the chapter's 7x7/2 convolution and 3x3/2 max-pool
+        self.b1 = stem or nn.Sequential(
             conv_block(in_channels, 64, kernel_size=7, stride=2, padding=3),
             nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
         )
@@ -175,3 +193,161 @@ class GoogLeNet(nn.Module):
 )
 def googlenet(*, num_classes: int = 10, in_channels: int = 1) -> GoogLeNet:
     return GoogLeNet(num_classes=num_classes, in_channels=in_channels)
+
+
+# --- The exercise variants (d2l 8.4, exercises 1 and 3): a different block or stem, same network.
+
+
+class ConvBNReLU(nn.Sequential):
+    """Convolution, batch normalization, ReLU (Ioffe & Szegedy 2015). The convolution drops its
+    bias: BN's shift makes it redundant, so each layer gains 2 x C_out - C_out = C_out parameters."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size, stride: int = 1, padding=0
+    ):
+        super().__init__(
+            nn.Conv2d(
+                in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=False
+            ),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(),
+        )
+
+
+class InceptionV3(Inception):
+    """Inception with the 5x5 branch factored into two 3x3 convolutions (Szegedy et al. 2016),
+    the same receptive field for 18/25 of the weights per channel pair; with ``asymmetric`` every
+    3x3 is further factored into 1x3 then 3x1."""
+
+    def __init__(
+        self,
+        in_channels,
+        c1,
+        c2,
+        c3,
+        c4,
+        *,
+        conv_block: ConvBlock = ConvReLU,
+        asymmetric: bool = False,
+    ):
+        super().__init__(in_channels, c1, c2, c3, c4, conv_block=conv_block)
+
+        def conv3x3(cin: int, cout: int) -> nn.Module:
+            if not asymmetric:
+                return conv_block(cin, cout, kernel_size=3, padding=1)
+            return nn.Sequential(
+                conv_block(cin, cout, kernel_size=(1, 3), padding=(0, 1)),
+                conv_block(cout, cout, kernel_size=(3, 1), padding=(1, 0)),
+            )
+
+        self.b2 = nn.Sequential(
+            conv_block(in_channels, c2[0], kernel_size=1), conv3x3(c2[0], c2[1])
+        )
+        self.b3 = nn.Sequential(
+            conv_block(in_channels, c3[0], kernel_size=1),
+            conv3x3(c3[0], c3[1]),
+            conv3x3(c3[1], c3[1]),
+        )
+
+
+class InceptionRes(Inception):
+    """Inception-ResNet-style block (Szegedy et al. 2017): the concatenated branches are added to
+    the input, through a 1x1 projection where the channel counts differ, then ReLU."""
+
+    def __init__(self, in_channels, c1, c2, c3, c4, *, conv_block: ConvBlock = ConvReLU):
+        super().__init__(in_channels, c1, c2, c3, c4, conv_block=conv_block)
+        out = self.out_channels
+        self.shortcut = (
+            nn.Identity() if in_channels == out else nn.Conv2d(in_channels, out, kernel_size=1)
+        )
+        self.relu = nn.ReLU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.relu(self.shortcut(x) + super().forward(x))
+
+
+def stem_28(in_channels: int, conv_block: ConvBlock = ConvReLU) -> nn.Sequential:
+    """Stem for Fashion-MNIST's native 28x28: a 3x3/1 convolution and one 3x3/2 max-pool → 14x14.
+
+    The 96x96 stem (7x7/2 convolution + max-pool) shrinks its input 4x to 24x24; at 28x28 that
+    would leave 7x7 before the body and 1x1 maps by b4. Shrinking only 2x keeps the body's maps
+    close to the 96x96 network's (14, 7, 4, 2 against 12, 6, 3, 1.5): body and head are unchanged.
+    """
+    return nn.Sequential(
+        conv_block(in_channels, 64, kernel_size=3, stride=1, padding=1),
+        nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
+    )
+
+
+@register_model(
+    family="googlenet",
+    section="8.4",
+    input_size=96,
+    lr=0.01,
+    description="GoogLeNet with batch normalization after every convolution (exercise 1)",
+    parent="googlenet",
+)
+def googlenet_bn(*, num_classes: int = 10, in_channels: int = 1) -> GoogLeNet:
+    return GoogLeNet(num_classes=num_classes, in_channels=in_channels, conv_block=ConvBNReLU)
+
+
+@register_model(
+    family="googlenet",
+    section="8.4",
+    input_size=96,
+    lr=0.01,
+    description="GoogLeNet with Inception-v3-style blocks: 5x5 as two 3x3 (exercise 1)",
+    parent="googlenet",
+)
+def googlenet_v3(*, num_classes: int = 10, in_channels: int = 1) -> GoogLeNet:
+    return GoogLeNet(num_classes=num_classes, in_channels=in_channels, inception_block=InceptionV3)
+
+
+@register_model(
+    family="googlenet",
+    section="8.4",
+    input_size=96,
+    lr=0.01,
+    description="Inception-v3-style blocks with every 3x3 as 1x3 + 3x1 (exercise 1)",
+    parent="googlenet_v3",
+)
+def googlenet_v3_asym(*, num_classes: int = 10, in_channels: int = 1) -> GoogLeNet:
+    block = partial(InceptionV3, asymmetric=True)
+    return GoogLeNet(num_classes=num_classes, in_channels=in_channels, inception_block=block)
+
+
+@register_model(
+    family="googlenet",
+    section="8.4",
+    input_size=96,
+    lr=0.01,
+    description="Inception-ResNet-style blocks: residual add, 1x1 projection (exercise 1)",
+    parent="googlenet",
+)
+def googlenet_res(*, num_classes: int = 10, in_channels: int = 1) -> GoogLeNet:
+    return GoogLeNet(num_classes=num_classes, in_channels=in_channels, inception_block=InceptionRes)
+
+
+@register_model(
+    family="googlenet",
+    section="8.4",
+    input_size=96,
+    lr=0.01,
+    description="GoogLeNet trained with label smoothing 0.1 (exercise 1): same network",
+    parent="googlenet",
+    train_overrides={"label_smoothing": 0.1},
+)
+def googlenet_ls(*, num_classes: int = 10, in_channels: int = 1) -> GoogLeNet:
+    return GoogLeNet(num_classes=num_classes, in_channels=in_channels)
+
+
+@register_model(
+    family="googlenet",
+    section="8.4",
+    input_size=28,
+    lr=0.01,
+    description="GoogLeNet for native 28x28 input: 3x3/1 stem, one max-pool (exercise 3)",
+    parent="googlenet",
+)
+def googlenet28(*, num_classes: int = 10, in_channels: int = 1) -> GoogLeNet:
+    return GoogLeNet(num_classes=num_classes, in_channels=in_channels, stem=stem_28(in_channels))

@@ -286,6 +286,71 @@ def training_curves(records: list[Record], out: Path, conditions: str) -> Figure
     return _save(fig, out, Figure("training_curves", "Training curves", conditions))
 
 
+def roofline(records: list[Record], out: Path, conditions: str) -> Figure | None:
+    roof = [r for r in records if r.metric == "roofline" and r.status == "ok"]
+    if not roof:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.8))
+    peak, bw = roof[0].values["peak_flops"], roof[0].values["peak_bytes_per_s"]
+    intensities = [lay["intensity"] for r in roof for lay in r.values["layers"]]
+    lo, hi = min(intensities + [0.1]) / 2, max(intensities + [peak / bw]) * 2
+    xs = [lo * (hi / lo) ** (i / 200) for i in range(201)]
+    ax.plot(xs, [min(peak, bw * x) / 1e9 for x in xs], color="black", lw=1.5, label="measured roof")
+    sheet_f, sheet_b = (
+        roof[0].values.get("datasheet_flops"),
+        roof[0].values.get("datasheet_bytes_per_s"),
+    )
+    if sheet_f and sheet_b:
+        ax.plot(
+            xs,
+            [min(sheet_f, sheet_b * x) / 1e9 for x in xs],
+            color="grey",
+            ls="--",
+            lw=1,
+            label="data-sheet roof",
+        )
+    for r in roof:
+        pts = [lay for lay in r.values["layers"] if lay["achieved_flops"]]
+        ax.scatter([p["intensity"] for p in pts], [p["achieved_flops"] / 1e9 for p in pts], s=18, alpha=0.7,
+                   label=f"{r.spec.model} b{r.spec.batch_size} (MFU {100 * r.values['mfu']:.1f}%)")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("arithmetic intensity (FLOP / byte moved)")
+    ax.set_ylabel("achieved GFLOP/s")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    ax.set_title("Per-layer roofline (conv and linear layers)", fontsize=10)
+    fig.text(0.01, -0.04, conditions, fontsize=7, color="dimgray")
+    return _save(fig, out, Figure("roofline", "Per-layer roofline", conditions))
+
+
+def lineage(records: list[Record], out: Path, conditions: str) -> Figure | None:
+    from .experiments import LINEAGE_FIELDS
+    from .experiments import lineage as lineage_table
+
+    _, frame = lineage_table(records)
+    if not len(frame):
+        return None
+    fig, ax = plt.subplots(figsize=(8, 0.6 + 0.9 * len(frame)))
+    labels = [label for _, label in LINEAGE_FIELDS]
+    height = 0.8 / len(labels)
+    for i, label in enumerate(labels):
+        vals = [0.0 if v is None or v != v else 100 * v for v in frame[f"{label} change"]]
+        ax.barh([y + i * height for y in range(len(frame))], vals, height=height, label=label)
+    ax.set_yticks(
+        [y + 0.4 - height / 2 for y in range(len(frame))],
+        [f"{v}\nvs {p}" for v, p in zip(frame["variant"], frame["parent"], strict=True)],
+        fontsize=8,
+    )
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_xlabel("change against the parent (%)")
+    ax.legend(fontsize=7, loc="best")
+    ax.set_title("GoogLeNet variants against their parents", fontsize=10)
+    fig.text(0.01, -0.02, conditions, fontsize=7, color="dimgray")
+    return _save(fig, out, Figure("lineage", "GoogLeNet lineage", conditions))
+
+
 def make_figures(records: list[Record], out: Path, conditions: str) -> list[Figure]:
-    makers = (accuracy_vs_gmacs, latency_vs_batch, memory_breakdown, by_layer_type, training_curves)
+    makers = (accuracy_vs_gmacs, latency_vs_batch, memory_breakdown, by_layer_type, training_curves,
+              roofline, lineage)  # fmt: skip
     return [f for f in (m(records, out, conditions) for m in makers) if f is not None]

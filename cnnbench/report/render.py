@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..results import Record, RunStore, records_frame
-from . import exercises, figures
+from . import exercises, experiments, figures
 from .tables import overview
 
 __all__ = ["Report", "build_report", "write_report"]
@@ -83,6 +83,7 @@ def _overview_table(records: list[Record]) -> pd.DataFrame:
             "peak memory training MiB (batch)": "—" if r["train_memory_bytes"] is None else f"{r['train_memory_bytes'] / 2**20:,.0f} ({r['train_memory_batch']})",
             "test accuracy": acc_text,
             "training time (s)": _fmt(r["train_time_s_mean"], 1),
+            "MFU % (roofline batch)": "—" if r["mfu"] is None else f"{100 * r['mfu']:.1f}",
             "not ok": r["not_ok"] or "",
         })  # fmt: skip
     return pd.DataFrame(rows)
@@ -191,7 +192,20 @@ def build_report(run_dirs: list[Path], out: Path) -> tuple[Report, list[Record]]
             if stem not in figs:
                 blocks.append(("h2", caption))
             blocks.append(("table", caption, table))
-    for section in (exercises.exercise4(records), exercises.exercise5(records)):
+    lineage_section, _ = experiments.lineage(records)
+    if "lineage" in figs:
+        blocks += [("h2", lineage_section.title), ("figure", figs["lineage"])]
+        lineage_section.title = "Exercise 1 — the numbers"
+    if "roofline" in figs:
+        blocks += [("h2", "Per-layer roofline"), ("figure", figs["roofline"])]
+    for section in (
+        lineage_section,
+        experiments.minimum_sizes(records),
+        experiments.native_28(records),
+        exercises.exercise4(records),
+        exercises.exercise5(records),
+        experiments.rooflines(records),
+    ):
         blocks.append(("h2", section.title))
         blocks.append(("p", section.intro))
         for caption, table in section.tables:

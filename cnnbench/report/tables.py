@@ -62,6 +62,8 @@ def overview(records: list[Record]) -> pd.DataFrame:
         row["train_time_s_mean"] = a.get("train_time_s_mean")
         row["accuracy_status"] = acc[0].status if acc else None
         row["train_image_size"] = acc[0].spec.image_size if acc else None
+        roof = _ok(mine, "roofline")
+        row["mfu"] = roof[0].values["mfu"] if roof else None
         row["not_ok"] = status_note(mine)
         rows.append(row)
     return pd.DataFrame(rows)

@@ -1,0 +1,187 @@
+"""Rooflines, measured: per-layer time of a forward pass joined with per-layer MACs and bytes.
+
+- Device peaks come from a short measurement on the device itself: a large matrix multiply for
+  compute (FLOP/s, 2 per multiply-add) and a large copy for bandwidth (bytes read + written per
+  second), both timed with the latency harness's timer. The data-sheet figure sits beside them
+  where one is known (shared/REFERENCE.md).
+- Per-layer time: ``torch.profiler`` over a few forward passes, each leaf layer wrapped in a
+  ``record_function`` range by forward hooks; CPU time on CPU, the kernels' device time on CUDA.
+- Per-layer work: fvcore MACs and the bytes a layer must move (input + output activations at the
+  batch, weights once), as in the exercise-5 tables. Achieved FLOP/s = 2 x MACs / time;
+  arithmetic intensity = FLOPs / bytes; the roof at that intensity is min(peak, bandwidth x I).
+- Model FLOPs utilization (MFU) = the whole forward pass's achieved FLOP/s / the measured peak.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..results import Spec
+from .flops import analysis, example_input, layer_table
+from .latency import TimingConfig, make_step, time_iterations
+
+__all__ = ["DevicePeaks", "RooflineResult", "measure_peaks", "measure", "DATASHEET"]
+
+# NVIDIA data sheets, dense: name fragment → (FP32 TFLOP/s, BF16 TFLOP/s, TB/s)
+DATASHEET = {"H100 80GB HBM3": (67.0, 989.0, 3.35), "H100 SXM": (67.0, 989.0, 3.35),
+             "H100 PCIe": (51.0, 756.0, 2.0), "H200": (67.0, 989.0, 4.8)}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class DevicePeaks:
+    device: str
+    dtype: str
+    matmul_n: int  # square matrix side of the compute probe
+    peak_flops: float  # measured, FLOP/s (2 per multiply-add)
+    copy_bytes: int  # size of the bandwidth probe's source tensor
+    peak_bytes_per_s: float  # measured, bytes read + written per second
+    datasheet_flops: float | None  # FLOP/s from the data sheet for this dtype, where known
+    datasheet_bytes_per_s: float | None
+
+    @property
+    def ridge(self) -> float:
+        return self.peak_flops / self.peak_bytes_per_s
+
+
+def measure_peaks(device: torch.device, dtype: str = "fp32") -> DevicePeaks:
+    cuda = device.type == "cuda"
+    n = 8192 if cuda else 1536
+    torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    if not cuda:
+        torch_dtype = torch.float32  # reduced-precision matmul on CPU is emulated: not a peak
+    a = torch.randn(n, n, device=device, dtype=torch_dtype)
+    b = torch.randn(n, n, device=device, dtype=torch_dtype)
+    cfg = TimingConfig(warmup_runs=2, min_runs=5, min_time_s=0.3 if not cuda else 0.5, max_runs=200)
+    times, _ = time_iterations(lambda: torch.mm(a, b), device, cfg)
+    flops = 2 * n**3 / (statistics.median(times) / 1e3)
+    elements = (1 << 28) if cuda else (1 << 25)  # 1 GiB / 128 MiB of fp32
+    src = torch.empty(elements, device=device, dtype=torch.float32).fill_(1.0)
+    dst = torch.empty_like(src)
+    times, _ = time_iterations(lambda: dst.copy_(src), device, cfg)
+    bandwidth = 2 * src.numel() * 4 / (statistics.median(times) / 1e3)
+    sheet_flops = sheet_bw = None
+    if cuda:
+        name = torch.cuda.get_device_name(device)
+        for key, (f32, b16, tbs) in DATASHEET.items():
+            if key in name:
+                sheet_flops = (f32 if dtype == "fp32" else b16) * 1e12
+                sheet_bw = tbs * 1e12
+                break
+    return DevicePeaks(
+        str(device), dtype, n, flops, src.numel() * 4, bandwidth, sheet_flops, sheet_bw
+    )
+
+
+@dataclass(frozen=True)
+class RooflineResult:
+    spec: Spec
+    peak_flops: float  # measured on this device (see DevicePeaks)
+    peak_bytes_per_s: float
+    ridge_flop_per_byte: float
+    datasheet_flops: float | None
+    datasheet_bytes_per_s: float | None
+    peaks: dict  # the DevicePeaks used (measured once per run; see runner._run_peaks)
+    timing: str  # "cpu_time" or "device_time" (profiler)
+    model_ms: float  # median forward pass, latency harness
+    model_achieved_flops: float  # 2 x MACs x batch / model time
+    mfu: float  # model_achieved_flops / peak_flops
+    layers: tuple[dict, ...]  # per conv/linear layer: time, FLOP/s, intensity, roof, bound
+
+
+def _profile_layers(
+    model: nn.Module, x: torch.Tensor, device: torch.device, runs: int = 5
+) -> tuple[dict, str]:
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    names = {m: n for n, m in model.named_modules() if n and not any(True for _ in m.children())}
+    open_ranges: dict[nn.Module, record_function] = {}
+
+    def pre(module, _inputs):
+        rf = record_function(f"layer::{names[module]}")
+        rf.__enter__()
+        open_ranges[module] = rf
+
+    def post(module, _inputs, _output):
+        open_ranges.pop(module).__exit__(None, None, None)
+
+    handles = [m.register_forward_pre_hook(pre) for m in names] + [
+        m.register_forward_hook(post) for m in names
+    ]
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    try:
+        with torch.inference_mode():
+            for _ in range(2):
+                model(x)
+            torch.cuda.synchronize(device) if device.type == "cuda" else None
+            with profile(activities=activities) as prof:
+                for _ in range(runs):
+                    model(x)
+                torch.cuda.synchronize(device) if device.type == "cuda" else None
+    finally:
+        for h in handles:
+            h.remove()
+    times: dict[str, float] = {}
+    timing = "device_time" if device.type == "cuda" else "cpu_time"
+    for evt in prof.key_averages():
+        if not evt.key.startswith("layer::"):
+            continue
+        if device.type == "cuda":
+            total_us = getattr(evt, "device_time_total", None) or getattr(evt, "cuda_time_total", 0)
+        else:
+            total_us = evt.cpu_time_total
+        times[evt.key[len("layer::") :]] = total_us / runs / 1e3  # ms per forward
+    return times, timing
+
+
+def measure(model: nn.Module, spec: Spec, peaks: DevicePeaks | None = None) -> RooflineResult:
+    device = torch.device(spec.device)
+    peaks = peaks or measure_peaks(device, spec.dtype)
+    forward = make_step(model, spec)  # moves the model, eval mode, inference_mode inside
+    times, _ = time_iterations(
+        forward, device, TimingConfig(warmup_runs=2, min_runs=5, min_time_s=0.5)
+    )
+    model_ms = statistics.median(times)
+    x = example_input(spec, device)
+    with torch.no_grad():
+        by_module = analysis(model, x).by_module()
+        layers = layer_table(model, x, by_module)
+    layer_ms, timing = _profile_layers(model, x, device)
+    batch = spec.batch_size
+    rows = []
+    total_macs = 0
+    for lay in layers:
+        total_macs += lay["macs"]
+        if not (lay["layer"].startswith("Conv") or lay["layer"] == "Linear"):
+            continue
+        ms = layer_ms.get(lay["name"])
+        moved = batch * (lay["input_bytes"] + lay["output_bytes"]) + lay["weight_bytes"]
+        flop = 2 * lay["macs"] * batch
+        intensity = flop / moved
+        roof = min(peaks.peak_flops, peaks.peak_bytes_per_s * intensity)
+        achieved = flop / (ms / 1e3) if ms else None
+        rows.append(dict(
+            name=lay["name"], layer=lay["layer"], kernel=lay["kernel"], macs=lay["macs"] * batch,
+            bytes_moved=moved, time_ms=ms, achieved_flops=achieved, intensity=intensity, roof_flops=roof,
+            bound="memory" if intensity < peaks.ridge else "compute",
+            fraction_of_roof=achieved / roof if achieved else None,
+        ))  # fmt: skip
+    achieved_model = 2 * total_macs * batch / (model_ms / 1e3)
+    return RooflineResult(
+        spec=spec,
+        peak_flops=peaks.peak_flops,
+        peak_bytes_per_s=peaks.peak_bytes_per_s,
+        ridge_flop_per_byte=peaks.ridge,
+        datasheet_flops=peaks.datasheet_flops,
+        datasheet_bytes_per_s=peaks.datasheet_bytes_per_s,
+        peaks=dataclasses.asdict(peaks),
+        timing=timing,
+        model_ms=model_ms,
+        model_achieved_flops=achieved_model,
+        mfu=achieved_model / peaks.peak_flops,
+        layers=tuple(rows),
+    )
