@@ -1,8 +1,10 @@
 """Rooflines, measured: per-layer time of a forward pass joined with per-layer MACs and bytes.
 
-- Device peaks come from a short measurement on the device itself: a large matrix multiply for
-  compute (FLOP/s, 2 per multiply-add) and a large copy for bandwidth (bytes read + written per
-  second), both timed with the latency harness's timer. The data-sheet figure sits beside them
+- Device peaks come from a short measurement on the device itself: compute is the better of a
+  large matrix multiply and a large 3x3 convolution (FLOP/s, 2 per multiply-add; on CPUs oneDNN's
+  convolutions outrun the BLAS matmul, ~183 against ~140 GFLOP/s on the reference machine, and
+  a peak below what layers reach would make MFU exceed 1), bandwidth a large copy (bytes read +
+  written per second), all timed with the latency harness's timer. The data-sheet figure sits beside them
   where one is known (shared/REFERENCE.md).
 - Per-layer time: ``torch.profiler`` over a few forward passes, each leaf layer wrapped in a
   ``record_function`` range by forward hooks; CPU time on CPU, the kernels' device time on CUDA.
@@ -36,8 +38,10 @@ DATASHEET = {"H100 80GB HBM3": (67.0, 989.0, 3.35), "H100 SXM": (67.0, 989.0, 3.
 class DevicePeaks:
     device: str
     dtype: str
-    matmul_n: int  # square matrix side of the compute probe
-    peak_flops: float  # measured, FLOP/s (2 per multiply-add)
+    matmul_n: int  # square matrix side of the matmul probe
+    matmul_flops: float  # measured by the matmul probe, FLOP/s
+    conv_flops: float  # measured by the convolution probe, FLOP/s
+    peak_flops: float  # the better of the two, FLOP/s (2 per multiply-add)
     copy_bytes: int  # size of the bandwidth probe's source tensor
     peak_bytes_per_s: float  # measured, bytes read + written per second
     datasheet_flops: float | None  # FLOP/s from the data sheet for this dtype, where known
@@ -58,7 +62,13 @@ def measure_peaks(device: torch.device, dtype: str = "fp32") -> DevicePeaks:
     b = torch.randn(n, n, device=device, dtype=torch_dtype)
     cfg = TimingConfig(warmup_runs=2, min_runs=5, min_time_s=0.3 if not cuda else 0.5, max_runs=200)
     times, _ = time_iterations(lambda: torch.mm(a, b), device, cfg)
-    flops = 2 * n**3 / (statistics.median(times) / 1e3)
+    matmul_flops = 2 * n**3 / (statistics.median(times) / 1e3)
+    batch, ch, side = (256 if cuda else 32), 256, 28
+    x = torch.randn(batch, ch, side, side, device=device, dtype=torch_dtype)
+    w = torch.randn(ch, ch, 3, 3, device=device, dtype=torch_dtype)
+    with torch.inference_mode():
+        times, _ = time_iterations(lambda: torch.nn.functional.conv2d(x, w, padding=1), device, cfg)
+    conv_flops = 2 * batch * ch * ch * 9 * side * side / (statistics.median(times) / 1e3)
     elements = (1 << 28) if cuda else (1 << 25)  # 1 GiB / 128 MiB of fp32
     src = torch.empty(elements, device=device, dtype=torch.float32).fill_(1.0)
     dst = torch.empty_like(src)
@@ -73,7 +83,16 @@ def measure_peaks(device: torch.device, dtype: str = "fp32") -> DevicePeaks:
                 sheet_bw = tbs * 1e12
                 break
     return DevicePeaks(
-        str(device), dtype, n, flops, src.numel() * 4, bandwidth, sheet_flops, sheet_bw
+        device=str(device),
+        dtype=dtype,
+        matmul_n=n,
+        matmul_flops=matmul_flops,
+        conv_flops=conv_flops,
+        peak_flops=max(matmul_flops, conv_flops),
+        copy_bytes=src.numel() * 4,
+        peak_bytes_per_s=bandwidth,
+        datasheet_flops=sheet_flops,
+        datasheet_bytes_per_s=sheet_bw,
     )
 
 

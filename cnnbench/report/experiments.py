@@ -43,7 +43,23 @@ def headline(records: list[Record], model: str) -> dict:
     out["train_time_s"] = (
         acc[0].values.get("train_time_s_mean") if acc and acc[0].status == "ok" else None
     )
+    out["train_size"] = acc[0].spec.image_size if acc else None
+    out["size"] = p[0].spec.image_size if p else None
     return out
+
+
+def shown(key: str, value) -> str:
+    """A headline value for a table cell, in the unit its label says."""
+    if value is None or value != value:
+        return "—"
+    if isinstance(value, str):
+        return value
+    if key == "params":
+        return f"{value:,.0f}"
+    if key == "train_memory_bytes":
+        return f"{value / 2**20:,.0f}"
+    digits = {"gmacs": 3, "test_accuracy": 3, "latency_ms_p50_b1": 2}.get(key, 1)
+    return f"{value:,.{digits}f}"
 
 
 LINEAGE_FIELDS = [
@@ -51,7 +67,7 @@ LINEAGE_FIELDS = [
     ("gmacs", "GMACs"),
     ("latency_ms_p50_b1", "latency b1 ms"),
     ("train_images_per_s", "train images/s"),
-    ("train_memory_bytes", "train memory"),
+    ("train_memory_bytes", "train memory MiB"),
     ("test_accuracy", "test accuracy"),
 ]
 
@@ -86,12 +102,13 @@ def lineage(records: list[Record]) -> tuple[Section, pd.DataFrame]:
     if not rows:
         section.sentences.append("No variant and its parent were both measured in these runs.")
         return section, frame
-    shown = frame.copy()
-    for _, label in LINEAGE_FIELDS:
-        shown[f"{label} change"] = [
+    table = frame.copy()
+    for key, label in LINEAGE_FIELDS:
+        table[label] = [shown(key, v) for v in frame[label]]
+        table[f"{label} change"] = [
             "—" if v is None or v != v else f"{100 * v:+.1f}%" for v in frame[f"{label} change"]
         ]
-    section.tables.append(("Variants against their parents", shown))
+    section.tables.append(("Variants against their parents", table))
     for row in rows:
         parts = []
         for _, label in LINEAGE_FIELDS:
@@ -156,7 +173,7 @@ def native_28(records: list[Record]) -> Section:
     col_a = f"googlenet (counted at {a['size']}, trained at {a['train_size']})"
     col_b = f"googlenet28 (counted at {b['size']}, trained at {b['train_size']})"
     for key, label in LINEAGE_FIELDS + [("train_time_s", "training time s")]:
-        rows.append({"quantity": label, col_a: a[key], col_b: b[key],
+        rows.append({"quantity": label, col_a: shown(key, a[key]), col_b: shown(key, b[key]),
                      "change": "—" if not a[key] or b[key] is None else f"{100 * (b[key] - a[key]) / a[key]:+.1f}%"})  # fmt: skip
     section.tables.append(("The trade at 28x28", pd.DataFrame(rows)))
     if a["gmacs"] and b["gmacs"]:

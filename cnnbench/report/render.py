@@ -192,22 +192,19 @@ def build_report(run_dirs: list[Path], out: Path) -> tuple[Report, list[Record]]
             if stem not in figs:
                 blocks.append(("h2", caption))
             blocks.append(("table", caption, table))
-    lineage_section, _ = experiments.lineage(records)
-    if "lineage" in figs:
-        blocks += [("h2", lineage_section.title), ("figure", figs["lineage"])]
-        lineage_section.title = "Exercise 1 — the numbers"
-    if "roofline" in figs:
-        blocks += [("h2", "Per-layer roofline"), ("figure", figs["roofline"])]
-    for section in (
-        lineage_section,
-        experiments.minimum_sizes(records),
-        experiments.native_28(records),
-        exercises.exercise4(records),
-        exercises.exercise5(records),
-        experiments.rooflines(records),
-    ):
+    sections = [  # (section, the figure that belongs to it)
+        (experiments.lineage(records)[0], "lineage"),
+        (experiments.minimum_sizes(records), None),
+        (experiments.native_28(records), None),
+        (exercises.exercise4(records), None),
+        (exercises.exercise5(records), None),
+        (experiments.rooflines(records), "roofline"),
+    ]
+    for section, stem in sections:
         blocks.append(("h2", section.title))
         blocks.append(("p", section.intro))
+        if stem in figs:
+            blocks.append(("figure", figs[stem]))
         for caption, table in section.tables:
             blocks.append(("table", caption, table))
         for sentence in section.sentences:
