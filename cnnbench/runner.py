@@ -236,25 +236,27 @@ def _setup_process(config: RunConfig) -> None:
         memory.set_memory_cap(config.memory_cap_bytes, "cpu")
 
 
-def _execute(units: list[Unit], config: RunConfig, emit: Callable[[str, object], None]) -> None:
-    """Measure ``units`` in order; a latency sweep stops at its first OOM for that mode."""
+def _execute(config: RunConfig, units: list[Unit]) -> Iterator[tuple[str, object]]:
+    """Measure ``units`` in order, yielding ``start``/``skip``/``record`` events; a latency sweep
+    stops at its first OOM for that mode."""
     stopped: set[tuple[str, str]] = set()  # (metric, mode) sweeps that ran out of memory
     for unit in units:
         sweep_key = (unit.metric, unit.spec.mode)
         if config.sweep and unit.metric == "latency" and sweep_key in stopped:
-            emit("skip", unit)  # larger batches of a sweep that already ran out of memory
+            yield "skip", unit  # larger batches of a sweep that already ran out of memory
             continue
-        emit("start", unit)
+        yield "start", unit
         record = _measure_unit(unit, config)
         if record.status == "oom" and unit.metric == "latency":
             stopped.add(sweep_key)
-        emit("record", record)
+        yield "record", record
 
 
 def _worker_main(config: RunConfig, units: list[Unit], events) -> None:
     try:
         _setup_process(config)
-        _execute(units, config, lambda kind, payload: events.put((kind, _wire(payload))))
+        for kind, payload in _execute(config, units):
+            events.put((kind, _wire(payload)))
     except BaseException as exc:  # anything outside a measurement: say so and end
         events.put(("crash", _first_line(exc)))
     finally:
@@ -271,13 +273,6 @@ def _unwire(kind, payload):
 
         return Record.from_dict(json.loads(payload))
     return payload
-
-
-def _events_in_process(config: RunConfig, units: list[Unit]) -> Iterator[tuple[str, object]]:
-    out: list[tuple[str, object]] = []
-    _execute(units, config, lambda kind, payload: out.append((kind, payload)))
-    # measured already; replayed so both paths share the caller's loop
-    yield from out
 
 
 def _events_in_worker(config: RunConfig, units: list[Unit]) -> Iterator[tuple[str, object]]:
@@ -371,7 +366,7 @@ def run(
                 todo.append(u)
         if not todo:
             continue
-        source = _events_in_worker if config.isolation == "process" else _events_in_process
+        source = _events_in_worker if config.isolation == "process" else _execute
         pending = list(todo)
         for kind, payload in source(config, todo):
             if kind == "record":

@@ -279,11 +279,12 @@ def stem_28(in_channels: int, conv_block: ConvBlock = ConvReLU) -> nn.Sequential
     )
 
 
-@register_model(
-    family="googlenet",
-    section="8.4",
+# Every variant shares the chapter section, family and learning rate of its root.
+_variant = partial(register_model, family="googlenet", section="8.4", lr=0.01)
+
+
+@_variant(
     input_size=96,
-    lr=0.01,
     description="GoogLeNet with batch normalization after every convolution (exercise 1)",
     parent="googlenet",
 )
@@ -291,11 +292,8 @@ def googlenet_bn(*, num_classes: int = 10, in_channels: int = 1) -> GoogLeNet:
     return GoogLeNet(num_classes=num_classes, in_channels=in_channels, conv_block=ConvBNReLU)
 
 
-@register_model(
-    family="googlenet",
-    section="8.4",
+@_variant(
     input_size=96,
-    lr=0.01,
     description="GoogLeNet with Inception-v3-style blocks: 5x5 as two 3x3 (exercise 1)",
     parent="googlenet",
 )
@@ -303,11 +301,8 @@ def googlenet_v3(*, num_classes: int = 10, in_channels: int = 1) -> GoogLeNet:
     return GoogLeNet(num_classes=num_classes, in_channels=in_channels, inception_block=InceptionV3)
 
 
-@register_model(
-    family="googlenet",
-    section="8.4",
+@_variant(
     input_size=96,
-    lr=0.01,
     description="Inception-v3-style blocks with every 3x3 as 1x3 + 3x1 (exercise 1)",
     parent="googlenet_v3",
 )
@@ -316,11 +311,8 @@ def googlenet_v3_asym(*, num_classes: int = 10, in_channels: int = 1) -> GoogLeN
     return GoogLeNet(num_classes=num_classes, in_channels=in_channels, inception_block=block)
 
 
-@register_model(
-    family="googlenet",
-    section="8.4",
+@_variant(
     input_size=96,
-    lr=0.01,
     description="Inception-ResNet-style blocks: residual add, 1x1 projection (exercise 1)",
     parent="googlenet",
 )
@@ -328,11 +320,8 @@ def googlenet_res(*, num_classes: int = 10, in_channels: int = 1) -> GoogLeNet:
     return GoogLeNet(num_classes=num_classes, in_channels=in_channels, inception_block=InceptionRes)
 
 
-@register_model(
-    family="googlenet",
-    section="8.4",
+@_variant(
     input_size=96,
-    lr=0.01,
     description="GoogLeNet trained with label smoothing 0.1 (exercise 1): same network",
     parent="googlenet",
     train_overrides={"label_smoothing": 0.1},
@@ -341,11 +330,8 @@ def googlenet_ls(*, num_classes: int = 10, in_channels: int = 1) -> GoogLeNet:
     return GoogLeNet(num_classes=num_classes, in_channels=in_channels)
 
 
-@register_model(
-    family="googlenet",
-    section="8.4",
+@_variant(
     input_size=28,
-    lr=0.01,
     description="GoogLeNet for native 28x28 input: 3x3/1 stem, one max-pool (exercise 3)",
     parent="googlenet",
 )

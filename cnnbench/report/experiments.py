@@ -195,7 +195,9 @@ def rooflines(records: list[Record]) -> Section:
         "Exercise 5, measured — rooflines",
         "Per convolution and linear layer of a forward pass: time from torch.profiler, MACs from "
         "fvcore, bytes from the layer's input, output and weights. Peaks measured on the device "
-        "(a large matmul, a large copy); data-sheet figures beside them where known. MFU = the "
+        "(compute: the better of a large matmul and a large 3x3 convolution; bandwidth: a large "
+        "copy), data-sheet figures beside them where known; a layer can outrun the probes and sit "
+        "above the roof. MFU = the "
         "whole forward pass's achieved FLOP/s over the measured peak.",
     )
     rows = []
