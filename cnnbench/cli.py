@@ -156,7 +156,7 @@ def _cmd_list(args, out: Console, err: Console) -> int:
         for name in names:
             spec = models.get_spec(name)
             model = models.create(name)
-            count = flops_measure.measure(model, Spec(name, spec.input_size))
+            macs = flops_measure.count_macs(model, Spec(name, spec.input_size))
             rows.append(
                 dict(
                     name=name,
@@ -164,7 +164,7 @@ def _cmd_list(args, out: Console, err: Console) -> int:
                     section=spec.section,
                     input_shape=[spec.in_channels, spec.input_size, spec.input_size],
                     params=sum(p.numel() for p in model.parameters()),
-                    gmacs=count.gmacs,
+                    gmacs=macs / 1e9,
                     default=spec.default,
                     parent=spec.parent,
                     description=spec.description,

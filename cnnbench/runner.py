@@ -189,14 +189,14 @@ def _measure_unit(unit: Unit, config: RunConfig) -> Record:
     try:
         if unit.metric == "accuracy":
             return _measure_accuracy(spec, config, t0)
-        if unit.metric == "memory":
+        if unit.metric == "memory":  # builds its own model, in a process of its own on CPU
             result = memory.measure(spec, lr=lr, cap_bytes=config.memory_cap_bytes)
+        elif unit.metric == "minsize":  # builds on the meta device, size by size
+            result = shapes.min_input_size(spec.model)
         else:
             model = models.create(spec.model, image_size=spec.image_size)
             if unit.metric == "params":
                 result = params.measure(model, spec)
-            elif unit.metric == "minsize":
-                result = shapes.min_input_size(spec.model)
             elif unit.metric == "roofline":
                 result = roofline.measure(model, spec, _run_peaks(config, spec))
             elif unit.metric == "flops":
