@@ -16,8 +16,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import statistics
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -112,6 +115,23 @@ class RooflineResult:
     layers: tuple[dict, ...]  # per conv/linear layer: time, FLOP/s, intensity, roof, bound
 
 
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Silence what the profiler's native library (kineto) prints straight to file descriptor 2
+    ("profiler_start", "gpuGetDeviceCount failed" on a CUDA build without a GPU): it would land in
+    the middle of the progress display. Python exceptions still propagate."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def _profile_layers(
     model: nn.Module, x: torch.Tensor, device: torch.device, runs: int = 5
 ) -> tuple[dict, str]:
@@ -137,7 +157,7 @@ def _profile_layers(
             for _ in range(2):
                 model(x)
             torch.cuda.synchronize(device) if device.type == "cuda" else None
-            with profile(activities=activities) as prof:
+            with _quiet_native_stderr(), profile(activities=activities) as prof:
                 for _ in range(runs):
                     model(x)
                 torch.cuda.synchronize(device) if device.type == "cuda" else None
