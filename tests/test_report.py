@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import xml.etree.ElementTree as ET
 
 import matplotlib.image
@@ -195,3 +196,31 @@ def test_report_command_and_bad_folder(run_dir, tmp_path, capsys):
     assert (tmp_path / "r" / "report.html").exists()
     assert main(["report", str(tmp_path / "nothing")]) == 2
     assert "not a run folder" in capsys.readouterr().err
+
+
+def test_report_renders_a_pytest_benchmark_json_beside_the_run(run_dir, tmp_path):
+    bench_json = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "benchmarks/bench_harness.py",
+         "--benchmark-only", f"--benchmark-json={bench_json}"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert (
+        main(
+            [
+                "report",
+                str(run_dir),
+                "--out",
+                str(tmp_path / "r"),
+                "--benchmark-json",
+                str(bench_json),
+            ]
+        )
+        == 0
+    )
+    md = (tmp_path / "r" / "report.md").read_text()
+    section = md.split("## pytest-benchmark results")[1]
+    data = json.loads(bench_json.read_text())["benchmarks"][0]
+    assert data["name"] in section
+    assert f"{round(1e3 * data['stats']['median'], 3)}" in section
