@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from ..results import Record
+from .tables import ok_records
 
 __all__ = ["Section", "exercise4", "exercise5", "model_facts", "DATASHEET_PEAKS"]
 
@@ -25,10 +26,8 @@ class Section:
 
 
 def _ok(records, metric, model):
-    return next(
-        (r for r in records if r.metric == metric and r.status == "ok" and r.spec.model == model),
-        None,
-    )
+    """The first ok record of ``metric`` for ``model``, or None."""
+    return next(iter(ok_records(records, metric, model=model)), None)
 
 
 def model_facts(records: list[Record]) -> dict[str, dict]:

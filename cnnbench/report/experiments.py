@@ -8,31 +8,24 @@ import pandas as pd
 from ..models import get_spec
 from ..results import Record
 from .exercises import Section
+from .tables import ok_records
 
 __all__ = ["lineage", "minimum_sizes", "native_28", "rooflines", "headline"]
-
-
-def _ok(records, metric, model, **spec):
-    return [
-        r for r in records
-        if r.metric == metric and r.status == "ok" and r.spec.model == model
-        and all(getattr(r.spec, k) == v for k, v in spec.items())
-    ]  # fmt: skip
 
 
 def headline(records: list[Record], model: str) -> dict:
     """The numbers a lineage row compares, each None when its record is missing or not ok."""
     out = {}
-    p = _ok(records, "params", model)
+    p = ok_records(records, "params", model=model)
     out["params"] = p[0].values["params_total"] if p else None
-    f = _ok(records, "flops", model)
+    f = ok_records(records, "flops", model=model)
     out["gmacs"] = f[0].values["gmacs"] if f else None
-    lat = _ok(records, "latency", model, mode="inference", batch_size=1)
+    lat = ok_records(records, "latency", model=model, mode="inference", batch_size=1)
     out["latency_ms_p50_b1"] = lat[0].values["latency_ms_p50"] if lat else None
-    tr = _ok(records, "latency", model, mode="train")
+    tr = ok_records(records, "latency", model=model, mode="train")
     best = max(tr, key=lambda r: r.values["images_per_s"], default=None)
     out["train_images_per_s"] = best.values["images_per_s"] if best else None
-    mem = _ok(records, "memory", model, mode="train")
+    mem = ok_records(records, "memory", model=model, mode="train")
     top = max(mem, key=lambda r: r.spec.batch_size, default=None)
     out["train_memory_bytes"] = top.values["measured_bytes"] if top else None
     acc = [r for r in records if r.metric == "accuracy" and r.spec.model == model]

@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 
 from ..results import Record  # noqa: E402
+from .tables import ok_records  # noqa: E402
 
 __all__ = ["Figure", "make_figures"]
 
@@ -39,13 +40,6 @@ def _save(fig, out: Path, figure: Figure) -> Figure:
     return figure
 
 
-def _ok(records, metric, **spec):
-    return [
-        r for r in records
-        if r.metric == metric and r.status == "ok" and all(getattr(r.spec, k) == v for k, v in spec.items())
-    ]  # fmt: skip
-
-
 def _models(records):
     return list(dict.fromkeys(r.spec.model for r in records))
 
@@ -55,8 +49,8 @@ def accuracy_vs_gmacs(records: list[Record], out: Path, conditions: str) -> Figu
     points = []
     for model in _models(records):
         acc = [r for r in records if r.spec.model == model and r.metric == "accuracy"]
-        flops = _ok(records, "flops", model=model)
-        params = _ok(records, "params", model=model)
+        flops = ok_records(records, "flops", model=model)
+        params = ok_records(records, "params", model=model)
         if not (acc and flops and params):
             continue
         a = acc[0]
@@ -212,7 +206,7 @@ def by_layer_type(records: list[Record], out: Path, conditions: str) -> Figure |
     models = [
         m
         for m in _models(records)
-        if _ok(records, "params", model=m) and _ok(records, "flops", model=m)
+        if ok_records(records, "params", model=m) and ok_records(records, "flops", model=m)
     ]
     if not models:
         return None
@@ -225,13 +219,13 @@ def by_layer_type(records: list[Record], out: Path, conditions: str) -> Figure |
             for m in models:
                 if what == "params":
                     vals.append(
-                        _ok(records, "params", model=m)[0]
+                        ok_records(records, "params", model=m)[0]
                         .values["params_by_layer_type"]
                         .get(kind, 0)
                         / 1e6
                     )
                 else:
-                    ops = _ok(records, "flops", model=m)[0].values["macs_by_operator"]
+                    ops = ok_records(records, "flops", model=m)[0].values["macs_by_operator"]
                     vals.append(_macs_of_kind(ops, kind) / 1e9)
             ax.bar(models, vals, bottom=bottom, label=kind)
             bottom = [b + v for b, v in zip(bottom, vals, strict=True)]

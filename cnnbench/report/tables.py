@@ -8,10 +8,11 @@ import pandas as pd
 
 from ..results import Record
 
-__all__ = ["overview", "status_note"]
+__all__ = ["ok_records", "overview", "status_note"]
 
 
-def _ok(records: Iterable[Record], metric: str, **spec_fields) -> list[Record]:
+def ok_records(records: Iterable[Record], metric: str, **spec_fields) -> list[Record]:
+    """The ``ok`` records of ``metric`` whose spec matches every given field (model=..., mode=...)."""
     return [
         r
         for r in records
@@ -39,19 +40,19 @@ def overview(records: list[Record]) -> pd.DataFrame:
     for model in dict.fromkeys(r.spec.model for r in records):
         mine = [r for r in records if r.spec.model == model]
         row: dict = {"model": model, "image_size": mine[0].spec.image_size}
-        p = _ok(mine, "params")
+        p = ok_records(mine, "params")
         row["params"] = p[0].values["params_total"] if p else None
-        f = _ok(mine, "flops")
+        f = ok_records(mine, "flops")
         row["gmacs"] = f[0].values["gmacs"] if f else None
-        b1 = _ok(mine, "latency", mode="inference", batch_size=1)
+        b1 = ok_records(mine, "latency", mode="inference", batch_size=1)
         row["latency_ms_p50_b1"] = b1[0].values["latency_ms_p50"] if b1 else None
         row["latency_b1_flags"] = _flags(b1[0]) if b1 else ""
         for mode, prefix in (("inference", "infer"), ("train", "train")):
-            lat = _ok(mine, "latency", mode=mode)
+            lat = ok_records(mine, "latency", mode=mode)
             best = max(lat, key=lambda r: r.values["images_per_s"], default=None)
             row[f"{prefix}_images_per_s_best"] = best.values["images_per_s"] if best else None
             row[f"{prefix}_best_batch"] = best.spec.batch_size if best else None
-            mem = _ok(mine, "memory", mode=mode)
+            mem = ok_records(mine, "memory", mode=mode)
             top = max(mem, key=lambda r: r.spec.batch_size, default=None)
             row[f"{prefix}_memory_bytes"] = top.values["measured_bytes"] if top else None
             row[f"{prefix}_memory_batch"] = top.spec.batch_size if top else None
@@ -62,7 +63,7 @@ def overview(records: list[Record]) -> pd.DataFrame:
         row["train_time_s_mean"] = a.get("train_time_s_mean")
         row["accuracy_status"] = acc[0].status if acc else None
         row["train_image_size"] = acc[0].spec.image_size if acc else None
-        roof = _ok(mine, "roofline")
+        roof = ok_records(mine, "roofline")
         row["mfu"] = roof[0].values["mfu"] if roof else None
         row["not_ok"] = status_note(mine)
         rows.append(row)
