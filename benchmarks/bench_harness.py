@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 
 from cnnbench import models
-from cnnbench.measure.latency import TimingConfig, make_step, time_iterations
+from cnnbench.measure import workload
+from cnnbench.measure.latency import TimingConfig, time_iterations
 from cnnbench.results import Spec
 
 NOOP_RUNS = 20_000
@@ -32,7 +33,7 @@ def test_harness_overhead_per_iteration(benchmark):
     fastest_ms = min(
         sorted(
             time_iterations(
-                make_step(models.create(name), Spec(name, models.get_spec(name).input_size)),
+                workload.build(Spec(name, models.get_spec(name).input_size)).step,
                 cpu,
                 TimingConfig(warmup_runs=1, min_runs=5, min_time_s=0.2, max_runs=50),
             )[0]

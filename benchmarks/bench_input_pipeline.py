@@ -16,11 +16,11 @@ import time
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from cnnbench import models
 from cnnbench.data import IDX_FILES, DeviceLoader, load_fashion_mnist
-from cnnbench.measure._device import autocast, synchronize
+from cnnbench.measure import workload
+from cnnbench.measure._device import synchronize
+from cnnbench.results import Spec
 
 IMAGE_SIZE = 96
 BATCH = 128
@@ -68,16 +68,13 @@ def cnnbench_batches(device, channels_last):
 def train_slice(batches, device, n_batches, dtype="fp32", channels_last=False) -> float:
     """Images/s over ``n_batches`` SGD steps after one untimed warm-up step, data included."""
     torch.manual_seed(0)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model = models.create("googlenet").to(device=device, memory_format=fmt).train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    spec = Spec("googlenet", IMAGE_SIZE, BATCH, device=str(device), dtype=dtype,
+                channels_last=channels_last, mode="train")  # fmt: skip
+    model = workload.build_model(spec).train()
+    opt = workload.make_optimizer(model.parameters(), "sgd", lr=0.01)
 
     def step(x, y):
-        with autocast(device, dtype):
-            loss = F.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        workload.train_step(model, opt, x, y, dtype=dtype)
 
     it = iter(batches)
     step(*next(it))  # warm-up: allocator, oneDNN/cuDNN, DataLoader workers start

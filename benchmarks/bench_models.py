@@ -1,6 +1,6 @@
 """Forward passes, training steps and FLOP counting of the chapter's models, for pytest-benchmark.
 
-The timed callables are the latency harness's own (``cnnbench.measure.latency.make_step``): the
+The timed callables are the latency harness's own (``cnnbench.measure.workload``'s step): the
 same model builders, the same step. pytest-benchmark times with the wall clock, so on CUDA every
 timed call ends with a synchronize — otherwise it would time kernel launches, not kernels.
 Warm-up rounds run first (cuDNN autotuning, oneDNN primitive creation). ``extra_info`` carries the
@@ -16,9 +16,8 @@ import pytest
 import torch
 
 from cnnbench import models
-from cnnbench.measure import flops
+from cnnbench.measure import flops, workload
 from cnnbench.measure._device import synchronize
-from cnnbench.measure.latency import make_step
 from cnnbench.results import Spec
 
 CHAPTER = models.default_models()
@@ -60,7 +59,7 @@ def _timed(benchmark, name: str, batch: int, device: torch.device, mode: str):
     size = models.get_spec(name).input_size
     spec = Spec(name, size, batch, device=str(device), mode=mode,
                 threads=None if device.type == "cuda" else torch.get_num_threads())  # fmt: skip
-    step = make_step(models.create(name), spec)
+    step = workload.build(spec).step
 
     def synchronized_step():
         step()

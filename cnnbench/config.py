@@ -1,103 +1,267 @@
-"""Run configuration: the profiles (smoke, quick, full) and the frozen :class:`RunConfig`.
+"""Run configuration: small frozen dataclasses, each field declared once with its default, its
+unit and (where the command line sets it) its option; profiles are partial overrides of those
+defaults; :func:`make_config` applies a profile and the given options.
 
-One knob, the profile, picks sizes so that the same code serves CI, a laptop and a GPU; every
-profile value can be overridden, and the overrides are kept (``RunConfig.overrides``) so that a
-report never shows a number without the conditions that produced it.
+Adding an option costs one field here: ``opt(default, "help")`` makes it a ``cnnbench run`` flag
+named after the field (``--label-smoothing``), parsed and range-checked by its ``parse``
+function, recorded in env.json with the config, and listed among the run's overrides when it
+differs from the profile. A field declared with a plain default is configuration without a flag.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import typing
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
-__all__ = ["METRICS", "DTYPES", "PROFILES", "Profile", "RunConfig", "make_config"]
+__all__ = [
+    "METRICS",
+    "DTYPES",
+    "PROFILES",
+    "Profile",
+    "Option",
+    "WorkloadConfig",
+    "BatchConfig",
+    "TimingConfig",
+    "MemoryConfig",
+    "TrainConfig",
+    "RunConfig",
+    "SECTIONS",
+    "options",
+    "OPTIONS",
+    "make_config",
+]
 
 METRICS = ("params", "flops", "minsize", "latency", "memory", "roofline", "accuracy")
 DTYPES = ("fp32", "bf16", "fp16")
 
 
+# --- option values: parse a command-line string, or check a value given in Python -------------
+
+
+def positive_int(text: str | int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1 or str(value) != str(text).strip():
+        raise ValueError(f"expected a positive integer, got '{text}'")
+    return value
+
+
+def nonnegative_int(text: str | int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0 or str(value) != str(text).strip():
+        raise ValueError(f"expected an integer ≥ 0, got '{text}'")
+    return value
+
+
+def positive_int_list(text: str | tuple) -> tuple[int, ...]:
+    items = text.split(",") if isinstance(text, str) else list(text)
+    try:
+        return tuple(positive_int(t) for t in items)
+    except ValueError:
+        raise ValueError(
+            f"expected a comma list of positive integers (e.g. 1,32,128), got '{text}'"
+        ) from None
+
+
+def seed_list(text: str | tuple) -> tuple[int, ...]:
+    items = text.split(",") if isinstance(text, str) else list(text)
+    try:
+        return tuple(nonnegative_int(t) for t in items)
+    except ValueError:
+        raise ValueError(f"expected a comma list of seeds (e.g. 0,1,2), got '{text}'") from None
+
+
+def float_in(low: float, high: float, *, low_open: bool = False, high_open: bool = True):
+    """A float parser that refuses values outside [low, high) (brackets as given)."""
+    left, right = "(" if low_open else "[", ")" if high_open else "]"
+
+    def parse(text: str | float) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"expected a number, got '{text}'") from None
+        inside = (value > low if low_open else value >= low) and (
+            value < high if high_open else value <= high
+        )
+        if not inside:
+            raise ValueError(f"expected a number in {left}{low:g}, {high:g}{right}, got '{text}'")
+        return value
+
+    return parse
+
+
+positive_float = float_in(0.0, float("inf"), low_open=True)
+
+
+@dataclass(frozen=True)
+class Option:
+    """How a config field is set from the command line."""
+
+    name: str  # the flag without dashes ("train_image_size"): the key in overrides
+    section: str  # the RunConfig field holding it ("train")
+    field: str  # its field there ("image_size")
+    flag: str  # "--train-image-size"
+    help: str
+    parse: Callable[[str], Any] | None  # None: a switch (store_true)
+    choices: tuple[str, ...] | None = None
+    exclusive: str | None = None  # options sharing a group name exclude each other
+
+
+def opt(default, help: str, *, flag: str | None = None, parse=None, choices=None, exclusive=None):
+    """A config field that is also a ``cnnbench run`` option (see the module docstring)."""
+    meta = dict(help=help, flag=flag, parse=parse, choices=choices, exclusive=exclusive)
+    return field(default=default, metadata={"option": meta})
+
+
+# --- the sections --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorkloadConfig:
+    """What is measured: the input size, number format, memory format and compilation."""
+
+    image_size: int | None = opt(
+        None, "square input side for every model (default: each model's own)", parse=positive_int
+    )
+    dtype: str = opt("fp32", "fp32 (default), or bf16/fp16 autocast", choices=DTYPES)
+    channels_last: bool = opt(False, "torch.channels_last for model and input")
+    compile: bool = opt(False, "torch.compile (latency; compile time recorded apart)")
+    threads: int | None = opt(None, "CPU intra-op threads (default: torch's)", parse=positive_int)
+    cudnn_benchmark: bool = True  # cuDNN autotuning on CUDA (its trials are warm-up)
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """Which batch sizes the latency, memory and roofline units run at."""
+
+    batch_sizes: tuple[int, ...] = opt(
+        (1, 16), "latency and memory batches, e.g. 1,32,128", parse=positive_int_list,
+        exclusive="batches",
+    )  # fmt: skip
+    sweep: bool = opt(False, "double the batch from 1 until out of memory", exclusive="batches")
+    sweep_max_batch: int | None = None  # the sweep's last batch; None: 4096 on CUDA, 256 on CPU
+    memory_batch_sizes: tuple[int, ...] = (16,)  # batches whose peak memory is measured
+
+    def latency_batches(self, device: str) -> list[int]:
+        if not self.sweep:
+            return list(self.batch_sizes)
+        last = self.sweep_max_batch or (4096 if device.startswith("cuda") else 256)
+        out, b = [], 1
+        while b <= last:
+            out.append(b)
+            b *= 2
+        return out
+
+
+@dataclass(frozen=True)
+class TimingConfig:
+    """How a latency is timed (``measure/latency.py``)."""
+
+    warmup_runs: int = opt(2, "untimed iterations first", flag="--warmup", parse=nonnegative_int)
+    min_runs: int = opt(5, "timed iterations per record, at least", parse=positive_int)
+    min_time_s: float = opt(1.0, "seconds timed per record, at least", flag="--min-time",
+                            parse=positive_float)  # fmt: skip
+    max_runs: int = 200  # timed iterations, at most
+    unstable_iqr_ratio: float = 0.10  # IQR / median above this flags a record unstable
+    contended_share: float = 0.10  # other processes' share of CPU time above this: contended
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    """Peak-memory measurement (``measure/memory.py``)."""
+
+    memory_cap_gb: float | None = opt(
+        None, "per-worker memory cap in GiB: address space (CPU) or allocator share (CUDA)",
+        parse=positive_float,
+    )  # fmt: skip
+
+    @property
+    def cap_bytes(self) -> int | None:
+        return int(self.memory_cap_gb * 2**30) if self.memory_cap_gb else None
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Accuracy after short Fashion-MNIST training; the defaults are the chapter's recipe."""
+
+    epochs: int = opt(10, "training epochs", parse=positive_int)
+    train_subset: int | None = opt(None, "class-balanced training images per epoch (default: "
+                                   "all 60,000)", parse=positive_int)  # fmt: skip
+    test_subset: int | None = opt(None, "class-balanced test images (default: all 10,000)",
+                                  parse=positive_int)  # fmt: skip
+    batch_size: int = opt(128, "training batch", flag="--train-batch-size", parse=positive_int)
+    optimizer: str = opt("sgd", "sgd (the chapter's) or adam", choices=("sgd", "adam"))
+    lr: float | None = opt(None, "learning rate (default: the chapter's per model)",
+                           parse=positive_float)  # fmt: skip
+    momentum: float = opt(0.0, "SGD momentum (0: the chapter's plain SGD)", parse=float_in(0, 1))
+    resolution: str = "chapter"  # "chapter": each model's size; "small": train.small_train_size
+    image_size: int | None = opt(None, "training input side for every model",
+                                 flag="--train-image-size", parse=positive_int)  # fmt: skip
+    seeds: tuple[int, ...] = opt((0,), "e.g. 0,1,2: one training run per seed", parse=seed_list)
+    label_smoothing: float = opt(0.0, "cross-entropy label smoothing", parse=float_in(0, 1))
+    target_accuracy: float | None = opt(
+        None, "record the time until test accuracy reaches it",
+        parse=float_in(0, 1, low_open=True, high_open=False),
+    )  # fmt: skip
+    eval_batch_size: int = 512  # batch of the test-set evaluation
+
+
+# (RunConfig field, its dataclass, the title of its options in --help)
+SECTIONS: tuple[tuple[str, type, str], ...] = (
+    ("workload", WorkloadConfig, "workload"),
+    ("batches", BatchConfig, "batches"),
+    ("timing", TimingConfig, "timing"),
+    ("memory", MemoryConfig, "memory"),
+    ("train", TrainConfig, "accuracy (short Fashion-MNIST training)"),
+)
+
+
 @dataclass(frozen=True)
 class Profile:
+    """A named set of partial overrides: section → {field: value}."""
+
     name: str
-    batch_sizes: tuple[int, ...]  # latency batch sizes (ignored when sweep is on)
-    sweep: bool  # double the batch from 1 until out of memory (or sweep_max_batch)
-    memory_batch_sizes: tuple[int, ...]  # batches whose peak memory is measured
-    warmup_runs: int  # untimed iterations first (cuDNN autotuning, allocator warm-up)
-    min_runs: int  # at least this many timed iterations...
-    min_time_s: float  # ...and at least this much timed wall time
-    max_runs: int  # never more iterations than this, however fast
-    # accuracy (short Fashion-MNIST training); see measure/train.py and the README's table
-    train_epochs: int
-    train_subset: int | None  # class-balanced training images per epoch; None: all 60,000
-    test_subset: int | None  # class-balanced test images; None: all 10,000
-    train_batch_size: int
-    train_optimizer: str  # "sgd" (the chapter's) or "adam"
-    train_lr: float | None  # None: each model's chapter learning rate
-    train_resolution: str  # "chapter": the model's size; "small": see small_train_size()
-    seeds: tuple[int, ...]
     description: str
+    overrides: dict[str, dict[str, Any]]
 
 
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(
-        name="smoke",
-        batch_sizes=(1, 2),
-        sweep=False,
-        memory_batch_sizes=(2,),
-        warmup_runs=1,
-        min_runs=3,
-        min_time_s=0.05,
-        max_runs=20,
-        train_epochs=1,
-        train_subset=200,
-        test_subset=200,
-        train_batch_size=16,
-        train_optimizer="adam",
-        train_lr=5e-4,
-        train_resolution="small",
-        seeds=(0,),
-        description="CI and tests: every path runs, seconds per model; numbers are not for quoting",
+        "smoke",
+        "CI and tests: every path runs, seconds per model; numbers are not for quoting",
+        {
+            "batches": dict(batch_sizes=(1, 2), memory_batch_sizes=(2,)),
+            "timing": dict(warmup_runs=1, min_runs=3, min_time_s=0.05, max_runs=20),
+            "train": dict(epochs=1, train_subset=200, test_subset=200, batch_size=16,
+                          optimizer="adam", lr=5e-4, resolution="small"),  # fmt: skip
+        },
     ),
     "quick": Profile(
-        name="quick",
-        batch_sizes=(1, 16),
-        sweep=False,
-        memory_batch_sizes=(16,),
-        warmup_runs=2,
-        min_runs=5,
-        min_time_s=1.0,
-        max_runs=200,
-        # The chapter's recipe (SGD, lr 0.01, batch 128, full size) leaves every model at chance
-        # after a few thousand images on a CPU. quick trades it for more, cheaper steps that
-        # learn: the smallest workable size, batch 16, Adam at 5e-4, 4,000 images, one epoch.
-        train_epochs=1,
-        train_subset=4000,
-        test_subset=2000,
-        train_batch_size=16,
-        train_optimizer="adam",
-        train_lr=5e-4,
-        train_resolution="small",
-        seeds=(0,),
-        description="a CPU user's first run: batch 1 and a mid batch, a few minutes in all",
+        "quick",
+        "a CPU user's first run: batch 1 and a mid batch, a few minutes in all",
+        {
+            # The chapter's recipe (SGD, lr 0.01, batch 128, full size) leaves every model at
+            # chance after a few thousand images on a CPU. quick trades it for more, cheaper steps
+            # that learn: the smallest workable size, batch 16, Adam at 5e-4, 4,000 images.
+            "train": dict(epochs=1, train_subset=4000, test_subset=2000, batch_size=16,
+                          optimizer="adam", lr=5e-4, resolution="small"),  # fmt: skip
+        },
     ),
     "full": Profile(
-        name="full",
-        batch_sizes=(1, 8, 32, 128),
-        sweep=True,
-        memory_batch_sizes=(1, 128),
-        warmup_runs=10,
-        min_runs=20,
-        min_time_s=2.0,
-        max_runs=2000,
-        train_epochs=10,  # the chapter's recipe, all of it
-        train_subset=None,
-        test_subset=None,
-        train_batch_size=128,
-        train_optimizer="sgd",
-        train_lr=None,
-        train_resolution="chapter",
-        seeds=(0,),
-        description="a GPU: batch sweep until memory runs out, long replicates",
+        "full",
+        "a GPU: batch sweep until memory runs out, long replicates, the chapter's recipe",
+        {
+            "batches": dict(batch_sizes=(1, 8, 32, 128), sweep=True, memory_batch_sizes=(1, 128)),
+            "timing": dict(warmup_runs=10, min_runs=20, min_time_s=2.0, max_runs=2000),
+        },
     ),
 }
 
@@ -107,41 +271,53 @@ class RunConfig:
     models: tuple[str, ...]  # registered model names, in run order
     metrics: tuple[str, ...]  # subset of METRICS, in run order
     device: str  # "cpu", "cuda", "cuda:N"
-    profile: str  # key of PROFILES the defaults came from
+    profile: str  # key of PROFILES
     out_dir: str  # run folder: results.jsonl, env.json
-    batch_sizes: tuple[int, ...]  # latency batch sizes when not sweeping
-    sweep: bool  # latency batch sweep: 1, 2, 4, ... until out of memory or sweep_max_batch
-    sweep_max_batch: int  # the sweep's last batch if memory never runs out
-    memory_batch_sizes: tuple[int, ...]  # batches whose peak memory is measured
-    image_size: int | None = None  # None: each model's chapter size
-    dtype: str = "fp32"  # fp32, or bf16/fp16 autocast
-    channels_last: bool = False
-    compile: bool = False  # torch.compile for latency (compile time recorded apart)
-    threads: int | None = None  # CPU intra-op threads; None: torch's default, recorded
-    warmup_runs: int = 2
-    min_runs: int = 5
-    min_time_s: float = 1.0
-    max_runs: int = 200
-    unstable_iqr_ratio: float = 0.10  # IQR / median above this flags a record unstable
-    cudnn_benchmark: bool = True  # cuDNN autotuning on CUDA (its trials are warm-up)
-    train_epochs: int = 1
-    train_subset: int | None = None
-    test_subset: int | None = None
-    train_batch_size: int = 128
-    train_optimizer: str = "sgd"
-    train_lr: float | None = None  # None: the model's chapter learning rate
-    train_momentum: float = 0.0
-    train_resolution: str = "chapter"  # "chapter" or "small"
-    train_image_size: int | None = None  # overrides train_resolution for every model
-    seeds: tuple[int, ...] = (0,)
-    label_smoothing: float = 0.0
-    target_accuracy: float | None = None
-    data_dir: str | None = None  # where to look first for Fashion-MNIST
-    memory_cap_bytes: int | None = None  # per worker: address space (CPU) / allocator (CUDA) cap
+    workload: WorkloadConfig = WorkloadConfig()
+    batches: BatchConfig = BatchConfig()
+    timing: TimingConfig = TimingConfig()
+    memory: MemoryConfig = MemoryConfig()
+    train: TrainConfig = TrainConfig()
+    data_dir: str | None = None  # where to look for Fashion-MNIST (see data.py)
     isolation: str = "process"  # "process": a fresh worker per model; "none": in this process
     resume: bool = False  # skip what results.jsonl in out_dir already holds
-    overrides: tuple[str, ...] = field(default=())  # fields set explicitly, not by the profile
+    overrides: tuple[str, ...] = ()  # options whose value differs from the profile's
     command_line: str = ""  # what the user typed, for env.json
+
+    def option_value(self, name: str) -> Any:
+        o = OPTIONS[name]
+        return getattr(getattr(self, o.section), o.field)
+
+
+def _option_of(section: str, f: dataclasses.Field, hint: Any) -> Option | None:
+    meta = f.metadata.get("option")
+    if meta is None:
+        return None
+    is_switch = hint is bool
+    parse = meta["parse"] or (None if is_switch or meta["choices"] else str)
+    flag = meta["flag"] or "--" + f.name.replace("_", "-")
+    return Option(
+        name=flag[2:].replace("-", "_"),
+        section=section,
+        field=f.name,
+        flag=flag,
+        help=meta["help"],
+        parse=parse,
+        choices=meta["choices"],
+        exclusive=meta["exclusive"],
+    )
+
+
+def options() -> Iterator[tuple[str, str, list[Option]]]:
+    """(section, title, its options) for every section with command-line options."""
+    for section, cls, title in SECTIONS:
+        hints = typing.get_type_hints(cls)
+        found = [o for f in dataclasses.fields(cls) if (o := _option_of(section, f, hints[f.name]))]
+        if found:
+            yield section, title, found
+
+
+OPTIONS: dict[str, Option] = {o.name: o for _, _, opts in options() for o in opts}
 
 
 def make_config(
@@ -151,44 +327,44 @@ def make_config(
     device: str,
     profile: str,
     out_dir: str,
-    **overrides,
+    given: dict[str, Any] | None = None,
+    **top,
 ) -> RunConfig:
-    """A RunConfig from a profile plus explicit overrides (``None`` values mean "not given")."""
+    """A RunConfig: the dataclass defaults, then the profile's overrides, then ``given`` options
+    (name → value; ``None`` means "not given"). ``top`` sets RunConfig's own fields
+    (``data_dir``, ``resume``, ``isolation``, ``command_line``)."""
     prof = PROFILES[profile]
-    base = dict(
-        batch_sizes=prof.batch_sizes,
-        sweep=prof.sweep,
-        sweep_max_batch=4096 if device.startswith("cuda") else 256,
-        memory_batch_sizes=prof.memory_batch_sizes,
-        warmup_runs=prof.warmup_runs,
-        min_runs=prof.min_runs,
-        min_time_s=prof.min_time_s,
-        max_runs=prof.max_runs,
-        train_epochs=prof.train_epochs,
-        train_subset=prof.train_subset,
-        test_subset=prof.test_subset,
-        train_batch_size=prof.train_batch_size,
-        train_optimizer=prof.train_optimizer,
-        train_lr=prof.train_lr,
-        train_resolution=prof.train_resolution,
-        seeds=prof.seeds,
-    )
-    given = {k: v for k, v in overrides.items() if v is not None}
+    given = {k: v for k, v in (given or {}).items() if v is not None}
+    unknown = set(given) - set(OPTIONS)
+    if unknown:
+        raise TypeError(f"unknown options: {sorted(unknown)}")
     if "batch_sizes" in given:
         # an explicit batch list replaces the profile's sweep and memory batches too
         given.setdefault("sweep", False)
-        given.setdefault("memory_batch_sizes", given["batch_sizes"])
-    known = {f.name for f in dataclasses.fields(RunConfig)}
-    unknown = set(given) - known
-    if unknown:
-        raise TypeError(f"unknown RunConfig fields: {sorted(unknown)}")
-    explicit = tuple(k for k in given if k not in ("command_line", "resume", "data_dir"))
+    sections = {}
+    for section, cls, _ in SECTIONS:
+        mine = {OPTIONS[k].field: v for k, v in given.items() if OPTIONS[k].section == section}
+        sections[section] = cls(**{**prof.overrides.get(section, {}), **mine})
+    if "batch_sizes" in given:
+        sections["batches"] = dataclasses.replace(
+            sections["batches"], memory_batch_sizes=given["batch_sizes"]
+        )
+    timing = sections["timing"]
+    if timing.min_runs > timing.max_runs:  # asked for more runs than the cap: the ask wins
+        sections["timing"] = dataclasses.replace(timing, max_runs=timing.min_runs)
+    profile_only = {s: cls(**prof.overrides.get(s, {})) for s, cls, _ in SECTIONS}
+    overrides = tuple(
+        name
+        for name, o in OPTIONS.items()
+        if getattr(sections[o.section], o.field) != getattr(profile_only[o.section], o.field)
+    )
     return RunConfig(
         models=tuple(models),
         metrics=tuple(metrics),
         device=device,
         profile=profile,
         out_dir=str(out_dir),
-        **{**base, **given},
-        overrides=explicit,
+        **sections,
+        **top,
+        overrides=overrides,
     )

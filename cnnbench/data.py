@@ -1,16 +1,19 @@
 """Fashion-MNIST: find the real files, verify them, read them, and feed them from the device.
 
-Where the data is looked for, in order:
+A folder that is *named* is the only place looked: the ``data_dir`` argument (``--data-dir``)
+or, when no argument is given, ``$CNNBENCH_DATA``. If it does not hold the four files (or does
+not exist), :class:`DataNotFound` names it; there is no falling back to some other copy, so a
+typo in a path never silently measures other data. Only when nothing is named is the data
+searched for, in order:
 
-1. ``--data-dir`` (the ``data_dir`` argument);
-2. ``$CNNBENCH_DATA``;
-3. the user cache, ``~/.cache/cnnbench/fashion-mnist`` (where ``cnnbench data --download`` puts it);
-4. ``/usr/share/datasets/fashion-mnist`` (Debian/Ubuntu package ``dataset-fashion-mnist``);
+1. the user cache, ``~/.cache/cnnbench/fashion-mnist`` (where ``cnnbench data --download`` puts it);
+2. ``/usr/share/datasets/fashion-mnist`` (Debian/Ubuntu package ``dataset-fashion-mnist``).
 
-and in each of those also torchvision's layout, ``<dir>/FashionMNIST/raw``. Files may be gzipped
-or not. Verification is of the *decompressed* bytes — size, IDX magic number, dimensions and
-SHA-256 — because the ``.gz`` files differ between sources (Debian rewrote their gzip headers)
-while their content does not. Random data never stands in for the real set.
+Every folder, named or searched, may also hold torchvision's layout, ``<dir>/FashionMNIST/raw``.
+Files may be gzipped or not. Verification is of the *decompressed* bytes — size, IDX magic
+number, dimensions and SHA-256 — because the ``.gz`` files differ between sources (Debian
+rewrote their gzip headers) while their content does not. Random data never stands in for the
+real set.
 
 The loader keeps the whole uint8 set on the device (47 MB for the training images) and makes
 each batch there: ``randperm`` shuffling, bilinear ``F.interpolate`` to the model's size and
@@ -39,6 +42,7 @@ __all__ = [
     "CLASSES",
     "GET_DATA",
     "candidate_dirs",
+    "named_dir",
     "locate",
     "read_idx",
     "load_fashion_mnist",
@@ -87,11 +91,48 @@ IDX_FILES: dict[str, IdxFile] = {
 }  # fmt: skip
 
 
+def _wanted() -> str:
+    return ", ".join(f.stem for f in IDX_FILES.values()) + " (each gzipped or not)"
+
+
 class DataNotFound(FileNotFoundError):
-    def __init__(self, searched: list[tuple[Path, str]]):
+    """No searched folder holds the four files.
+
+    ``searched`` lists ``(folder, why it was searched)``; ``problems`` says, per folder, what is
+    wrong with it ("does not exist", "missing: ..."). ``named`` is the folder that was named
+    (``--data-dir`` or ``$CNNBENCH_DATA``), the only one searched then; None when the default
+    places were searched.
+    """
+
+    def __init__(
+        self,
+        searched: list[tuple[Path, str]],
+        named: tuple[Path, str] | None = None,
+        problems: dict[Path, str] | None = None,
+    ):
         self.searched = searched
-        where = "; ".join(f"{p} ({why})" for p, why in searched)
-        super().__init__(f"Fashion-MNIST not found (looked in: {where}). Get it: {GET_DATA}")
+        self.named = named
+        self.problems = problems or {}
+        wanted = _wanted()
+        if named is not None:
+            folder, why = named
+            problem = self.problems.get(folder, "does not hold the files")
+            raw = folder / "FashionMNIST" / "raw"
+            super().__init__(
+                f"Fashion-MNIST not found in {folder} (named by {why}; the only folder searched, "
+                f"with its torchvision layout {raw}): {problem}. Looked for {wanted}. "
+                f"Get it: cnnbench data --download {folder}; or sudo apt-get install "
+                f"dataset-fashion-mnist and name /usr/share/datasets/fashion-mnist (or no folder)"
+            )
+        else:
+            where = "; ".join(
+                f"{p} ({why}: {self.problems[p]})" if p in self.problems else f"{p} ({why})"
+                for p, why in searched
+            )
+            super().__init__(
+                f"Fashion-MNIST not found (looked in: {where}). Looked for {wanted}. "
+                f"Get it: {GET_DATA}"
+            )
 
 
 class DataCorrupt(ValueError):
@@ -112,14 +153,25 @@ def user_cache() -> Path:
     return Path(base) / "cnnbench" / "fashion-mnist"
 
 
-def candidate_dirs(data_dir: str | os.PathLike | None = None) -> list[tuple[Path, str]]:
-    dirs: list[tuple[Path, str]] = []
+def named_dir(data_dir: str | os.PathLike | None = None) -> tuple[Path, str] | None:
+    """The folder the user named — ``data_dir``, else ``$CNNBENCH_DATA`` — or None."""
     if data_dir:
-        dirs.append((Path(data_dir), "--data-dir"))
+        return Path(data_dir).expanduser(), "--data-dir"
     if os.environ.get("CNNBENCH_DATA"):
-        dirs.append((Path(os.environ["CNNBENCH_DATA"]), "$CNNBENCH_DATA"))
-    dirs.append((user_cache(), "user cache"))
-    dirs.append((Path("/usr/share/datasets/fashion-mnist"), "Debian package dataset-fashion-mnist"))
+        return Path(os.environ["CNNBENCH_DATA"]).expanduser(), "$CNNBENCH_DATA"
+    return None
+
+
+def candidate_dirs(data_dir: str | os.PathLike | None = None) -> list[tuple[Path, str]]:
+    """The folders :func:`locate` tries, in order: the named one only, else the default places."""
+    named = named_dir(data_dir)
+    if named is not None:
+        dirs = [named]
+    else:
+        dirs = [
+            (user_cache(), "user cache"),
+            (Path("/usr/share/datasets/fashion-mnist"), "Debian package dataset-fashion-mnist"),
+        ]
     out = []
     for path, why in dirs:
         out.append((path, why))
@@ -134,14 +186,41 @@ def _find_file(root: Path, stem: str) -> Path | None:
     return None
 
 
-def locate(data_dir: str | os.PathLike | None = None) -> DataLocation:
-    """The first candidate folder that holds all four files; :class:`DataNotFound` otherwise."""
-    searched = candidate_dirs(data_dir)
-    for root, why in searched:
+def _probe(root: Path) -> tuple[dict[str, Path | None], str | None]:
+    """The four files found in ``root`` and, when not all are there, what is wrong."""
+    try:
+        if not root.exists():
+            return {}, "does not exist"
+        if not root.is_dir():
+            return {}, "is not a folder"
         files = {key: _find_file(root, f.stem) for key, f in IDX_FILES.items()}
-        if all(files.values()):
+    except OSError as exc:  # e.g. a folder we may not read
+        return {}, f"cannot be read ({type(exc).__name__}: {exc.strerror or exc})"
+    missing = [IDX_FILES[key].stem for key, path in files.items() if path is None]
+    if not missing:
+        return files, None
+    if len(missing) == len(IDX_FILES):
+        return files, "holds none of the files"
+    return files, "missing " + ", ".join(missing)
+
+
+def locate(data_dir: str | os.PathLike | None = None) -> DataLocation:
+    """The first candidate folder that holds all four files; :class:`DataNotFound` otherwise.
+
+    A named folder (``data_dir`` or ``$CNNBENCH_DATA``) is the only one searched, with its
+    torchvision layout; see the module docstring.
+    """
+    searched = candidate_dirs(data_dir)
+    problems: dict[Path, str] = {}
+    for root, why in searched:
+        files, problem = _probe(root)
+        if problem is None:
             return DataLocation(root, why, files)  # type: ignore[arg-type]
-    raise DataNotFound(searched)
+        problems[root] = problem
+    named = named_dir(data_dir)
+    if named is not None:  # report the folder itself; its raw/ subfolder is named in the message
+        problems = {named[0]: problems[named[0]]}
+    raise DataNotFound(searched, named, problems)
 
 
 def _read_bytes(path: Path) -> bytes:

@@ -1,7 +1,12 @@
 """The run loop: each selected model × each requested metric → records in a run folder.
 
-Isolation: every model is measured in a fresh worker process (``spawn``), so that one model's
-allocator state, cuDNN autotuning cache, oneDNN primitive cache and resident memory cannot
+:func:`preflight` refuses a run that cannot work before anything is measured or created.
+:func:`plan` asks the harness table (``measure/harnesses.py``) for each metric's units; no
+metric has a branch of its own here. The device peaks that rooflines are judged against are
+measured once, up front, and handed to every unit (and recorded in env.json, never read back).
+
+Isolation: every model is measured in a fresh worker process (``measure/worker.py``), so that one
+model's allocator state, cuDNN autotuning cache, oneDNN primitive cache and resident memory cannot
 change another's numbers; CPU peak-memory measurements go one step further and get a process of
 their own (see ``measure/memory.py``). ``isolation="none"`` runs everything in this process (for
 debugging; the records say so through ``env.json``'s config).
@@ -15,24 +20,26 @@ is appended to ``results.jsonl`` the moment it exists, so Ctrl-C or a crash lose
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing as mp
 import os
-import queue as queue_mod
 import time
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from . import models
 from .config import RunConfig
 from .env import collect_env
-from .measure import flops, latency, memory, params, roofline, shapes, train
+from .measure import memory, roofline
 from .measure._device import is_oom, release
-from .results import Record, RunStore, Spec, values_of
+from .measure.harnesses import HARNESSES, Context
+from .measure.train import Unsupported
+from .measure.worker import WorkerError, call_in_worker, error_line, run_in_worker
+from .results import Record, RunStore, Spec
 
-__all__ = ["Unit", "RunResult", "plan", "run", "ResumeMismatch"]
+__all__ = ["Unit", "RunResult", "plan", "preflight", "run", "RunRefused", "ResumeMismatch"]
 
 
 @dataclass(frozen=True)
@@ -60,242 +67,119 @@ class RunResult:
         return tuple(r for r in self.records if r.status == "error")
 
 
-class ResumeMismatch(ValueError):
+class RunRefused(ValueError):
+    """The run cannot start as configured: one line saying what is wrong and what would be right.
+    Raised by :func:`preflight` before anything is measured or any folder is created."""
+
+
+class ResumeMismatch(RunRefused):
     """--resume on a folder whose env.json describes another machine or software stack."""
 
 
 def _base_spec(config: RunConfig, model: str) -> Spec:
-    size = config.image_size or models.get_spec(model).input_size
+    wl = config.workload
     return Spec(
         model=model,
-        image_size=size,
+        image_size=wl.image_size or models.get_spec(model).input_size,
         batch_size=1,
         device=config.device,
-        dtype=config.dtype,
-        channels_last=config.channels_last,
+        dtype=wl.dtype,
+        channels_last=wl.channels_last,
         compiled=False,
-        # CPU: the thread count every worker uses (set from config.threads, else torch's default)
-        threads=None
-        if config.device.startswith("cuda")
-        else config.threads or torch.get_num_threads(),
+        # CPU: the thread count every worker uses (set from --threads, else torch's default)
+        threads=None if config.device.startswith("cuda") else wl.threads or torch.get_num_threads(),
     )
-
-
-def _sweep_batches(config: RunConfig) -> list[int]:
-    if not config.sweep:
-        return list(config.batch_sizes)
-    out, b = [], 1
-    while b <= config.sweep_max_batch:
-        out.append(b)
-        b *= 2
-    return out
-
-
-def _train_size(config: RunConfig, model: str) -> int:
-    if config.train_image_size:
-        return config.train_image_size
-    if config.image_size:
-        return config.image_size
-    if config.train_resolution == "small":
-        try:
-            return train.small_train_size(model)
-        except ValueError:
-            pass  # runs on no size we tried: train at its own size and let that unit fail there
-    return models.get_spec(model).input_size
-
-
-def train_config(config: RunConfig, model: str | None = None) -> train.TrainConfig:
-    """The training options of ``config``; a variant's own options (``googlenet_ls``'s label
-    smoothing) apply unless the command line set the same option."""
-    variant = models.get_spec(model).train_overrides if model else {}
-    explicit = set(config.overrides)
-    pick = {k: v for k, v in variant.items() if k not in explicit and f"train_{k}" not in explicit}
-    cfg = train.TrainConfig(
-        epochs=config.train_epochs,
-        batch_size=config.train_batch_size,
-        optimizer=config.train_optimizer,
-        lr=config.train_lr,
-        momentum=config.train_momentum,
-        train_subset=config.train_subset,
-        test_subset=config.test_subset,
-        seeds=config.seeds,
-        label_smoothing=config.label_smoothing,
-        target_accuracy=config.target_accuracy,
-    )
-    return dataclasses.replace(cfg, **pick)
-
-
-def _measure_accuracy(spec: Spec, config: RunConfig, t0: float) -> Record:
-    from .data import DataNotFound, load_fashion_mnist
-
-    try:
-        data = load_fashion_mnist(config.data_dir)
-    except DataNotFound as exc:
-        return Record.failed("accuracy", spec, "unsupported", str(exc), time.perf_counter() - t0)
-    result = train.train(spec, train_config(config, spec.model), data)
-    values = values_of(result)
-    values["data_dir"] = str(data.location.root)
-    values["data_verified"] = data.verified
-    duration = time.perf_counter() - t0
-    if result.diverged_seeds:
-        reason = f"loss became NaN or infinite (seed {', '.join(map(str, result.diverged_seeds))})"
-        return Record("accuracy", spec, "diverged", values, reason, duration)
-    return Record("accuracy", spec, "ok", values, duration_s=duration)
 
 
 def plan(config: RunConfig, model: str) -> list[Unit]:
     """Every unit the run will attempt for ``model``, in order (a sweep may end early on OOM)."""
     base = _base_spec(config, model)
-    units: list[Unit] = []
+    units = []
     for metric in config.metrics:
-        if metric in ("params", "flops", "minsize"):
-            units.append(Unit(metric, base))  # device-independent counts, batch 1, fp32, eager
-        elif metric == "roofline":
-            batch = max(config.memory_batch_sizes)
-            units.append(Unit(metric, dataclasses.replace(base, batch_size=batch)))
-        elif metric == "latency":
-            for mode in ("inference", "train"):
-                for b in _sweep_batches(config):
-                    spec = dataclasses.replace(
-                        base, batch_size=b, mode=mode, compiled=config.compile
-                    )
-                    units.append(Unit(metric, spec))
-        elif metric == "memory":
-            for mode in ("inference", "train"):
-                for b in config.memory_batch_sizes:
-                    units.append(Unit(metric, dataclasses.replace(base, batch_size=b, mode=mode)))
-        elif metric == "accuracy":
-            size = _train_size(config, model)
-            spec = dataclasses.replace(
-                base, image_size=size, batch_size=config.train_batch_size, mode="train",
-                compiled=config.compile,
-            )  # fmt: skip
-            units.append(Unit(metric, spec))
-        else:
+        if metric not in HARNESSES:
             raise ValueError(f"unknown metric {metric!r}")
+        units += [Unit(metric, spec) for spec in HARNESSES[metric].plan(config, base)]
     return units
 
 
-def _first_line(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}".strip()
-    return text.splitlines()[0][:500]
-
-
-def _measure_unit(unit: Unit, config: RunConfig) -> Record:
-    spec = unit.spec
-    lr = models.get_spec(spec.model).lr or 0.01
+def _measure_unit(unit: Unit, ctx: Context) -> Record:
+    harness = HARNESSES[unit.metric]
     t0 = time.perf_counter()
-    device = torch.device(spec.device)
     try:
-        if unit.metric == "accuracy":
-            return _measure_accuracy(spec, config, t0)
-        if unit.metric == "memory":  # builds its own model, in a process of its own on CPU
-            result = memory.measure(spec, lr=lr, cap_bytes=config.memory_cap_bytes)
-        elif unit.metric == "minsize":  # builds on the meta device, size by size
-            result = shapes.min_input_size(spec.model)
-        else:
-            model = models.create(spec.model, image_size=spec.image_size)
-            if unit.metric == "params":
-                result = params.measure(model, spec)
-            elif unit.metric == "roofline":
-                result = roofline.measure(model, spec, _run_peaks(config, spec))
-            elif unit.metric == "flops":
-                result = flops.measure(model, spec)
-            else:
-                timing = latency.TimingConfig(
-                    warmup_runs=config.warmup_runs,
-                    min_runs=config.min_runs,
-                    min_time_s=config.min_time_s,
-                    max_runs=config.max_runs,
-                    unstable_iqr_ratio=config.unstable_iqr_ratio,
-                    lr=lr,
-                )
-                result = latency.measure(model, spec, timing)
-        return Record(
-            unit.metric, spec, "ok", values_of(result), duration_s=time.perf_counter() - t0
-        )
+        result = harness.measure_unit(unit.spec, ctx)
+        status, reason = harness.outcome(result)
+        return Record.of(unit.metric, unit.spec, result, status=status, reason=reason,
+                         duration_s=time.perf_counter() - t0)  # fmt: skip
+    except Unsupported as exc:
+        return Record.failed(unit.metric, unit.spec, "unsupported", str(exc),
+                             time.perf_counter() - t0)  # fmt: skip
     except (Exception, MemoryError) as exc:
         status = "oom" if is_oom(exc) or isinstance(exc, MemoryError) else "error"
-        reason = _first_line(exc)
         if status == "error" and os.environ.get("CNNBENCH_DEBUG"):
             traceback.print_exc()
-        return Record.failed(unit.metric, spec, status, reason, time.perf_counter() - t0)
+        return Record.failed(unit.metric, unit.spec, status, error_line(exc),
+                             time.perf_counter() - t0)  # fmt: skip
     finally:
-        model = None  # noqa: F841  (drop the last reference before releasing)
-        release(device)
+        release(torch.device(unit.spec.device))
 
 
 def _setup_process(config: RunConfig) -> None:
     """Per-process settings every measurement depends on (recorded in the spec and env.json)."""
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    if config.workload.threads:
+        torch.set_num_threads(config.workload.threads)
     if config.device.startswith("cuda"):
-        torch.backends.cudnn.benchmark = config.cudnn_benchmark
-        memory.set_memory_cap(config.memory_cap_bytes, config.device)
-    elif config.memory_cap_bytes:
-        memory.set_memory_cap(config.memory_cap_bytes, "cpu")
+        torch.backends.cudnn.benchmark = config.workload.cudnn_benchmark
+    memory.set_memory_cap(config.memory.cap_bytes, config.device)
 
 
-def _execute(config: RunConfig, units: list[Unit]) -> Iterator[tuple[str, object]]:
-    """Measure ``units`` in order, yielding ``start``/``skip``/``record`` events; a latency sweep
+def _execute(ctx: Context, units: list[Unit]) -> Iterator[tuple[str, object]]:
+    """Measure ``units`` in order, yielding ``start``/``skip``/``record`` events; a batch sweep
     stops at its first OOM for that mode."""
+    sweeping = ctx.config.batches.sweep
     stopped: set[tuple[str, str]] = set()  # (metric, mode) sweeps that ran out of memory
     for unit in units:
-        sweep_key = (unit.metric, unit.spec.mode)
-        if config.sweep and unit.metric == "latency" and sweep_key in stopped:
+        key = (unit.metric, unit.spec.mode)
+        if sweeping and HARNESSES[unit.metric].sweep and key in stopped:
             yield "skip", unit  # larger batches of a sweep that already ran out of memory
             continue
         yield "start", unit
-        record = _measure_unit(unit, config)
-        if record.status == "oom" and unit.metric == "latency":
-            stopped.add(sweep_key)
+        record = _measure_unit(unit, ctx)
+        if record.status == "oom":
+            stopped.add(key)
         yield "record", record
 
 
-def _worker_main(config: RunConfig, units: list[Unit], events) -> None:
+def _worker(emit, ctx: Context, units: list[Unit]) -> None:
+    """A model's worker process: set up like every worker, then measure its units."""
+    _setup_process(ctx.config)
+    for kind, payload in _execute(ctx, units):
+        emit(kind, payload)
+
+
+def _events(ctx: Context, units: list[Unit]) -> Iterator[tuple[str, object]]:
+    if ctx.config.isolation == "process":
+        return run_in_worker(_worker, ctx, units)
+    _setup_process(ctx.config)
+    return _execute(ctx, units)
+
+
+def _peaks_worker(config: RunConfig):
+    _setup_process(config)
+    return roofline.measure_peaks(torch.device(config.device), config.workload.dtype)
+
+
+def _measure_peaks(config: RunConfig) -> Context:
+    """The device peaks every roofline of the run is judged against, measured once up front
+    (in a worker of its own, set up like the others) so that no model's MFU depends on another
+    model having run first."""
     try:
-        _setup_process(config)
-        for kind, payload in _execute(config, units):
-            events.put((kind, _wire(payload)))
-    except BaseException as exc:  # anything outside a measurement: say so and end
-        events.put(("crash", _first_line(exc)))
-    finally:
-        events.put(("done", None))
-
-
-def _wire(payload):
-    return payload.to_json() if isinstance(payload, Record) else payload
-
-
-def _unwire(kind, payload):
-    if kind == "record":
-        import json
-
-        return Record.from_dict(json.loads(payload))
-    return payload
-
-
-def _events_in_worker(config: RunConfig, units: list[Unit]) -> Iterator[tuple[str, object]]:
-    ctx = mp.get_context("spawn")
-    events = ctx.Queue()
-    proc = ctx.Process(target=_worker_main, args=(config, units, events), name="cnnbench-worker")
-    proc.start()
-    try:
-        while True:
-            try:
-                kind, payload = events.get(timeout=1.0)
-            except queue_mod.Empty:
-                if not proc.is_alive():
-                    yield "died", f"worker process died with exit code {proc.exitcode}"
-                    return
-                continue
-            if kind == "done":
-                return
-            yield kind, _unwire(kind, payload)
-    finally:
-        if proc.is_alive():
-            proc.terminate()
-        proc.join(timeout=10)
+        if config.isolation == "process":
+            peaks = call_in_worker(_peaks_worker, config, name="cnnbench-peaks")
+        else:
+            peaks = _peaks_worker(config)
+    except Exception as exc:
+        return Context(config, None, error_line(exc))
+    return Context(config, peaks)
 
 
 def _check_resume(store: RunStore, env: dict) -> None:
@@ -311,25 +195,113 @@ def _check_resume(store: RunStore, env: dict) -> None:
         )
 
 
-def _peaks_key(spec: Spec) -> str:
-    return f"{spec.device} {spec.dtype}"
-
-
-def _run_peaks(config: RunConfig, spec: Spec) -> roofline.DevicePeaks | None:
-    """The peaks this run already measured (env.json), so that every model's MFU shares one
-    denominator; None for the first roofline of the run, which measures them."""
-    known = RunStore(config.out_dir).read_env().get("peaks", {}).get(_peaks_key(spec))
-    return roofline.DevicePeaks(**known) if known else None
-
-
-def _record_peaks(store: RunStore, record: Record) -> None:
-    """The first roofline's measured peaks go into env.json, the place for machine facts."""
-    env = store.read_env()
-    key = _peaks_key(record.spec)
-    if key in env.get("peaks", {}):
+def _check_out_dir(config: RunConfig) -> None:
+    out = Path(config.out_dir)
+    store = RunStore(out)
+    if config.resume:
+        if not out.is_dir():
+            raise RunRefused(f"--resume {out}: no such folder; start a run with --out {out}")
+        missing = [p.name for p in (store.env_path, store.results_path) if not p.is_file()]
+        if missing:
+            raise RunRefused(
+                f"--resume {out}: not a cnnbench run folder (no {' or '.join(missing)}); "
+                f"start a new run with --out {out}"
+            )
         return
-    env.setdefault("peaks", {})[key] = dict(record.values["peaks"])
-    store.write_env(env)
+    if out.exists() and not out.is_dir():
+        raise RunRefused(f"--out {out}: exists and is not a folder; choose another --out")
+    if store.results_path.exists():
+        raise RunRefused(
+            f"--out {out}: already holds a run (results.jsonl); continue it with --resume {out} "
+            "or choose another --out"
+        )
+    ancestor = out
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise RunRefused(f"--out {out}: cannot be created, {ancestor} is a file")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise RunRefused(f"--out {out}: cannot be written ({ancestor} is not writable)")
+
+
+def _first_too_small(checks: list[tuple[str, int, str]]) -> str | None:
+    """The refusal for the first (model, size, flag) whose model cannot take that input."""
+    from .measure.shapes import check_input_size, min_input_size
+
+    for model, size, flag in checks:
+        try:
+            check_input_size(model, size)
+        except models.InputTooSmallError as exc:
+            try:
+                smallest = min_input_size(model).min_size
+            except ValueError:
+                continue  # fails at every size: not a size problem; its units record why
+            return (
+                f"{flag} {size} is too small for '{model}' (layer '{exc.layer}' fails); the "
+                f"smallest input it runs on is {smallest}"
+            )
+    return None
+
+
+def _check_sizes(config: RunConfig) -> None:
+    """Every unit that runs the model gets an input it accepts. The check runs each model on the
+    meta device (shapes only), in a worker like the measurements: a model's own code never runs
+    in this process."""
+    checks: dict[tuple[str, int], str] = {}
+    for model in config.models:
+        for unit in plan(config, model):
+            if unit.metric != "minsize":
+                explicit_train = unit.metric == "accuracy" and config.train.image_size
+                flag = "--train-image-size" if explicit_train else "--image-size"
+                checks.setdefault((model, unit.spec.image_size), flag)
+    todo = [(m, size, flag) for (m, size), flag in checks.items()]
+    if config.isolation == "process":
+        try:
+            refusal = call_in_worker(_first_too_small, todo, name="cnnbench-sizes")
+        except WorkerError:
+            return  # a model that kills its process: its units will record that
+    else:
+        refusal = _first_too_small(todo)
+    if refusal:
+        raise RunRefused(refusal)
+
+
+def preflight(config: RunConfig) -> None:
+    """Refuse a run that cannot work, before anything is measured or any folder is created:
+    the run folder (``--out`` creatable and free, ``--resume`` a run of this machine and torch,
+    its results.jsonl readable), option combinations, input sizes against each model's minimum,
+    and a named data folder that holds no data. Raises :class:`RunRefused` (or
+    :class:`~cnnbench.results.CorruptStore`) with one line."""
+    if not config.models:
+        raise RunRefused("the selection holds no model; see: cnnbench list")
+    if not config.metrics:
+        raise RunRefused("no metric selected")
+    _check_out_dir(config)
+    if config.resume:
+        store = RunStore(config.out_dir)
+        _check_resume(store, collect_env(config.device))
+        store.records()  # a corrupt line refuses the resume here (CorruptStore), file untouched
+    tr, wl = config.train, config.workload
+    for name, value in (("--seeds", tr.seeds), ("--batch-sizes", config.batches.batch_sizes)):
+        if len(set(value)) != len(value):
+            raise RunRefused(f"{name} {','.join(map(str, value))} repeats a value; give each once")
+    for name, n in (("--train-subset", tr.train_subset), ("--test-subset", tr.test_subset)):
+        if n is not None and n % 10:
+            raise RunRefused(f"{name} {n} is not a multiple of the 10 classes (balanced subsets)")
+    if tr.optimizer != "sgd" and tr.momentum:
+        raise RunRefused(f"--momentum applies to SGD; --optimizer {tr.optimizer} has its own")
+    cpus = os.cpu_count() or 1
+    if wl.threads and wl.threads > cpus and not config.device.startswith("cuda"):
+        raise RunRefused(f"--threads {wl.threads}: this machine has {cpus} CPU(s)")
+    _check_sizes(config)
+    if "accuracy" in config.metrics:
+        from .data import DataNotFound, locate, named_dir
+
+        if named_dir(config.data_dir) is not None:
+            try:
+                locate(config.data_dir)
+            except DataNotFound as exc:
+                raise RunRefused(str(exc).splitlines()[0]) from None
 
 
 def run(
@@ -337,55 +309,66 @@ def run(
     on_event: Callable[[str, object], None] | None = None,
 ) -> RunResult:
     """Run ``config``; ``on_event(kind, payload)`` sees ``plan`` (list of units), ``start`` and
-    ``skip`` (a :class:`Unit`), ``record`` (a :class:`Record`)."""
+    ``skip`` (a :class:`Unit`), ``record`` (a :class:`Record`) and ``warning`` (a message: a
+    torn last line of results.jsonl that was cut away).
+
+    Raises :class:`ResumeMismatch` or :class:`~cnnbench.results.CorruptStore` before anything is
+    measured or rewritten when a folder to resume cannot be resumed."""
     notify = on_event or (lambda kind, payload: None)
     store = RunStore(config.out_dir).create()
     env = collect_env(config.device)
     env["config"] = dataclasses.asdict(config)
     done_keys: set[tuple] = set()
+    previous = {}
     if config.resume:
         _check_resume(store, env)
-        # error records are retried; every other status is a result and is kept
+        # error records are retried; every other status is a result and is kept. Reading first
+        # refuses a corrupt file (CorruptStore) before anything in the folder is rewritten.
         done_keys = {r.key for r in store.records() if r.status != "error"}
         previous = store.read_env()
-        if previous:
-            env = {**previous, "resumed": previous.get("resumed", []) + [env]}
-    store.write_env(env)
+    repaired = store.repair_torn_tail()
+    if repaired:
+        notify("warning", repaired)
 
-    written: list[Record] = []
-    skipped = 0
     all_units = {m: plan(config, m) for m in config.models}
-    notify("plan", [u for units in all_units.values() for u in units])
-    for units in all_units.values():
-        todo = []
+    todo: dict[str, list[Unit]] = {}
+    skipped: list[Unit] = []
+    for model, units in all_units.items():
         for u in units:
             if Record(u.metric, u.spec, "ok").key in done_keys:
-                skipped += 1
-                notify("skip", u)
+                skipped.append(u)
             else:
-                todo.append(u)
-        if not todo:
-            continue
-        source = _events_in_worker if config.isolation == "process" else _execute
-        pending = list(todo)
-        for kind, payload in source(config, todo):
+                todo.setdefault(model, []).append(u)
+    ctx = Context(config)
+    if any(u.metric == "roofline" for units in todo.values() for u in units):
+        ctx = _measure_peaks(config)
+        if ctx.peaks is not None:  # a fact about the machine: recorded, never read back
+            env["peaks"] = {f"{config.device} {config.workload.dtype}": dataclasses.asdict(ctx.peaks)}
+    if previous:
+        env = {**previous, "resumed": previous.get("resumed", []) + [env]}
+    store.write_env(env)
+
+    notify("plan", [u for units in all_units.values() for u in units])
+    for u in skipped:
+        notify("skip", u)
+    written: list[Record] = []
+    for units in todo.values():
+        pending = list(units)
+        for kind, payload in _events(ctx, units):
             if kind == "record":
                 store.append(payload)
                 written.append(payload)
-                if payload.metric == "roofline" and payload.status == "ok":
-                    _record_peaks(store, payload)
-                pending = [
-                    u for u in pending if (u.metric, u.spec) != (payload.metric, payload.spec)
-                ]
+                pending = [u for u in pending if (u.metric, u.spec) != (payload.metric, payload.spec)]
             elif kind == "skip":
                 pending = [u for u in pending if u != payload]
-            elif kind in ("died", "crash"):
+            elif kind in ("died", "raised"):
+                why = payload if kind == "died" else payload[0]
                 for u in pending:  # the worker is gone: say what it did not finish
-                    rec = Record.failed(u.metric, u.spec, "error", f"not measured: {payload}")
+                    rec = Record.failed(u.metric, u.spec, "error", f"not measured: {why}")
                     store.append(rec)
                     written.append(rec)
                     notify("record", rec)
                 pending = []
                 continue
             notify(kind, payload)
-    return RunResult(str(store.root), tuple(written), skipped)
+    return RunResult(str(store.root), tuple(written), len(skipped))

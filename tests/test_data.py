@@ -43,7 +43,7 @@ def test_search_order_and_torchvision_layout(tmp_path, monkeypatch):
     monkeypatch.setenv("CNNBENCH_DATA", str(tmp_path / "tv"))
     loc = data.locate()
     assert loc.root == raw and loc.source == "$CNNBENCH_DATA, torchvision layout"
-    assert data.locate(DEBIAN).source == "--data-dir"  # --data-dir comes first
+    assert data.locate(DEBIAN).source == "--data-dir"  # the argument wins over $CNNBENCH_DATA
     assert load_fashion_mnist(tmp_path / "tv").train_labels.bincount().tolist() == [6000] * 10
 
 
@@ -85,17 +85,77 @@ def test_wrong_magic_and_bad_gzip(tmp_path):
 
 
 def test_missing_data_says_how_to_get_it(tmp_path, monkeypatch):
-    monkeypatch.setenv("CNNBENCH_DATA", str(tmp_path / "none"))
+    monkeypatch.delenv("CNNBENCH_DATA", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr(data, "candidate_dirs", _without_debian(data.candidate_dirs))
     with pytest.raises(DataNotFound) as info:
-        data.locate(tmp_path / "empty")
-    assert "apt-get install dataset-fashion-mnist" in str(info.value)
-    assert "cnnbench data --download" in str(info.value)
+        data.locate()  # nothing named: the default places, here without Debian's
+    message = str(info.value)
+    assert str(tmp_path / "cache" / "cnnbench" / "fashion-mnist") in message
+    assert "apt-get install dataset-fashion-mnist" in message
+    assert "cnnbench data --download" in message
+    assert all(spec.stem in message for spec in IDX_FILES.values())
 
 
 def _without_debian(original):
     return lambda data_dir=None: [(p, w) for p, w in original(data_dir) if "Debian" not in w]
+
+
+def _assert_names_the_folder(info, folder, problem):
+    message = str(info.value)
+    assert f"Fashion-MNIST not found in {folder} " in message
+    assert problem in message
+    assert "the only folder searched" in message
+    assert all(spec.stem in message for spec in IDX_FILES.values())
+    assert "gzipped or not" in message
+    assert "apt-get install dataset-fashion-mnist" in message
+    assert f"cnnbench data --download {folder}" in message
+    assert str(DEBIAN) not in {str(p) for p, _ in info.value.searched}
+
+
+def test_an_explicit_folder_is_the_only_place_searched(tmp_path, monkeypatch):
+    assert data.locate(DEBIAN).root == DEBIAN  # the data is on this machine, just not there
+    monkeypatch.setenv("CNNBENCH_DATA", str(DEBIAN))  # nor does $CNNBENCH_DATA stand in for it
+    empty = _mk(tmp_path / "empty")
+    with pytest.raises(DataNotFound) as info:
+        load_fashion_mnist(empty)
+    _assert_names_the_folder(info, empty, "holds none of the files")
+    assert [p for p, _ in info.value.searched] == [empty, empty / "FashionMNIST" / "raw"]
+
+
+def test_cnnbench_data_is_the_only_place_searched(tmp_path, monkeypatch):
+    empty = _mk(tmp_path / "empty")
+    monkeypatch.setenv("CNNBENCH_DATA", str(empty))
+    with pytest.raises(DataNotFound) as info:
+        load_fashion_mnist()
+    _assert_names_the_folder(info, empty, "holds none of the files")
+    assert "$CNNBENCH_DATA" in str(info.value)
+
+
+def test_a_folder_that_does_not_exist_or_is_a_file_or_is_incomplete(tmp_path, monkeypatch):
+    monkeypatch.delenv("CNNBENCH_DATA", raising=False)
+    with pytest.raises(DataNotFound) as info:
+        load_fashion_mnist(tmp_path / "no" / "such")
+    _assert_names_the_folder(info, tmp_path / "no" / "such", "does not exist")
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(DataNotFound) as info:
+        load_fashion_mnist(tmp_path / "a-file")
+    _assert_names_the_folder(info, tmp_path / "a-file", "is not a folder")
+    partial = _mk(tmp_path / "partial")
+    (partial / "train-images-idx3-ubyte.gz").symlink_to(DEBIAN / "train-images-idx3-ubyte.gz")
+    with pytest.raises(DataNotFound) as info:
+        load_fashion_mnist(partial)
+    _assert_names_the_folder(info, partial, "missing train-labels-idx1-ubyte, t10k-images")
+
+
+def test_an_explicit_folder_with_the_files_is_used(tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNBENCH_DATA", str(_mk(tmp_path / "empty")))  # the argument wins
+    mine = _mk(tmp_path / "mine")
+    for spec in IDX_FILES.values():
+        (mine / (spec.stem + ".gz")).symlink_to(DEBIAN / (spec.stem + ".gz"))
+    found = load_fashion_mnist(mine)
+    assert (found.location.root, found.location.source) == (mine, "--data-dir")
+    assert found.verified and found.test_labels.bincount().tolist() == [1000] * 10
 
 
 def test_device_loader_resizes_scales_and_shuffles_reproducibly(fmnist):

@@ -8,7 +8,7 @@ import torch
 import torch.utils.benchmark as tb
 
 from cnnbench import models
-from cnnbench.measure import latency
+from cnnbench.measure import latency, workload
 from cnnbench.measure.latency import CpuContention, TimingConfig, time_iterations, timing_stats
 from cnnbench.results import Spec
 
@@ -46,7 +46,7 @@ def test_run_count_meets_min_runs_and_min_time():
 def test_cpu_median_agrees_with_torch_utils_benchmark():
     model = models.create("googlenet")
     spec = Spec("googlenet", 96, batch_size=1, threads=torch.get_num_threads())
-    step = latency.make_step(model, spec)
+    step = workload.build(spec, model=model).step
     ours, theirs = [], []
     for _ in range(3):  # best of three rounds of each, interleaved, to shrug off a noisy moment
         ours.append(latency.measure(model, spec, TimingConfig(min_time_s=0.5)).latency_ms_p50)
@@ -63,7 +63,8 @@ def test_training_step_updates_weights_and_records_mode():
         model, spec, TimingConfig(warmup_runs=0, min_runs=2, min_time_s=0, max_runs=2)
     )
     assert not torch.equal(before, model.fc.weight.detach())
-    assert r.spec.mode == "train" and r.n_runs == 2
+    assert r.n_runs == 2 and len(r.times_ms) == 2
+    assert r.latency_ms_p50 == pytest.approx(float(np.median(r.times_ms)))
     assert r.images_per_s == pytest.approx(2 / (r.latency_ms_p50 / 1e3))
     assert r.compile_s is None and r.cudnn_benchmark is None
 

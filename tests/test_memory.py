@@ -4,6 +4,7 @@ from torch import nn
 
 from cnnbench.measure import memory
 from cnnbench.measure.memory import analytic_breakdown
+from cnnbench.measure.workload import Workload
 from cnnbench.results import Spec
 
 
@@ -15,9 +16,8 @@ def tiny():
 def test_analytic_breakdown_of_a_training_step_by_formula():
     n, model = 8, tiny()
     x, y = torch.rand(n, 30), torch.randint(0, 5, (n,))
-    b = analytic_breakdown(
-        model, Spec("tiny", 1, n, mode="train"), x, y, torch.optim.SGD(model.parameters(), lr=0.1)
-    )
+    spec = Spec("tiny", 1, n, mode="train")
+    b = analytic_breakdown(Workload(spec, model, model, x, y, torch.optim.SGD(model.parameters(), lr=0.1)))
     params = 30 * 20 + 20 + 20 * 5 + 5
     assert b.param_bytes == b.grad_bytes == 4 * params
     assert b.optimizer_state_bytes == 0  # plain SGD keeps no state
@@ -27,9 +27,7 @@ def test_analytic_breakdown_of_a_training_step_by_formula():
     assert b.activation_bytes == 4 * n * 20 + 4 * n * 5 + 8 * n + 4
     momentum = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     assert (
-        analytic_breakdown(
-            model, Spec("tiny", 1, n, mode="train"), x, y, momentum
-        ).optimizer_state_bytes
+        analytic_breakdown(Workload(spec, model, model, x, y, momentum)).optimizer_state_bytes
         == 4 * params
     )
 
@@ -37,9 +35,8 @@ def test_analytic_breakdown_of_a_training_step_by_formula():
 def test_analytic_inference_is_the_largest_layer_working_set():
     n, model = 8, tiny()
     x, y = torch.rand(n, 30), torch.randint(0, 5, (n,))
-    b = analytic_breakdown(
-        model, Spec("tiny", 1, n), x, y, torch.optim.SGD(model.parameters(), lr=0.1)
-    )
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    b = analytic_breakdown(Workload(Spec("tiny", 1, n), model, model, x, y, opt))
     assert b.grad_bytes == 0
     assert b.activation_bytes == 4 * n * (30 + 20)  # first Linear: its input plus its output
 

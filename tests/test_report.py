@@ -224,3 +224,113 @@ def test_report_renders_a_pytest_benchmark_json_beside_the_run(run_dir, tmp_path
     data = json.loads(bench_json.read_text())["benchmarks"][0]
     assert data["name"] in section
     assert f"{round(1e3 * data['stats']['median'], 3)}" in section
+
+
+# --- rendering of saved records (no run): the committed reference run, doctored ------------------
+
+REFERENCE = os.path.join(os.path.dirname(__file__), "..", "reports", "cpu-quick")
+
+
+def _doctor(rec: dict) -> dict:
+    """googlenet_ls diverged after finishing its seed (its numbers kept), googlenet28 diverged
+    before finishing one (no accuracy), alexnet's batch-16 inference latency ran out of memory
+    and nin's parameter count failed."""
+    spec, metric = rec["spec"], rec["metric"]
+    if metric == "accuracy" and spec["model"] == "googlenet_ls":
+        rec.update(status="diverged", reason="loss became NaN or infinite (seed 1)")
+    if metric == "accuracy" and spec["model"] == "googlenet28":
+        rec["values"].update({k: None for k in rec["values"] if k.startswith("test_accuracy_")})
+        rec.update(status="diverged", reason="loss became NaN or infinite (seed 0)")
+    if metric == "latency" and spec["model"] == "alexnet" and spec["batch_size"] == 16 and spec["mode"] == "inference":  # fmt: skip
+        rec.update(status="oom", values={}, reason="out of memory")
+    if metric == "params" and spec["model"] == "nin":
+        rec.update(status="error", values={}, reason="RuntimeError: boom")
+    return rec
+
+
+@pytest.fixture(scope="module")
+def doctored(tmp_path_factory):
+    from dataclasses import asdict
+
+    from cnnbench.config import make_config
+
+    run = tmp_path_factory.mktemp("doctored") / "run"
+    run.mkdir()
+    lines = open(os.path.join(REFERENCE, "results.jsonl")).read().splitlines()
+    (run / "results.jsonl").write_text("".join(json.dumps(_doctor(json.loads(x))) + "\n" for x in lines))  # fmt: skip
+    env = json.loads(open(os.path.join(REFERENCE, "env.json")).read())
+    given = {"dtype": "bf16", "channels_last": True, "train_batch_size": 8}
+    config = make_config(models=("nin",), metrics=("params",), device="cpu", profile="quick",
+                         out_dir=str(run), given=given)  # fmt: skip
+    env["config"] = asdict(config)  # the sectioned form: config["workload"]["dtype"]
+    (run / "env.json").write_text(json.dumps(env))
+    assert main(["report", str(run)]) == 0
+    return run
+
+
+def _row(md: str, caption: str, first_cell: str) -> list[str]:
+    table = md.split(f"*{caption}*")[1].split("\n\n")[1]
+    row = next(line for line in table.splitlines() if line.startswith(f"| {first_cell} |"))
+    return [c.strip() for c in row.strip("|").split(" | ")]
+
+
+def test_a_missing_number_leaves_the_others_as_they_were(doctored):
+    md = (doctored / "report.md").read_text()
+    alexnet = _row(md, "Overview", "alexnet")
+    assert alexnet[2] == "46,764,746" and alexnet[5] == "33.5 (1)"  # best inference now batch 1
+    assert _row(md, "Overview", "nin")[2] == "—"
+    assert not re.search(r"\| nan|nan \||\(nan\)|\(\d+\.0\)", md)  # no NaN, no batch 16.0
+    for model in ("googlenet", "vgg11_quarter"):  # counts stay whole in a column that misses one
+        assert re.fullmatch(r"[\d,]+", _row(md, "Overview", model)[2])
+
+
+def test_diverged_accuracy_keeps_its_number_beside_its_status(doctored):
+    from rich.console import Console
+
+    from cnnbench.config import make_config
+    from cnnbench.report.console import run_summary
+
+    md = (doctored / "report.md").read_text()
+    assert _row(md, "Overview", "googlenet_ls")[9] == "0.550 (diverged) (trained at 28)"
+    assert _row(md, "Overview", "googlenet28")[9] == "diverged"
+    lineage = "Variants against their parents"
+    assert _row(md, lineage, "googlenet_ls")[13:15] == ["0.550 (diverged)", "+16.6%"]  # 0.472
+    assert _row(md, lineage, "googlenet28")[13:15] == ["diverged", "—"]
+    console = Console(width=200, record=True)
+    config = make_config(models=("googlenet_ls",), metrics=("accuracy",), device="cpu",
+                         profile="quick", out_dir=str(doctored))  # fmt: skip
+    console.print(run_summary(RunStore(doctored).records(), config))
+    text = console.export_text()
+    assert "0.550 (diverged)" in text and "46.8M" in text and "— " in text
+
+
+def test_conditions_read_the_sectioned_and_the_flat_config(doctored):
+    line = (doctored / "report.md").read_text().split("Conditions:")[1].split("\n## ")[0]
+    assert "dtype bf16, channels_last;" in line
+    assert "overrides: dtype=bf16, channels_last=True, train_batch_size=8;" in line
+    flat = open(os.path.join(REFERENCE, "report.md")).read()  # rendered from a flat env.json
+    assert "dtype fp32; profile quick; overrides: none;" in flat
+
+
+def test_compare_shows_counts_whole_and_changes_signed(doctored, tmp_path):
+    frame = compare_runs(REFERENCE, doctored)
+    status = frame[(frame.metric == "params") & (frame.model == "nin")]
+    assert list(status.B) == ["error"] and status.significant.all()
+    # a run against itself: no status row, so every A and B is a number (pandas made them floats)
+    main(["compare", REFERENCE, REFERENCE, "--out", str(tmp_path)])
+    md = (tmp_path / "compare.md").read_text()
+    assert "| params_total | 46,764,746 | 46,764,746 | +0.0% | 0.0% |  |" in md
+    assert ",46764746,46764746," in (tmp_path / "compare.csv").read_text()
+
+
+def test_one_formatter():
+    from cnnbench.report.fmt import accuracy, change, fmt, percent
+
+    assert fmt(None) == fmt(float("nan")) == change(None) == percent(None) == "—"
+    assert fmt(5977530) == "5,977,530" and fmt(5977530.0, 0) == "5,977,530"
+    assert fmt(3 * 2**20 // 2, 1, scale=2**20) == "1.5" and fmt(1234.56, 1) == "1,234.6"
+    assert fmt(0.938146, 4, significant=True) == "0.9381" and fmt(46764746.0, 4, significant=True) == "4.676e+07"  # fmt: skip
+    assert change(-0.2461) == "-24.6%" and percent(0.3521, suffix="") == "35.2"
+    assert accuracy(0.5505, 0.0123, "ok") == "0.550 ± 0.012"
+    assert accuracy(0.5505, 0.0, "diverged", sep="±") == "0.550 (diverged)"
+    assert accuracy(None, None, "error") == "error" and accuracy(None, None, None) == "—"

@@ -11,7 +11,7 @@ from cnnbench.config import make_config
 from cnnbench.measure import roofline
 from cnnbench.measure.shapes import min_input_size, summarize
 from cnnbench.results import Spec
-from cnnbench.runner import train_config
+from cnnbench.measure.train import config_for as train_config
 
 # The chapter's Inception rows (in_channels, c1, (c2r, c2), (c3r, c3), c4), written out here.
 ROWS = [
@@ -83,7 +83,7 @@ def test_label_smoothing_variant_is_the_same_network_trained_differently():
     assert train_config(config, "googlenet_ls").label_smoothing == 0.1
     assert train_config(config, "googlenet").label_smoothing == 0.0
     explicit = make_config(models=("googlenet_ls",), metrics=("accuracy",), device="cpu", profile="smoke",
-                           out_dir="x", label_smoothing=0.2)  # fmt: skip
+                           out_dir="x", given={"label_smoothing": 0.2})  # fmt: skip
     assert train_config(explicit, "googlenet_ls").label_smoothing == 0.2  # the command line wins
 
 
@@ -132,12 +132,12 @@ def test_roofline_join_covers_every_conv_and_linear_layer():
     assert peaks.peak_flops > 1e9 and peaks.peak_bytes_per_s > 1e8
     r = roofline.measure(model, Spec("googlenet", 96, 2, threads=torch.get_num_threads()), peaks)
     expected = {n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
-    assert {lay["name"] for lay in r.layers} == expected
-    assert all(lay["time_ms"] and lay["time_ms"] > 0 for lay in r.layers)
+    assert {lay.name for lay in r.layers} == expected
+    assert all(lay.time_ms and lay.time_ms > 0 for lay in r.layers)
     for lay in r.layers:
-        assert lay["intensity"] == pytest.approx(2 * lay["macs"] / lay["bytes_moved"])
-        assert lay["roof_flops"] == pytest.approx(
-            min(peaks.peak_flops, peaks.peak_bytes_per_s * lay["intensity"])
+        assert lay.intensity == pytest.approx(2 * lay.macs / lay.bytes_moved)
+        assert lay.roof_flops == pytest.approx(
+            min(peaks.peak_flops, peaks.peak_bytes_per_s * lay.intensity)
         )
     assert r.mfu == pytest.approx(r.model_achieved_flops / peaks.peak_flops)
     assert 0 < r.mfu < 1.5  # a forward pass cannot beat the machine by much

@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import gc
 
 import torch
 
-__all__ = ["TORCH_DTYPES", "autocast", "is_oom", "release", "synchronize"]
-
-TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+__all__ = ["is_oom", "release", "synchronize"]
 
 
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def autocast(device: torch.device, dtype: str):
-    """bf16/fp16 autocast, or nothing for fp32 (weights stay fp32 either way)."""
-    if dtype == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=TORCH_DTYPES[dtype])
 
 
 def is_oom(exc: BaseException) -> bool:

@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
-from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..models import get_spec
+from ..models import create
 from ..results import Spec
+from ..results.types import FlopCount, LayerCost
+from . import workload
 
 with warnings.catch_warnings():
     # fvcore.nn's package import runs torch.jit.script on a focal loss we never use, and
@@ -37,7 +37,9 @@ __all__ = [
     "CONV_LINEAR_OPS",
     "analysis",
     "example_input",
+    "layer_table",
     "measure",
+    "measure_unit",
     "train_step_flops",
 ]
 
@@ -45,27 +47,9 @@ __all__ = [
 CONV_LINEAR_OPS = frozenset({"conv", "linear", "addmm", "matmul", "mm", "bmm", "einsum"})
 
 
-@dataclass(frozen=True)
-class FlopCount:
-    spec: Spec
-    macs: int  # fvcore total at spec.batch_size; one fused multiply-add = 1
-    gmacs: float  # macs / 1e9
-    macs_by_block: dict[str, int]  # top-level child → MACs, in forward order
-    macs_by_operator: dict[str, int]  # fvcore operator name ("conv", "linear", ...) → MACs
-    unsupported_ops: dict[str, int]  # operators fvcore did not count → occurrences
-    conv_linear_macs: int  # fvcore's convolution + linear part of ``macs``
-    flopcounter_forward_flops: int  # FlopCounterMode, forward, 2 per multiply-add
-    flopcounter_train_step_flops: int  # FlopCounterMode, forward + backward of one step
-    crosscheck_ratio: float  # (flopcounter_forward_flops / 2) / conv_linear_macs; 1.0 agrees
-    layers: tuple[dict, ...]  # per leaf with parameters or MACs, per image, fp32: see layer_table()
-
-
 def example_input(spec: Spec, device: str | torch.device = "cpu") -> torch.Tensor:
-    """A deterministic input of the registered model's channel count at ``spec``'s size."""
-    channels = get_spec(spec.model).in_channels
-    gen = torch.Generator().manual_seed(0)
-    x = torch.rand(spec.batch_size, channels, spec.image_size, spec.image_size, generator=gen)
-    return x.to(device)
+    """The same input on every call (seeded): counts and layer tables are reproducible."""
+    return workload.example_input(spec, device, generator=torch.Generator().manual_seed(0))
 
 
 def analysis(model: nn.Module, x: torch.Tensor) -> FlopCountAnalysis:
@@ -85,8 +69,7 @@ def train_step_flops(model: nn.Module, x: torch.Tensor) -> int:
     """
     labels = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
     with FlopCounterMode(display=False) as counter:
-        loss = F.cross_entropy(model(x), labels)
-        loss.backward()
+        workload.loss_fn(model(x), labels).backward()
     return counter.get_total_flops()
 
 
@@ -96,14 +79,14 @@ def _kernel(size) -> str | None:
     return "x".join(map(str, size)) if isinstance(size, tuple) else None
 
 
-def layer_table(model: nn.Module, x: torch.Tensor, by_module) -> tuple[dict, ...]:
+def layer_table(model: nn.Module, x: torch.Tensor, by_module) -> tuple[LayerCost, ...]:
     """Per leaf layer, in execution order: what the roofline and the exercise-5 tables need.
 
     ``macs`` (fvcore), ``params``, ``weight_bytes``, ``input_bytes`` and ``output_bytes`` are per
     image at fp32 (the batch dimension divided out); ``kernel`` is "KxK" for convolutions.
     """
     batch = x.shape[0]
-    rows: dict[str, dict] = {}
+    rows: dict[str, LayerCost] = {}
 
     def hook_for(name):
         def hook(module, inputs, output):
@@ -111,7 +94,7 @@ def layer_table(model: nn.Module, x: torch.Tensor, by_module) -> tuple[dict, ...
             outs = output.numel() * 4 // batch if torch.is_tensor(output) else 0
             params = sum(p.numel() for p in module.parameters(recurse=False))
             kernel = getattr(module, "kernel_size", None)
-            rows[name] = dict(
+            rows[name] = LayerCost(
                 name=name,
                 layer=type(module).__name__,
                 kernel=_kernel(kernel),
@@ -124,17 +107,14 @@ def layer_table(model: nn.Module, x: torch.Tensor, by_module) -> tuple[dict, ...
 
         return hook
 
-    leaves = [(n, m) for n, m in model.named_modules() if n and not any(True for _ in m.children())]
-    handles = [m.register_forward_hook(hook_for(n)) for n, m in leaves]
+    handles = [m.register_forward_hook(hook_for(n)) for n, m in workload.leaf_modules(model)]
     try:
         with torch.no_grad():
             model(x)
     finally:
         for h in handles:
             h.remove()
-    return tuple(
-        r for r in rows.values() if r["params"] or r["macs"] or r["layer"].endswith("Pool2d")
-    )
+    return tuple(r for r in rows.values() if r.params or r.macs or r.layer.endswith("Pool2d"))
 
 
 def count_macs(model: nn.Module, spec: Spec) -> int:
@@ -169,7 +149,6 @@ def measure(model: nn.Module, spec: Spec) -> FlopCount:
         model.train(was_training)
     conv_linear = sum(v for k, v in by_operator.items() if k in CONV_LINEAR_OPS)
     return FlopCount(
-        spec=spec,
         macs=total,
         gmacs=total / 1e9,
         macs_by_block={name: int(by_module[name]) for name, _ in model.named_children()},
@@ -181,3 +160,8 @@ def measure(model: nn.Module, spec: Spec) -> FlopCount:
         crosscheck_ratio=(forward_flops / 2) / conv_linear if conv_linear else float("nan"),
         layers=layers,
     )
+
+
+def measure_unit(spec: Spec, ctx) -> FlopCount:
+    """The harness entry: a fresh eager model on the CPU (fvcore traces; counts are device-free)."""
+    return measure(create(spec.model, image_size=spec.image_size), spec)

@@ -23,16 +23,17 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from ..config import TimingConfig
 from ..models import get_spec
 from ..results import Spec
-from ._device import autocast, synchronize
+from ..results.types import LatencyResult
+from . import workload
+from ._device import synchronize
 
 __all__ = [
     "TimingConfig",
@@ -40,43 +41,9 @@ __all__ = [
     "CpuContention",
     "time_iterations",
     "timing_stats",
-    "make_step",
     "measure",
+    "measure_unit",
 ]
-
-
-@dataclass(frozen=True)
-class TimingConfig:
-    warmup_runs: int = 2  # untimed iterations before the estimate
-    min_runs: int = 5  # timed iterations, at least
-    min_time_s: float = 1.0  # timed wall time, at least
-    max_runs: int = 200  # timed iterations, at most
-    unstable_iqr_ratio: float = 0.10  # IQR / median above this → unstable
-    contended_share: float = 0.10  # other processes' share of CPU time above this → contended
-    lr: float = 0.01  # SGD learning rate of the timed training step
-
-
-@dataclass(frozen=True)
-class LatencyResult:
-    spec: Spec
-    timer: str  # "cuda_event" or "perf_counter"
-    warmup_runs: int
-    n_runs: int  # timed iterations behind the statistics
-    latency_ms_min: float
-    latency_ms_p50: float
-    latency_ms_mean: float
-    latency_ms_p90: float
-    latency_ms_p99: float
-    latency_ms_iqr: float
-    latency_ms_std: float
-    iqr_over_median: float
-    images_per_s: float  # batch_size / median latency
-    unstable: bool  # iqr_over_median above the threshold
-    other_cpu_share: float | None  # CPU: other processes' share of all cores during timing
-    contended: bool  # other_cpu_share above the threshold even after one repeat
-    attempts: int  # 1, or 2 when the first attempt was contended
-    compile_s: float | None  # first call with torch.compile, compilation included
-    cudnn_benchmark: bool | None  # CUDA only
 
 
 class CpuContention:
@@ -160,48 +127,13 @@ def timing_stats(times_ms: list[float], batch_size: int) -> dict[str, float]:
     )
 
 
-def make_step(model: nn.Module, spec: Spec, lr: float = 0.01) -> Callable[[], object]:
-    """The callable timed for ``spec``: an inference forward or a whole SGD training step.
-
-    The model is moved to the device and memory format in place; inputs are random (timing does
-    not depend on pixel values) and live on the device already.
-    """
+def measure(
+    model: nn.Module, spec: Spec, cfg: TimingConfig = TimingConfig(), *, lr: float = 0.01
+) -> LatencyResult:
+    """Latency of ``spec``'s step on ``model`` (moved in place); a training step is plain SGD at
+    ``lr``."""
     device = torch.device(spec.device)
-    fmt = torch.channels_last if spec.channels_last else torch.contiguous_format
-    channels = get_spec(spec.model).in_channels
-    num_classes = get_spec(spec.model).num_classes
-    model.to(device=device, memory_format=fmt)
-    x = torch.rand(spec.batch_size, channels, spec.image_size, spec.image_size, device=device)
-    x = x.contiguous(memory_format=fmt)
-    run = torch.compile(model) if spec.compiled else model
-    if spec.mode == "inference":
-        model.eval()
-
-        def forward():
-            with torch.inference_mode(), autocast(device, spec.dtype):
-                return run(x)
-
-        return forward
-    if spec.mode != "train":
-        raise ValueError(f"mode must be 'inference' or 'train', got {spec.mode!r}")
-    model.train()
-    labels = torch.randint(0, num_classes, (spec.batch_size,), device=device)
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
-
-    def train_step():
-        opt.zero_grad(set_to_none=True)
-        with autocast(device, spec.dtype):
-            loss = F.cross_entropy(run(x), labels)
-        loss.backward()
-        opt.step()
-        return loss
-
-    return train_step
-
-
-def measure(model: nn.Module, spec: Spec, cfg: TimingConfig = TimingConfig()) -> LatencyResult:
-    device = torch.device(spec.device)
-    step = make_step(model, spec, cfg.lr)
+    step = workload.build(spec, model=model, lr=lr).step
     compile_s = None
     if spec.compiled:
         t0 = time.perf_counter()
@@ -221,9 +153,9 @@ def measure(model: nn.Module, spec: Spec, cfg: TimingConfig = TimingConfig()) ->
         contended = other is not None and other > cfg.contended_share
         if not contended or attempts >= 2:
             break
-    stats = timing_stats(times, spec.batch_size)
+    times = [round(t, 5) for t in times]  # 10 ns: below any timer's resolution; keeps JSON short
+    stats = timing_stats(times, spec.batch_size)  # derived from exactly the samples kept
     return LatencyResult(
-        spec=spec,
         timer=timer,
         warmup_runs=cfg.warmup_runs,
         unstable=bool(stats["iqr_over_median"] > cfg.unstable_iqr_ratio),
@@ -232,5 +164,12 @@ def measure(model: nn.Module, spec: Spec, cfg: TimingConfig = TimingConfig()) ->
         attempts=attempts,
         compile_s=compile_s,
         cudnn_benchmark=torch.backends.cudnn.benchmark if device.type == "cuda" else None,
+        times_ms=tuple(times),
         **stats,
     )
+
+
+def measure_unit(spec: Spec, ctx) -> LatencyResult:
+    """The harness entry: a fresh model, the run's timing, the model's chapter learning rate."""
+    lr = get_spec(spec.model).lr or 0.01
+    return measure(workload.build_model(spec), spec, ctx.config.timing, lr=lr)

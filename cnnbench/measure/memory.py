@@ -27,20 +27,27 @@ Analytic, for the same step:
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import resource
-import traceback
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from ..models import create, get_spec
+from ..models import get_spec
 from ..results import Spec
-from ._device import autocast, is_oom, release, synchronize
+from ..results.types import MemoryResult
+from . import workload
+from ._device import release, synchronize
+from .worker import WorkerError, call_in_worker
 
-__all__ = ["MemoryResult", "Breakdown", "analytic_breakdown", "measure", "set_memory_cap"]
+__all__ = [
+    "MemoryResult",
+    "Breakdown",
+    "WorkerOOM",
+    "analytic_breakdown",
+    "measure",
+    "measure_unit",
+    "set_memory_cap",
+]
 
 ITERATIONS = 2  # the second iteration sees the allocator in its steady state
 
@@ -64,59 +71,19 @@ class Breakdown:
         )
 
 
-@dataclass(frozen=True)
-class MemoryResult:
-    spec: Spec
-    source: str  # "cuda_allocator", "rss_worker" (peak reset after imports) or "rss_worker_maxrss"
-    measured_bytes: int  # CUDA: peak allocated; CPU: peak anonymous RSS above baseline_bytes
-    peak_bytes: int  # CUDA: peak allocated; CPU: peak anonymous RSS of the worker, absolute
-    baseline_bytes: int  # CUDA: allocated before the model; CPU: anonymous RSS before it
-    reserved_bytes: int | None  # CUDA: peak reserved by the caching allocator
-    param_bytes: int
-    grad_bytes: int
-    optimizer_state_bytes: int
-    input_bytes: int
-    activation_bytes: int
-    analytic_bytes: int  # sum of the five above
-    measured_over_analytic: float
-
-
 def _nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
 
 
-def _inputs(spec: Spec, device: torch.device):
-    fmt = torch.channels_last if spec.channels_last else torch.contiguous_format
-    channels = get_spec(spec.model).in_channels
-    x = torch.rand(spec.batch_size, channels, spec.image_size, spec.image_size, device=device)
-    labels = torch.randint(0, get_spec(spec.model).num_classes, (spec.batch_size,), device=device)
-    return x.contiguous(memory_format=fmt), labels
-
-
-def _prepare(spec: Spec) -> tuple[nn.Module, torch.device]:
-    device = torch.device(spec.device)
-    fmt = torch.channels_last if spec.channels_last else torch.contiguous_format
-    model = create(spec.model, image_size=spec.image_size).to(device=device, memory_format=fmt)
-    return model, device
-
-
-def _run(model: nn.Module, spec: Spec, device: torch.device, x, labels, opt) -> None:
+def _run(w: workload.Workload) -> None:
     for _ in range(ITERATIONS):
-        if spec.mode == "inference":
-            with torch.inference_mode(), autocast(device, spec.dtype):
-                model(x)
-        else:
-            opt.zero_grad(set_to_none=True)
-            with autocast(device, spec.dtype):
-                loss = F.cross_entropy(model(x), labels)
-            loss.backward()
-            opt.step()
-    synchronize(device)
+        w.step()
+    synchronize(w.device)
 
 
-def analytic_breakdown(model: nn.Module, spec: Spec, x: torch.Tensor, labels, opt) -> Breakdown:
-    """What the step must hold, tensor by tensor (see the module docstring)."""
-    device = x.device
+def analytic_breakdown(w: workload.Workload) -> Breakdown:
+    """What the step of ``w`` must hold, tensor by tensor (see the module docstring)."""
+    model, spec, x = w.model, w.spec, w.x
     params = list(model.parameters())
     param_bytes = sum(_nbytes(p) for p in params)
     grad_bytes = sum(_nbytes(p) for p in params if p.requires_grad) if spec.mode == "train" else 0
@@ -132,17 +99,14 @@ def analytic_breakdown(model: nn.Module, spec: Spec, x: torch.Tensor, labels, op
             return t
 
         model.train()
-        opt.zero_grad(set_to_none=True)
+        # the optimizer step materializes its state, if it keeps any
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            with autocast(device, spec.dtype):
-                loss = F.cross_entropy(model(x), labels)
-        loss.backward()
-        opt.step()  # materializes optimizer state, if the optimizer keeps any
+            w.train_step()
         activation_bytes = sum(saved.values())
         state_bytes = sum(
-            _nbytes(v) for s in opt.state.values() for v in s.values() if torch.is_tensor(v)
+            _nbytes(v) for s in w.optimizer.state.values() for v in s.values() if torch.is_tensor(v)
         )
-        opt.zero_grad(set_to_none=True)
+        w.optimizer.zero_grad(set_to_none=True)
     else:
         largest = 0
 
@@ -151,11 +115,10 @@ def analytic_breakdown(model: nn.Module, spec: Spec, x: torch.Tensor, labels, op
             ins = sum(_nbytes(i) for i in inputs if torch.is_tensor(i))
             largest = max(largest, ins + (_nbytes(output) if torch.is_tensor(output) else 0))
 
-        leaves = [m for m in model.modules() if not any(True for _ in m.children())]
-        handles = [m.register_forward_hook(hook) for m in leaves]
+        handles = [m.register_forward_hook(hook) for _, m in workload.leaf_modules(model)]
         try:
-            with torch.inference_mode(), autocast(device, spec.dtype):
-                model.eval()(x)
+            model.eval()
+            w.forward()
         finally:
             for h in handles:
                 h.remove()
@@ -163,9 +126,8 @@ def analytic_breakdown(model: nn.Module, spec: Spec, x: torch.Tensor, labels, op
     return Breakdown(param_bytes, grad_bytes, state_bytes, _nbytes(x), activation_bytes)
 
 
-def _result(spec, source, measured, peak, baseline, reserved, b: Breakdown) -> MemoryResult:
+def _result(source, measured, peak, baseline, reserved, b: Breakdown) -> MemoryResult:
     return MemoryResult(
-        spec=spec,
         source=source,
         measured_bytes=int(measured),
         peak_bytes=int(peak),
@@ -186,15 +148,11 @@ def _measure_cuda(spec: Spec, lr: float) -> MemoryResult:
     release(device)
     torch.cuda.reset_peak_memory_stats(device)
     baseline = torch.cuda.memory_allocated(device)
-    model, device = _prepare(spec)
-    x, labels = _inputs(spec, device)
-    model.train(spec.mode == "train")
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
-    _run(model, spec, device, x, labels, opt)
+    w = workload.build(spec, lr=lr)
+    _run(w)
     peak = torch.cuda.max_memory_allocated(device)
     reserved = torch.cuda.max_memory_reserved(device)
-    breakdown = analytic_breakdown(model, spec, x, labels, opt)
-    return _result(spec, "cuda_allocator", peak, peak, baseline, reserved, breakdown)
+    return _result("cuda_allocator", peak, peak, baseline, reserved, analytic_breakdown(w))
 
 
 def set_memory_cap(cap_bytes: int | None, device: str = "cpu") -> None:
@@ -263,33 +221,18 @@ def psutil_rss() -> int:
     return psutil.Process().memory_info().rss
 
 
-def _rss_worker(spec: Spec, lr: float, cap_bytes: int | None, threads: int | None, conn) -> None:
-    """Runs in a fresh process: baseline RSS, build, run, peak RSS; sends back the result."""
-    try:
-        if threads:
-            torch.set_num_threads(threads)
-        set_memory_cap(cap_bytes)
-        reset = _reset_peak_rss()  # import transients must not count as this model's peak
-        baseline = _anon_rss()
-        model, device = _prepare(spec)
-        x, labels = _inputs(spec, device)
-        model.train(spec.mode == "train")
-        opt = torch.optim.SGD(model.parameters(), lr=lr)
-        _run(model, spec, device, x, labels, opt)
-        peak = (
-            _peak_anon_rss() if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        )
-        source = "rss_worker" if reset else "rss_worker_maxrss"
-        breakdown = analytic_breakdown(model, spec, x, labels, opt)
-        result = _result(spec, source, peak - baseline, peak, baseline, None, breakdown)
-        conn.send(("ok", result))
-    except BaseException as exc:  # report everything; the parent decides what it means
-        kind = "oom" if is_oom(exc) else "error"
-        conn.send(
-            (kind, f"{type(exc).__name__}: {exc}".splitlines()[0][:500], traceback.format_exc())
-        )
-    finally:
-        conn.close()
+def _rss_worker(spec: Spec, lr: float, cap_bytes: int | None, threads: int | None):
+    """Runs in a fresh process: baseline RSS, build, run, peak RSS; returns the result."""
+    if threads:
+        torch.set_num_threads(threads)
+    set_memory_cap(cap_bytes)
+    reset = _reset_peak_rss()  # import transients must not count as this model's peak
+    baseline = _anon_rss()
+    w = workload.build(spec, lr=lr)
+    _run(w)
+    peak = _peak_anon_rss() if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    source = "rss_worker" if reset else "rss_worker_maxrss"
+    return _result(source, peak - baseline, peak, baseline, None, analytic_breakdown(w))
 
 
 class WorkerOOM(MemoryError):
@@ -297,24 +240,12 @@ class WorkerOOM(MemoryError):
 
 
 def _measure_cpu(spec: Spec, lr: float, cap_bytes: int | None) -> MemoryResult:
-    ctx = mp.get_context("spawn")
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_rss_worker, args=(spec, lr, cap_bytes, spec.threads, child))
-    proc.start()
-    child.close()
     try:
-        message = parent.recv()
-    except EOFError:
-        proc.join()
-        raise WorkerOOM(
-            f"memory worker died with exit code {proc.exitcode} (killed: likely out of memory)"
-        ) from None
-    proc.join()
-    if message[0] == "ok":
-        return message[1]
-    if message[0] == "oom":
-        raise WorkerOOM(message[1])
-    raise RuntimeError(f"memory worker failed: {message[1]}\n{message[2]}")
+        return call_in_worker(_rss_worker, spec, lr, cap_bytes, spec.threads, name="cnnbench-rss")
+    except WorkerError as exc:
+        if exc.oom:
+            raise WorkerOOM(f"memory worker: {exc}") from None
+        raise RuntimeError(f"memory worker failed: {exc}\n{exc.remote_traceback}") from None
 
 
 def measure(spec: Spec, *, lr: float = 0.01, cap_bytes: int | None = None) -> MemoryResult:
@@ -322,3 +253,9 @@ def measure(spec: Spec, *, lr: float = 0.01, cap_bytes: int | None = None) -> Me
     if spec.device.startswith("cuda"):
         return _measure_cuda(spec, lr)
     return _measure_cpu(spec, lr, cap_bytes)
+
+
+def measure_unit(spec: Spec, ctx) -> MemoryResult:
+    """The harness entry: the model's chapter learning rate, the run's memory cap."""
+    lr = get_spec(spec.model).lr or 0.01
+    return measure(spec, lr=lr, cap_bytes=ctx.config.memory.cap_bytes)

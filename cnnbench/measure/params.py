@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from torch import nn
 
+from ..models import create
 from ..results import Spec
+from ..results.types import ParamCount
 
-__all__ = ["ParamCount", "layer_type", "measure"]
+__all__ = ["ParamCount", "layer_type", "measure", "measure_unit"]
 
 _NORM = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
 
@@ -24,17 +24,6 @@ def layer_type(module: nn.Module) -> str:
     return "other"
 
 
-@dataclass(frozen=True)
-class ParamCount:
-    spec: Spec
-    params_total: int  # every parameter element
-    params_trainable: int  # elements with requires_grad
-    params_by_block: dict[str, int]  # top-level child name → elements, in forward order
-    params_by_layer_type: dict[str, int]  # "conv", "linear", "norm", "other" → elements
-    bytes_fp32: int  # parameter storage at 4 bytes per element
-    bytes_bf16: int  # parameter storage at 2 bytes per element
-
-
 def measure(model: nn.Module, spec: Spec) -> ParamCount:
     total = sum(p.numel() for p in model.parameters())
     by_block = {
@@ -44,7 +33,6 @@ def measure(model: nn.Module, spec: Spec) -> ParamCount:
     for module in model.modules():
         by_type[layer_type(module)] += sum(p.numel() for p in module.parameters(recurse=False))
     return ParamCount(
-        spec=spec,
         params_total=total,
         params_trainable=sum(p.numel() for p in model.parameters() if p.requires_grad),
         params_by_block=by_block,
@@ -52,3 +40,8 @@ def measure(model: nn.Module, spec: Spec) -> ParamCount:
         bytes_fp32=4 * total,
         bytes_bf16=2 * total,
     )
+
+
+def measure_unit(spec: Spec, ctx) -> ParamCount:
+    """The harness entry: counted on a fresh eager model on the CPU (counts are device-free)."""
+    return measure(create(spec.model, image_size=spec.image_size), spec)

@@ -17,48 +17,39 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import statistics
 import sys
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from ..config import TimingConfig
+from ..models import create
 from ..results import Spec
+from ..results.types import DevicePeaks, LayerRoof, RooflineResult
+from . import workload
 from .flops import analysis, example_input, layer_table
-from .latency import TimingConfig, make_step, time_iterations
+from .latency import time_iterations
 
-__all__ = ["DevicePeaks", "RooflineResult", "measure_peaks", "measure", "DATASHEET"]
+__all__ = [
+    "DevicePeaks",
+    "RooflineResult",
+    "measure_peaks",
+    "measure",
+    "measure_unit",
+    "DATASHEET",
+]
 
 # NVIDIA data sheets, dense: name fragment → (FP32 TFLOP/s, BF16 TFLOP/s, TB/s)
 DATASHEET = {"H100 80GB HBM3": (67.0, 989.0, 3.35), "H100 SXM": (67.0, 989.0, 3.35),
              "H100 PCIe": (51.0, 756.0, 2.0), "H200": (67.0, 989.0, 4.8)}  # fmt: skip
 
 
-@dataclass(frozen=True)
-class DevicePeaks:
-    device: str
-    dtype: str
-    matmul_n: int  # square matrix side of the matmul probe
-    matmul_flops: float  # measured by the matmul probe, FLOP/s
-    conv_flops: float  # measured by the convolution probe, FLOP/s
-    peak_flops: float  # the better of the two, FLOP/s (2 per multiply-add)
-    copy_bytes: int  # size of the bandwidth probe's source tensor
-    peak_bytes_per_s: float  # measured, bytes read + written per second
-    datasheet_flops: float | None  # FLOP/s from the data sheet for this dtype, where known
-    datasheet_bytes_per_s: float | None
-
-    @property
-    def ridge(self) -> float:
-        return self.peak_flops / self.peak_bytes_per_s
-
-
 def measure_peaks(device: torch.device, dtype: str = "fp32") -> DevicePeaks:
     cuda = device.type == "cuda"
     n = 8192 if cuda else 1536
-    torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    torch_dtype = workload.TORCH_DTYPES[dtype]
     if not cuda:
         torch_dtype = torch.float32  # reduced-precision matmul on CPU is emulated: not a peak
     a = torch.randn(n, n, device=device, dtype=torch_dtype)
@@ -99,22 +90,6 @@ def measure_peaks(device: torch.device, dtype: str = "fp32") -> DevicePeaks:
     )
 
 
-@dataclass(frozen=True)
-class RooflineResult:
-    spec: Spec
-    peak_flops: float  # measured on this device (see DevicePeaks)
-    peak_bytes_per_s: float
-    ridge_flop_per_byte: float
-    datasheet_flops: float | None
-    datasheet_bytes_per_s: float | None
-    peaks: dict  # the DevicePeaks used (measured once per run; see runner._run_peaks)
-    timing: str  # "cpu_time" or "device_time" (profiler)
-    model_ms: float  # median forward pass, latency harness
-    model_achieved_flops: float  # 2 x MACs x batch / model time
-    mfu: float  # model_achieved_flops / peak_flops
-    layers: tuple[dict, ...]  # per conv/linear layer: time, FLOP/s, intensity, roof, bound
-
-
 @contextlib.contextmanager
 def _quiet_native_stderr():
     """Silence what the profiler's native library (kineto) prints straight to file descriptor 2
@@ -137,7 +112,7 @@ def _profile_layers(
 ) -> tuple[dict, str]:
     from torch.profiler import ProfilerActivity, profile, record_function
 
-    names = {m: n for n, m in model.named_modules() if n and not any(True for _ in m.children())}
+    names = {m: n for n, m in workload.leaf_modules(model)}
     open_ranges: dict[nn.Module, record_function] = {}
 
     def pre(module, _inputs):
@@ -180,7 +155,7 @@ def _profile_layers(
 def measure(model: nn.Module, spec: Spec, peaks: DevicePeaks | None = None) -> RooflineResult:
     device = torch.device(spec.device)
     peaks = peaks or measure_peaks(device, spec.dtype)
-    forward = make_step(model, spec)  # moves the model, eval mode, inference_mode inside
+    forward = workload.build(spec, model=model).forward  # moves the model, eval mode
     times, _ = time_iterations(
         forward, device, TimingConfig(warmup_runs=2, min_runs=5, min_time_s=0.5)
     )
@@ -194,33 +169,39 @@ def measure(model: nn.Module, spec: Spec, peaks: DevicePeaks | None = None) -> R
     rows = []
     total_macs = 0
     for lay in layers:
-        total_macs += lay["macs"]
-        if not (lay["layer"].startswith("Conv") or lay["layer"] == "Linear"):
+        total_macs += lay.macs
+        if not (lay.layer.startswith("Conv") or lay.layer == "Linear"):
             continue
-        ms = layer_ms.get(lay["name"])
-        moved = batch * (lay["input_bytes"] + lay["output_bytes"]) + lay["weight_bytes"]
-        flop = 2 * lay["macs"] * batch
+        ms = layer_ms.get(lay.name)
+        moved = batch * (lay.input_bytes + lay.output_bytes) + lay.weight_bytes
+        flop = 2 * lay.macs * batch
         intensity = flop / moved
         roof = min(peaks.peak_flops, peaks.peak_bytes_per_s * intensity)
         achieved = flop / (ms / 1e3) if ms else None
-        rows.append(dict(
-            name=lay["name"], layer=lay["layer"], kernel=lay["kernel"], macs=lay["macs"] * batch,
+        rows.append(LayerRoof(
+            name=lay.name, layer=lay.layer, kernel=lay.kernel, macs=lay.macs * batch,
             bytes_moved=moved, time_ms=ms, achieved_flops=achieved, intensity=intensity, roof_flops=roof,
             bound="memory" if intensity < peaks.ridge else "compute",
             fraction_of_roof=achieved / roof if achieved else None,
         ))  # fmt: skip
     achieved_model = 2 * total_macs * batch / (model_ms / 1e3)
     return RooflineResult(
-        spec=spec,
         peak_flops=peaks.peak_flops,
         peak_bytes_per_s=peaks.peak_bytes_per_s,
         ridge_flop_per_byte=peaks.ridge,
         datasheet_flops=peaks.datasheet_flops,
         datasheet_bytes_per_s=peaks.datasheet_bytes_per_s,
-        peaks=dataclasses.asdict(peaks),
+        peaks=peaks,
         timing=timing,
         model_ms=model_ms,
         model_achieved_flops=achieved_model,
         mfu=achieved_model / peaks.peak_flops,
         layers=tuple(rows),
     )
+
+
+def measure_unit(spec: Spec, ctx) -> RooflineResult:
+    """The harness entry: a fresh model, judged against the peaks measured once for the run."""
+    if ctx.peaks is None:
+        raise RuntimeError(f"no device peaks for this run: {ctx.peaks_error or 'not measured'}")
+    return measure(create(spec.model, image_size=spec.image_size), spec, ctx.peaks)

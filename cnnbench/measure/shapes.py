@@ -16,7 +16,9 @@ from torch import nn
 from ..models import InputTooSmallError, create, get_spec
 from ..models._common import leaf_tracker
 from ..results import Spec
+from ..results.types import MinInputSize
 from .flops import analysis, example_input
+from .workload import leaf_modules
 
 __all__ = [
     "LayerRow",
@@ -25,6 +27,7 @@ __all__ = [
     "summarize",
     "check_input_size",
     "min_input_size",
+    "measure_unit",
 ]
 
 
@@ -131,17 +134,6 @@ def check_input_size(name: str, size: int, **overrides) -> None:
                 raise InputTooSmallError(size, tracker.last, str(err)) from None
 
 
-@dataclass(frozen=True)
-class MinInputSize:
-    model: str
-    min_size: int  # smallest square side (pixels) the model runs on
-    failing_layer: str  # the layer that fails at min_size - 1 ("" when min_size is 1)
-    failure: str  # the error that layer raises at min_size - 1
-    # at min_size, every layer up to the failing one that changes the spatial side, in order:
-    # "stage1.0 Conv2d 11x11/4: 65→15" — the stride and pooling chain that sets the bound
-    reductions: tuple[str, ...] = ()
-
-
 def _reductions(name: str, size: int, stop_at: str, **overrides) -> tuple[str, ...]:
     """Layers that change the spatial side of a ``size`` input, up to ``stop_at`` (meta device)."""
     channels = overrides.get("in_channels", get_spec(name).in_channels)
@@ -165,10 +157,7 @@ def _reductions(name: str, size: int, stop_at: str, **overrides) -> tuple[str, .
 
             return hook
 
-        leaves = [
-            (n, m) for n, m in model.named_modules() if n and not any(True for _ in m.children())
-        ]
-        handles = [m.register_forward_hook(hook_for(n)) for n, m in leaves]
+        handles = [m.register_forward_hook(hook_for(n)) for n, m in leaf_modules(model)]
         try:
             with torch.no_grad():
                 model(torch.empty(1, channels, size, size))
@@ -216,3 +205,8 @@ def min_input_size(name: str, *, limit: int = 4096, **overrides) -> MinInputSize
         failure=below.detail if below else "",
         reductions=_reductions(name, hi, layer, **overrides),
     )
+
+
+def measure_unit(spec: Spec, ctx) -> MinInputSize:
+    """The harness entry: bisection on the meta device (no memory, no arithmetic)."""
+    return min_input_size(spec.model)

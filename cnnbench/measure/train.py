@@ -13,91 +13,42 @@ the epochs before it are kept. Several seeds give mean, std, min and max of the 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 import time
-from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..data import DeviceLoader, FashionMNIST
-from ..models import create, get_spec
+from ..config import OPTIONS, RunConfig, TrainConfig
+from ..data import DataNotFound, DeviceLoader, FashionMNIST, load_fashion_mnist
+from ..models import get_spec
 from ..results import Spec
-from ._device import autocast, synchronize
+from ..results.types import EpochStats, SeedRun, TrainResult
+from . import workload
+from ._device import synchronize
 
 __all__ = [
     "TrainConfig",
     "EpochStats",
     "SeedRun",
     "TrainResult",
+    "Unsupported",
     "balanced_subset",
+    "config_for",
     "evaluate",
+    "image_size_for",
+    "measure_unit",
+    "small_train_size",
     "train",
 ]
 
 CHECK_EVERY_STEPS = 50  # how often the loss is checked for NaN/inf (a host sync on CUDA)
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = 10
-    batch_size: int = 128  # the chapter's
-    lr: float | None = None  # None: the model's chapter learning rate (registry)
-    optimizer: str = "sgd"  # "sgd" (the chapter's) or "adam"
-    momentum: float = 0.0  # SGD momentum; 0: the chapter's plain SGD
-    train_subset: int | None = None  # class-balanced subset of the 60,000; None: all
-    test_subset: int | None = None  # class-balanced subset of the 10,000; None: all
-    seeds: tuple[int, ...] = (0,)  # one training run per seed (init and shuffling)
-    label_smoothing: float = 0.0  # cross-entropy label smoothing (Szegedy et al. 2016)
-    target_accuracy: float | None = None  # report time until test accuracy first reaches it
-    eval_batch_size: int = 512
-
-
-@dataclass(frozen=True)
-class EpochStats:
-    epoch: int  # 1-based
-    train_loss: float  # mean over the epoch's batches, weighted by batch size
-    train_accuracy: float  # on the batches as they were trained (dropout on)
-    test_accuracy: float
-    wall_s: float  # the training pass, data preparation included; evaluation excluded
-    eval_s: float
-    images_per_s: float  # training images / wall_s
-
-
-@dataclass(frozen=True)
-class SeedRun:
-    seed: int
-    epochs: tuple[EpochStats, ...]
-    diverged: bool  # a NaN or infinite loss ended it
-    final_test_accuracy: float | None  # None when it diverged before finishing an epoch
-    train_time_s: float  # sum of the epochs' wall_s
-    time_to_target_s: float | None  # training time until test accuracy first reached the target
-    compile_s: float | None  # first step with torch.compile, compilation included
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    spec: Spec  # batch_size is the training batch; mode "train"
-    recipe: str  # "d2l" when every recipe field is the chapter's, else "modified"
-    epochs: int
-    optimizer: str
-    lr: float
-    momentum: float
-    label_smoothing: float
-    train_images: int  # images per epoch
-    test_images: int
-    target_accuracy: float | None
-    seeds: tuple[int, ...]
-    runs: tuple[SeedRun, ...]
-    diverged_seeds: tuple[int, ...]
-    test_accuracy_mean: float | None  # over seeds that did not diverge
-    test_accuracy_std: float | None  # sample std; 0.0 for one seed
-    test_accuracy_min: float | None
-    test_accuracy_max: float | None
-    train_time_s_mean: float | None
-    images_per_s_mean: float | None  # end to end, over every epoch of every seed
+class Unsupported(Exception):
+    """The measurement cannot run here (no data): an ``unsupported`` record with this reason."""
 
 
 def balanced_subset(
@@ -124,7 +75,7 @@ def evaluate(model: nn.Module, loader: DeviceLoader, dtype: str = "fp32") -> flo
     model.eval()
     correct = torch.zeros((), dtype=torch.long, device=loader.device)
     for x, y in loader:
-        with autocast(loader.device, dtype):
+        with workload.autocast(loader.device, dtype):
             correct += (model(x).argmax(dim=1) == y).sum()
     return correct.item() / loader.num_images
 
@@ -134,15 +85,9 @@ def _train_seed(
 ):
     device = torch.device(spec.device)
     torch.manual_seed(seed)
-    fmt = torch.channels_last if spec.channels_last else torch.contiguous_format
-    model = create(spec.model, image_size=spec.image_size).to(device=device, memory_format=fmt)
+    model = workload.build_model(spec)
     run = torch.compile(model) if spec.compiled else model
-    if cfg.optimizer == "adam":
-        opt = torch.optim.Adam(model.parameters(), lr=lr)
-    elif cfg.optimizer == "sgd":
-        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum)
-    else:
-        raise ValueError(f"optimizer must be 'sgd' or 'adam', got {cfg.optimizer!r}")
+    opt = workload.make_optimizer(model.parameters(), cfg.optimizer, lr, cfg.momentum)
     common = dict(image_size=spec.image_size, device=device, channels_last=spec.channels_last)
     train_loader = DeviceLoader(
         data.train_images[train_idx], data.train_labels[train_idx],
@@ -167,12 +112,9 @@ def _train_seed(
         synchronize(device)
         t0 = time.perf_counter()
         for step, (x, y) in enumerate(train_loader):
-            with autocast(device, spec.dtype):
-                out = run(x)
-                loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            loss, out = workload.train_step(
+                run, opt, x, y, dtype=spec.dtype, label_smoothing=cfg.label_smoothing
+            )
             if compile_s is None and spec.compiled:
                 synchronize(device)
                 compile_s = time.perf_counter() - t0
@@ -232,7 +174,6 @@ def train(spec: Spec, cfg: TrainConfig, data: FashionMNIST) -> TrainResult:
         and spec.dtype == "fp32"
     )  # fmt: skip
     return TrainResult(
-        spec=spec,
         recipe="d2l" if chapter else "modified",
         epochs=cfg.epochs,
         optimizer=cfg.optimizer,
@@ -266,3 +207,38 @@ def small_train_size(name: str) -> int:
 
     smallest = min_input_size(name).min_size
     return max(28, -(-smallest // 8) * 8)
+
+
+def config_for(config: RunConfig, model: str) -> TrainConfig:
+    """The run's training options for ``model``: a variant's own options (``googlenet_ls``'s
+    label smoothing) apply unless the run overrides the same option."""
+    ours = {OPTIONS[name].field for name in config.overrides if OPTIONS[name].section == "train"}
+    variant = {k: v for k, v in get_spec(model).train_overrides.items() if k not in ours}
+    return dataclasses.replace(config.train, **variant)
+
+
+def image_size_for(config: RunConfig, model: str) -> int:
+    """The side ``model`` trains at: --train-image-size, else --image-size, else the profile's
+    resolution ("small": :func:`small_train_size`; "chapter": the model's own size)."""
+    if config.train.image_size:
+        return config.train.image_size
+    if config.workload.image_size:
+        return config.workload.image_size
+    if config.train.resolution == "small":
+        try:
+            return small_train_size(model)
+        except ValueError:
+            pass  # runs on no size we tried: train at its own size and let that unit fail there
+    return get_spec(model).input_size
+
+
+def measure_unit(spec: Spec, ctx) -> TrainResult:
+    """The harness entry: the run's data and training options; no data is ``Unsupported``."""
+    try:
+        data = load_fashion_mnist(ctx.config.data_dir)
+    except DataNotFound as exc:
+        raise Unsupported(str(exc)) from None
+    result = train(spec, config_for(ctx.config, spec.model), data)
+    return dataclasses.replace(
+        result, data_dir=str(data.location.root), data_verified=data.verified
+    )

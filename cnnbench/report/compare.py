@@ -16,8 +16,9 @@ from pathlib import Path
 import pandas as pd
 
 from ..results import Record, RunStore
+from .fmt import change, fmt, percent
 
-__all__ = ["HEADLINES", "compare_runs", "format_value", "write_compare"]
+__all__ = ["HEADLINES", "compare_runs", "write_compare"]
 
 # metric → the values compared, in display order
 HEADLINES = {
@@ -45,19 +46,16 @@ def _pair_key(r: Record) -> tuple:
 
 def _noise(a: Record, b: Record, field: str) -> float:
     """Relative noise of a comparison (0 for deterministic quantities)."""
+    ra, rb = a.result, b.result
     if a.metric == "latency":
-        return max(a.values.get("iqr_over_median") or 0.0, b.values.get("iqr_over_median") or 0.0)
+        return max(ra.iqr_over_median or 0.0, rb.iqr_over_median or 0.0)
     if a.metric == "accuracy" and field == "test_accuracy_mean":
-        stds = [r.values.get("test_accuracy_std") or 0.0 for r in (a, b)]
-        means = [r.values.get("test_accuracy_mean") or 0.0 for r in (a, b)]
+        stds = [r.test_accuracy_std or 0.0 for r in (ra, rb)]
+        means = [r.test_accuracy_mean or 0.0 for r in (ra, rb)]
         return max(stds) / max(max(means), 1e-9)
     if a.metric == "accuracy":
         return 0.05  # wall time of training: no replicate spread recorded; 5% as timing noise
-    if (
-        a.metric == "memory"
-        and field == "measured_bytes"
-        and a.values.get("source") != "cuda_allocator"
-    ):
+    if a.metric == "memory" and field == "measured_bytes" and ra.source != "cuda_allocator":
         return 0.05  # one CPU RSS peak, no replicates: 5% allowance (runs here differ by 3-5%)
     return 0.0
 
@@ -77,22 +75,20 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> pd.DataFrame:
                          "noise": None, "significant": a.status != b.status})  # fmt: skip
             continue
         for field in HEADLINES.get(a.metric, ()):
-            va, vb = a.values.get(field), b.values.get(field)
+            va, vb = getattr(a.result, field), getattr(b.result, field)
             if va is None or vb is None:
                 continue
             change = (vb - va) / va if va else float("inf") if vb else 0.0
             noise = _noise(a, b, field)
             rows.append({**base, "value": field, "A": va, "B": vb, "change": change, "noise": noise,
                          "significant": abs(change) > noise})  # fmt: skip
-    return pd.DataFrame(rows)
+    # object dtype: a count stays an int (a float64 column would print 46,764,746 as 4.676e+07)
+    return pd.DataFrame(rows, dtype=object)
 
 
-def format_value(value) -> str:
-    if isinstance(value, float):
-        return f"{value:,.4g}"
-    if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value:,}"
-    return str(value)
+def shown(value) -> str:
+    """A compared value (or status): counts in full, measurements to 4 significant digits."""
+    return fmt(value, 4, significant=True)
 
 
 def write_compare(frame: pd.DataFrame, out: Path, run_a: Path, run_b: Path) -> dict[str, Path]:
@@ -103,19 +99,16 @@ def write_compare(frame: pd.DataFrame, out: Path, run_a: Path, run_b: Path) -> d
         f"# cnnbench compare: A = `{run_a}`, B = `{run_b}`",
         "",
         "change = (B − A) / A. Flagged (**!**) when larger than the runs' own noise: the larger "
-        "IQR/median for latency, the larger seed std for accuracy, zero for counts and memory.",
+        "IQR/median for latency, the larger seed std for accuracy, 5% for a CPU RSS peak, zero for "
+        "counts and the rest of memory.",
         "",
         "| metric | model | mode | batch | input | value | A | B | change | noise | |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in frame.to_dict("records"):
-        change = (
-            "—" if r["change"] is None or pd.isna(r["change"]) else f"{100 * r['change']:+.1f}%"
-        )
-        noise = "—" if r["noise"] is None or pd.isna(r["noise"]) else f"{100 * r['noise']:.1f}%"
         lines.append(
             f"| {r['metric']} | {r['model']} | {r['mode']} | {r['batch']} | {r['input']} | {r['value']} "
-            f"| {format_value(r['A'])} | {format_value(r['B'])} | {change} | {noise} | {'**!**' if r['significant'] else ''} |"
+            f"| {shown(r['A'])} | {shown(r['B'])} | {change(r['change'])} | {percent(r['noise'])} | {'**!**' if r['significant'] else ''} |"
         )
     paths["md"].write_text("\n".join(lines) + "\n")
     return paths

@@ -13,8 +13,8 @@ matplotlib.use("Agg")  # files only, no display; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 
-from ..results import Record  # noqa: E402
-from .tables import ok_records  # noqa: E402
+from .fmt import is_missing, percent  # noqa: E402
+from .frames import LINEAGE_FIELDS, Frames, first_ok, ok_records  # noqa: E402
 
 __all__ = ["Figure", "make_figures"]
 
@@ -40,41 +40,33 @@ def _save(fig, out: Path, figure: Figure) -> Figure:
     return figure
 
 
-def _models(records):
-    return list(dict.fromkeys(r.spec.model for r in records))
-
-
-def accuracy_vs_gmacs(records: list[Record], out: Path, conditions: str) -> Figure | None:
+def accuracy_vs_gmacs(frames: Frames, out: Path, conditions: str) -> Figure | None:
     """Canziani et al. (2016)'s chart: accuracy against compute, marker area ∝ parameters."""
-    points = []
-    for model in _models(records):
-        acc = [r for r in records if r.spec.model == model and r.metric == "accuracy"]
-        flops = ok_records(records, "flops", model=model)
-        params = ok_records(records, "params", model=model)
-        if not (acc and flops and params):
-            continue
-        a = acc[0]
-        value = a.values.get("test_accuracy_mean") if a.status == "ok" else None
-        points.append((model, flops[0].values["gmacs"], value, params[0].values["params_total"], a))
+    frame = frames.overview
+    points = [
+        r for r in frame.to_dict("records")
+        if r["accuracy_status"] is not None and r["gmacs"] is not None and r["params"] is not None
+    ] if len(frame) else []  # fmt: skip
     if not points:
         return None
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    biggest = max(p[3] for p in points)
-    for model, gmacs, acc, nparams, rec in points:
-        size = 60 + 1400 * nparams / biggest
-        if acc is None:  # failed or diverged: drawn at the bottom with its status
-            ax.scatter(
-                [gmacs], [0.0], s=80, marker=STATUS_MARK.get(rec.status, "x"), color="crimson"
-            )
+    biggest = max(p["params"] for p in points)
+    for p in points:
+        model, gmacs, acc, status = p["model"], p["gmacs"], p["test_accuracy_mean"], p["accuracy_status"]  # fmt: skip
+        size = 60 + 1400 * p["params"] / biggest
+        if acc is None:  # failed, or diverged on every seed: drawn at the bottom with its status
+            ax.scatter([gmacs], [0.0], s=80, marker=STATUS_MARK.get(status, "x"), color="crimson")
             ax.annotate(
-                f"{model} ({rec.status})", (gmacs, 0.0), textcoords="offset points", xytext=(6, 6)
+                f"{model} ({status})", (gmacs, 0.0), textcoords="offset points", xytext=(6, 6)
             )
             continue
-        std = rec.values.get("test_accuracy_std") or 0.0
+        std = p["test_accuracy_std"] or 0.0
         ax.scatter([gmacs], [acc], s=size, alpha=0.45)
         ax.errorbar([gmacs], [acc], yerr=[std], fmt="none", color="black", capsize=3)
         ax.annotate(
-            f"{model}\n{nparams / 1e6:.1f}M params",
+            f"{model}"
+            + (f" ({status})" if status != "ok" else "")
+            + f"\n{p['params'] / 1e6:.1f}M params",
             (gmacs, acc),
             textcoords="offset points",
             xytext=(8, -4),
@@ -86,7 +78,7 @@ def accuracy_vs_gmacs(records: list[Record], out: Path, conditions: str) -> Figu
     ax.set_ylim(0, 1)
     ax.axhline(0.1, color="grey", lw=0.8, ls=":", label="chance (0.10)")
     ax.legend(loc="lower right", fontsize=8)
-    sizes = sorted({p[4].spec.image_size for p in points})
+    sizes = sorted({p["train_image_size"] for p in points})
     ax.set_title(
         "Accuracy vs computation; marker area ∝ parameters\n(accuracy trained at "
         f"{', '.join(map(str, sizes))} px: see the table for each model's recipe)",
@@ -96,49 +88,27 @@ def accuracy_vs_gmacs(records: list[Record], out: Path, conditions: str) -> Figu
     return _save(fig, out, Figure("accuracy_vs_gmacs", "Accuracy vs GMACs", conditions))
 
 
-def latency_vs_batch(records: list[Record], out: Path, conditions: str) -> Figure | None:
-    lat = [r for r in records if r.metric == "latency"]
-    if not lat:
+def latency_vs_batch(frames: Frames, out: Path, conditions: str) -> Figure | None:
+    lat = frames.metric("latency")
+    if not len(lat):
         return None
     fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
     for col, mode in enumerate(("inference", "train")):
-        for model in _models(lat):
-            mine = sorted(
-                (r for r in lat if r.spec.model == model and r.spec.mode == mode),
-                key=lambda r: r.spec.batch_size,
-            )
-            ok = [r for r in mine if r.status == "ok"]
-            if ok:
-                b = [r.spec.batch_size for r in ok]
-                line = axes[0, col].plot(
-                    b, [r.values["latency_ms_p50"] for r in ok], marker="o", label=model
-                )[0]
-                axes[1, col].plot(
-                    b, [r.values["images_per_s"] for r in ok], marker="o", color=line.get_color()
-                )
-                for r in ok:
-                    if r.values.get("unstable") or r.values.get("contended"):
-                        axes[0, col].scatter(
-                            [r.spec.batch_size],
-                            [r.values["latency_ms_p50"]],
-                            s=120,
-                            facecolors="none",
-                            edgecolors="orange",
-                        )
-            for r in mine:
-                if r.status != "ok":
-                    axes[1, col].scatter(
-                        [r.spec.batch_size],
-                        [axes[1, col].get_ylim()[0] or 1],
-                        marker=STATUS_MARK.get(r.status, "x"),
-                        color="crimson",
-                    )
-                    axes[1, col].annotate(
-                        r.status,
-                        (r.spec.batch_size, axes[1, col].get_ylim()[0] or 1),
-                        fontsize=7,
-                        color="crimson",
-                    )
+        for model in dict.fromkeys(lat["model"]):
+            mine = lat[(lat["model"] == model) & (lat["mode"] == mode)].sort_values("batch_size")
+            ok = mine[mine["status"] == "ok"]
+            if len(ok):
+                b = list(ok["batch_size"])
+                line = axes[0, col].plot(b, list(ok["latency_ms_p50"]), marker="o", label=model)[0]
+                axes[1, col].plot(b, list(ok["images_per_s"]), marker="o", color=line.get_color())
+                flagged = ok[[bool(u or c) for u, c in zip(ok["unstable"], ok["contended"], strict=True)]]  # fmt: skip
+                for batch, ms in zip(flagged["batch_size"], flagged["latency_ms_p50"], strict=True):
+                    axes[0, col].scatter([batch], [ms], s=120, facecolors="none", edgecolors="orange")  # fmt: skip
+            for batch, status in zip(mine["batch_size"], mine["status"], strict=True):
+                if status != "ok":
+                    bottom = axes[1, col].get_ylim()[0] or 1
+                    axes[1, col].scatter([batch], [bottom], marker=STATUS_MARK.get(status, "x"), color="crimson")  # fmt: skip
+                    axes[1, col].annotate(status, (batch, bottom), fontsize=7, color="crimson")
         axes[0, col].set_title(
             f"{mode}: median latency (orange ring: unstable or contended)", fontsize=9
         )
@@ -170,30 +140,30 @@ MEMORY_PARTS = [
 ]
 
 
-def memory_breakdown(records: list[Record], out: Path, conditions: str) -> Figure | None:
-    mem = [r for r in records if r.metric == "memory"]
-    if not mem:
+def memory_breakdown(frames: Frames, out: Path, conditions: str) -> Figure | None:
+    mem = frames.metric("memory")
+    if not len(mem):
         return None
-    rows = []
-    for model in _models(mem):
+    rows = []  # per model and mode, the record of the largest batch
+    for model in dict.fromkeys(mem["model"]):
         for mode in ("inference", "train"):
-            mine = [r for r in mem if r.spec.model == model and r.spec.mode == mode]
-            if mine:
-                rows.append(max(mine, key=lambda r: r.spec.batch_size))
+            mine = mem[(mem["model"] == model) & (mem["mode"] == mode)]
+            if len(mine):
+                rows.append(mine.loc[mine["batch_size"].astype(int).idxmax()].to_dict())
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(rows)), 4.6))
-    labels = [f"{r.spec.model}\n{r.spec.mode} b{r.spec.batch_size}" for r in rows]
+    labels = [f"{r['model']}\n{r['mode']} b{r['batch_size']}" for r in rows]
     xs = range(len(rows))
     bottom = [0.0] * len(rows)
     for key, name in MEMORY_PARTS:
-        vals = [r.values.get(key, 0) / 2**20 if r.status == "ok" else 0 for r in rows]
+        vals = [r[key] / 2**20 if r["status"] == "ok" else 0 for r in rows]
         ax.bar(xs, vals, bottom=bottom, label=f"analytic: {name}")
         bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
-    measured = [r.values["measured_bytes"] / 2**20 if r.status == "ok" else None for r in rows]
+    measured = [r["measured_bytes"] / 2**20 if r["status"] == "ok" else None for r in rows]
     ax.scatter([x for x, m in zip(xs, measured, strict=True) if m is not None], [m for m in measured if m is not None],
                marker="_", s=900, color="black", linewidths=2.5, label="measured peak", zorder=3)  # fmt: skip
     for x, r in zip(xs, rows, strict=True):
-        if r.status != "ok":
-            ax.annotate(r.status, (x, 0), ha="center", va="bottom", color="crimson")
+        if r["status"] != "ok":
+            ax.annotate(r["status"], (x, 0), ha="center", va="bottom", color="crimson")
     ax.set_xticks(list(xs), labels, fontsize=7)
     ax.set_ylabel("MiB")
     ax.legend(fontsize=7)
@@ -202,31 +172,25 @@ def memory_breakdown(records: list[Record], out: Path, conditions: str) -> Figur
     return _save(fig, out, Figure("memory_breakdown", "Memory breakdown", conditions))
 
 
-def by_layer_type(records: list[Record], out: Path, conditions: str) -> Figure | None:
-    models = [
-        m
-        for m in _models(records)
-        if ok_records(records, "params", model=m) and ok_records(records, "flops", model=m)
-    ]
-    if not models:
+def by_layer_type(frames: Frames, out: Path, conditions: str) -> Figure | None:
+    counts = {  # model → (its ParamCount, its FlopCount), for models with both
+        m: (p.result, f.result)
+        for m in frames.models
+        if (p := first_ok(frames.records, "params", model=m))
+        and (f := first_ok(frames.records, "flops", model=m))
+    }
+    if not counts:
         return None
+    models = list(counts)
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
     kinds = ["conv", "linear", "norm", "other"]
     for ax, what in ((a1, "params"), (a2, "macs")):
         bottom = [0.0] * len(models)
         for kind in kinds:
-            vals = []
-            for m in models:
-                if what == "params":
-                    vals.append(
-                        ok_records(records, "params", model=m)[0]
-                        .values["params_by_layer_type"]
-                        .get(kind, 0)
-                        / 1e6
-                    )
-                else:
-                    ops = ok_records(records, "flops", model=m)[0].values["macs_by_operator"]
-                    vals.append(_macs_of_kind(ops, kind) / 1e9)
+            if what == "params":
+                vals = [p.params_by_layer_type.get(kind, 0) / 1e6 for p, _ in counts.values()]
+            else:
+                vals = [_macs_of_kind(f.macs_by_operator, kind) / 1e9 for _, f in counts.values()]
             ax.bar(models, vals, bottom=bottom, label=kind)
             bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
         ax.set_ylabel("parameters (millions)" if what == "params" else "GMACs per image")
@@ -251,22 +215,19 @@ def _macs_of_kind(ops: dict, kind: str) -> float:
     return sum(v for k, v in ops.items() if k not in known)
 
 
-def training_curves(records: list[Record], out: Path, conditions: str) -> Figure | None:
-    acc = [r for r in records if r.metric == "accuracy" and r.values.get("runs")]
-    if not acc:
+def training_curves(frames: Frames, out: Path, conditions: str) -> Figure | None:
+    acc = frames.metric("accuracy")
+    acc = acc[[bool(runs) for runs in acc["runs"]]] if len(acc) else acc
+    if not len(acc):
         return None
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
-    for r in acc:
-        for run in r.values["runs"]:
-            ep = [e["epoch"] for e in run["epochs"]]
-            label = f"{r.spec.model} seed {run['seed']}" + (
-                " (diverged)" if run["diverged"] else ""
-            )
-            line = a1.plot(ep, [e["train_loss"] for e in run["epochs"]], marker="o", label=label)[0]
-            a2.plot(
-                ep, [e["test_accuracy"] for e in run["epochs"]], marker="o", color=line.get_color()
-            )
-            if run["diverged"]:
+    for model, runs in zip(acc["model"], acc["runs"], strict=True):
+        for run in runs:
+            ep = [e.epoch for e in run.epochs]
+            label = f"{model} seed {run.seed}" + (" (diverged)" if run.diverged else "")
+            line = a1.plot(ep, [e.train_loss for e in run.epochs], marker="o", label=label)[0]
+            a2.plot(ep, [e.test_accuracy for e in run.epochs], marker="o", color=line.get_color())
+            if run.diverged:
                 a1.scatter([len(ep) + 1], [a1.get_ylim()[1]], marker="v", color="crimson")
     a1.set_title("Train loss per epoch", fontsize=10)
     a2.set_title("Test accuracy per epoch", fontsize=10)
@@ -280,20 +241,18 @@ def training_curves(records: list[Record], out: Path, conditions: str) -> Figure
     return _save(fig, out, Figure("training_curves", "Training curves", conditions))
 
 
-def roofline(records: list[Record], out: Path, conditions: str) -> Figure | None:
-    roof = [r for r in records if r.metric == "roofline" and r.status == "ok"]
+def roofline(frames: Frames, out: Path, conditions: str) -> Figure | None:
+    roof = [(r.spec, r.result) for r in ok_records(frames.records, "roofline")]
     if not roof:
         return None
     fig, ax = plt.subplots(figsize=(7, 4.8))
-    peak, bw = roof[0].values["peak_flops"], roof[0].values["peak_bytes_per_s"]
-    intensities = [lay["intensity"] for r in roof for lay in r.values["layers"]]
+    first = roof[0][1]
+    peak, bw = first.peak_flops, first.peak_bytes_per_s
+    intensities = [lay.intensity for _, v in roof for lay in v.layers]
     lo, hi = min(intensities + [0.1]) / 2, max(intensities + [peak / bw]) * 2
     xs = [lo * (hi / lo) ** (i / 200) for i in range(201)]
     ax.plot(xs, [min(peak, bw * x) / 1e9 for x in xs], color="black", lw=1.5, label="measured roof")
-    sheet_f, sheet_b = (
-        roof[0].values.get("datasheet_flops"),
-        roof[0].values.get("datasheet_bytes_per_s"),
-    )
+    sheet_f, sheet_b = first.datasheet_flops, first.datasheet_bytes_per_s
     if sheet_f and sheet_b:
         ax.plot(
             xs,
@@ -303,10 +262,10 @@ def roofline(records: list[Record], out: Path, conditions: str) -> Figure | None
             lw=1,
             label="data-sheet roof",
         )
-    for r in roof:
-        pts = [lay for lay in r.values["layers"] if lay["achieved_flops"]]
-        ax.scatter([p["intensity"] for p in pts], [p["achieved_flops"] / 1e9 for p in pts], s=18, alpha=0.7,
-                   label=f"{r.spec.model} b{r.spec.batch_size} (MFU {100 * r.values['mfu']:.1f}%)")  # fmt: skip
+    for spec, v in roof:
+        pts = [lay for lay in v.layers if lay.achieved_flops]
+        ax.scatter([p.intensity for p in pts], [p.achieved_flops / 1e9 for p in pts], s=18, alpha=0.7,
+                   label=f"{spec.model} b{spec.batch_size} (MFU {percent(v.mfu)})")  # fmt: skip
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("arithmetic intensity (FLOP / byte moved)")
@@ -318,18 +277,14 @@ def roofline(records: list[Record], out: Path, conditions: str) -> Figure | None
     return _save(fig, out, Figure("roofline", "Per-layer roofline", conditions))
 
 
-def lineage(records: list[Record], out: Path, conditions: str) -> Figure | None:
-    from .experiments import LINEAGE_FIELDS
-    from .experiments import lineage as lineage_table
-
-    _, frame = lineage_table(records)
+def lineage(frames: Frames, out: Path, conditions: str) -> Figure | None:
+    frame = frames.lineage
     if not len(frame):
         return None
     fig, ax = plt.subplots(figsize=(8, 0.6 + 0.9 * len(frame)))
-    labels = [label for _, label in LINEAGE_FIELDS]
-    height = 0.8 / len(labels)
-    for i, label in enumerate(labels):
-        vals = [0.0 if v is None or v != v else 100 * v for v in frame[f"{label} change"]]
+    height = 0.8 / len(LINEAGE_FIELDS)
+    for i, (key, (label, _, _)) in enumerate(LINEAGE_FIELDS.items()):
+        vals = [0.0 if is_missing(v) else 100 * v for v in frame[f"{key} change"]]
         ax.barh([y + i * height for y in range(len(frame))], vals, height=height, label=label)
     ax.set_yticks(
         [y + 0.4 - height / 2 for y in range(len(frame))],
@@ -344,7 +299,7 @@ def lineage(records: list[Record], out: Path, conditions: str) -> Figure | None:
     return _save(fig, out, Figure("lineage", "GoogLeNet lineage", conditions))
 
 
-def make_figures(records: list[Record], out: Path, conditions: str) -> list[Figure]:
+def make_figures(frames: Frames, out: Path, conditions: str) -> list[Figure]:
     makers = (accuracy_vs_gmacs, latency_vs_batch, memory_breakdown, by_layer_type, training_curves,
               roofline, lineage)  # fmt: skip
-    return [f for f in (m(records, out, conditions) for m in makers) if f is not None]
+    return [f for f in (m(frames, out, conditions) for m in makers) if f is not None]

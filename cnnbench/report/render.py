@@ -15,8 +15,9 @@ from pathlib import Path
 import pandas as pd
 
 from ..results import Record, RunStore, records_frame
-from . import exercises, experiments, figures
-from .tables import overview
+from . import exercises, figures
+from .fmt import MISSING, accuracy, fmt, percent
+from .frames import Frames
 
 __all__ = ["Report", "build_report", "write_report"]
 
@@ -32,6 +33,22 @@ class Report:
     ]  # ("h2", text) | ("p", text) | ("table", caption, DataFrame) | ("figure", Figure, table?)
 
 
+def _setting(cfg: dict, name: str):
+    """A config value from env.json, nested by section (``config["workload"]["dtype"]``) or, as
+    runs before the sectioned config wrote it, flat (``config["dtype"]``); ``name`` is a field or
+    a command-line option (``train_batch_size`` is ``config["train"]["batch_size"]``)."""
+    from ..config import OPTIONS, SECTIONS
+
+    if name in cfg:
+        return cfg[name]
+    if name in OPTIONS and isinstance(cfg.get(OPTIONS[name].section), dict):
+        return cfg[OPTIONS[name].section].get(OPTIONS[name].field)
+    for section, _, _ in SECTIONS:
+        if name in (cfg.get(section) or {}):
+            return cfg[section][name]
+    return None
+
+
 def _conditions(env: dict, run_dir: Path) -> str:
     cfg = env.get("config", {})
     device = env.get("device_name") or env.get("device")
@@ -39,11 +56,11 @@ def _conditions(env: dict, run_dir: Path) -> str:
     if cuda:
         device += f" ({cuda.get('sm_count')} SMs, {cuda.get('memory_bytes', 0) / 2**30:.0f} GiB)"
     over = cfg.get("overrides") or []
-    over_text = ", ".join(f"{k}={cfg.get(k)}" for k in over) or "none"
+    over_text = ", ".join(f"{k}={_setting(cfg, k)}" for k in over) or "none"
     threads = (env.get("cpu") or {}).get("torch_threads")
     return (
-        f"{run_dir.name}: {cfg.get('device', env.get('device'))} — {device}; dtype {cfg.get('dtype', 'fp32')}"
-        f"{', channels_last' if cfg.get('channels_last') else ''}{', torch.compile' if cfg.get('compile') else ''}; "
+        f"{run_dir.name}: {cfg.get('device', env.get('device'))} — {device}; dtype {_setting(cfg, 'dtype') or 'fp32'}"
+        f"{', channels_last' if _setting(cfg, 'channels_last') else ''}{', torch.compile' if _setting(cfg, 'compile') else ''}; "
         f"profile {cfg.get('profile', '?')}; overrides: {over_text}; CPU threads {threads}; "
         f"torch {env.get('versions', {}).get('torch')}, fvcore {env.get('versions', {}).get('fvcore')}, "
         f"Python {env.get('python')}; git {str(env.get('git_commit'))[:10]}{' (dirty)' if env.get('git_dirty') else ''}; "
@@ -51,104 +68,75 @@ def _conditions(env: dict, run_dir: Path) -> str:
     )
 
 
-def _fmt(value, digits=3):
-    if value is None or (isinstance(value, float) and pd.isna(value)):
-        return "—"
-    if isinstance(value, float):
-        return f"{value:,.{digits}f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
+def _with_batch(value, batch, digits: int, scale: float = 1) -> str:
+    """'1,234.5 (16)': a best or peak number and the batch it was measured at."""
+    return MISSING if value is None else f"{fmt(value, digits, scale=scale)} ({batch})"
 
 
-def _overview_table(records: list[Record]) -> pd.DataFrame:
-    frame = overview(records)
+def _overview_table(frames: Frames) -> pd.DataFrame:
     rows = []
-    for r in frame.to_dict("records"):
-        acc = r["test_accuracy_mean"]
-        acc_text = "diverged" if r["accuracy_status"] == "diverged" else _fmt(acc)
-        if acc is not None and r["test_accuracy_std"]:
-            acc_text += f" ± {r['test_accuracy_std']:.3f}"
-        if acc is not None and r["train_image_size"] != r["image_size"]:
-            acc_text += f" (trained at {r['train_image_size']})"
+    for r in frames.overview.to_dict("records"):
+        acc = accuracy(r["test_accuracy_mean"], r["test_accuracy_std"], r["accuracy_status"])
+        if r["test_accuracy_mean"] is not None and r["train_image_size"] != r["image_size"]:
+            acc += f" (trained at {r['train_image_size']})"
+        flags = " ".join(r["latency_b1_flags"])
         rows.append({
             "model": r["model"],
             "input": r["image_size"],
-            "parameters": _fmt(r["params"]),
-            "GMACs": _fmt(r["gmacs"]),
-            "latency p50 b1 (ms)": _fmt(r["latency_ms_p50_b1"], 2) + (f" ({r['latency_b1_flags']})" if r["latency_b1_flags"] else ""),
-            "best inference images/s (batch)": "—" if r["infer_images_per_s_best"] is None else f"{r['infer_images_per_s_best']:,.1f} ({r['infer_best_batch']})",
-            "best training images/s (batch)": "—" if r["train_images_per_s_best"] is None else f"{r['train_images_per_s_best']:,.1f} ({r['train_best_batch']})",
-            "peak memory inference MiB (batch)": "—" if r["infer_memory_bytes"] is None else f"{r['infer_memory_bytes'] / 2**20:,.0f} ({r['infer_memory_batch']})",
-            "peak memory training MiB (batch)": "—" if r["train_memory_bytes"] is None else f"{r['train_memory_bytes'] / 2**20:,.0f} ({r['train_memory_batch']})",
-            "test accuracy": acc_text,
-            "training time (s)": _fmt(r["train_time_s_mean"], 1),
-            "MFU % (roofline batch)": "—" if r["mfu"] is None else f"{100 * r['mfu']:.1f}",
+            "parameters": fmt(r["params"]),
+            "GMACs": fmt(r["gmacs"]),
+            "latency p50 b1 (ms)": fmt(r["latency_ms_p50_b1"], 2) + (f" ({flags})" if flags else ""),
+            "best inference images/s (batch)": _with_batch(r["infer_images_per_s_best"], r["infer_best_batch"], 1),
+            "best training images/s (batch)": _with_batch(r["train_images_per_s_best"], r["train_best_batch"], 1),
+            "peak memory inference MiB (batch)": _with_batch(r["infer_memory_bytes"], r["infer_memory_batch"], 0, 2**20),
+            "peak memory training MiB (batch)": _with_batch(r["train_memory_bytes"], r["train_memory_batch"], 0, 2**20),
+            "test accuracy": acc,
+            "training time (s)": fmt(r["train_time_s_mean"], 1),
+            "MFU % (roofline batch)": percent(r["mfu"], suffix=""),
             "not ok": r["not_ok"] or "",
         })  # fmt: skip
     return pd.DataFrame(rows)
 
 
-def _latency_table(records):
-    rows = []
-    for r in records:
-        if r.metric != "latency":
-            continue
-        v = r.values
-        rows.append({
-            "model": r.spec.model, "mode": r.spec.mode, "batch": r.spec.batch_size, "status": r.status,
-            "p50 ms": _fmt(v.get("latency_ms_p50"), 2), "IQR ms": _fmt(v.get("latency_ms_iqr"), 2),
-            "p90 ms": _fmt(v.get("latency_ms_p90"), 2), "n": v.get("n_runs", "—"),
-            "images/s": _fmt(v.get("images_per_s"), 1),
-            "flags": " ".join(k for k in ("unstable", "contended") if v.get(k)) or ("" if r.status == "ok" else r.reason),
-        })  # fmt: skip
-    return pd.DataFrame(rows)
+def _as_is(value):
+    return MISSING if value is None else value
 
 
-def _memory_table(records):
-    rows = []
-    for r in records:
-        if r.metric != "memory":
-            continue
-        v = r.values
-        mib = lambda k, v=v: _fmt(v[k] / 2**20, 1) if v.get(k) is not None else "—"  # noqa: E731
-        rows.append({
-            "model": r.spec.model, "mode": r.spec.mode, "batch": r.spec.batch_size, "status": r.status,
-            "measured MiB": mib("measured_bytes"), "params": mib("param_bytes"), "grads": mib("grad_bytes"),
-            "optimizer": mib("optimizer_state_bytes"), "input": mib("input_bytes"),
-            "activations": mib("activation_bytes"), "analytic sum": mib("analytic_bytes"),
-            "measured / analytic": _fmt(v.get("measured_over_analytic"), 2), "source": v.get("source", r.reason),
-        })  # fmt: skip
-    return pd.DataFrame(rows)
+def _latency_table(frames: Frames) -> pd.DataFrame:
+    return pd.DataFrame([{
+        "model": r["model"], "mode": r["mode"], "batch": r["batch_size"], "status": r["status"],
+        "p50 ms": fmt(r["latency_ms_p50"], 2), "IQR ms": fmt(r["latency_ms_iqr"], 2),
+        "p90 ms": fmt(r["latency_ms_p90"], 2), "n": fmt(r["n_runs"]),
+        "images/s": fmt(r["images_per_s"], 1),
+        "flags": " ".join(k for k in ("unstable", "contended") if r[k]) or ("" if r["status"] == "ok" else r["reason"]),
+    } for r in frames.metric("latency").to_dict("records")])  # fmt: skip
 
 
-def _accuracy_table(records):
-    rows = []
-    for r in records:
-        if r.metric != "accuracy":
-            continue
-        v = r.values
-        rows.append({
-            "model": r.spec.model, "status": r.status, "recipe": v.get("recipe", "—"),
-            "input": r.spec.image_size, "optimizer": v.get("optimizer", "—"), "lr": v.get("lr", "—"),
-            "batch": r.spec.batch_size, "epochs": v.get("epochs", "—"),
-            "train / test images": f"{v.get('train_images', '—')} / {v.get('test_images', '—')}",
-            "seeds": ",".join(map(str, v.get("seeds", []))) or "—",
-            "test accuracy mean": _fmt(v.get("test_accuracy_mean")), "std": _fmt(v.get("test_accuracy_std")),
-            "min": _fmt(v.get("test_accuracy_min")), "max": _fmt(v.get("test_accuracy_max")),
-            "train time s": _fmt(v.get("train_time_s_mean"), 1), "images/s": _fmt(v.get("images_per_s_mean"), 1),
-            "reason": r.reason or "",
-        })  # fmt: skip
-    return pd.DataFrame(rows)
+def _memory_table(frames: Frames) -> pd.DataFrame:
+    def mib(value) -> str:
+        return fmt(value, 1, scale=2**20)
+
+    return pd.DataFrame([{
+        "model": r["model"], "mode": r["mode"], "batch": r["batch_size"], "status": r["status"],
+        "measured MiB": mib(r["measured_bytes"]), "params": mib(r["param_bytes"]), "grads": mib(r["grad_bytes"]),
+        "optimizer": mib(r["optimizer_state_bytes"]), "input": mib(r["input_bytes"]),
+        "activations": mib(r["activation_bytes"]), "analytic sum": mib(r["analytic_bytes"]),
+        "measured / analytic": fmt(r["measured_over_analytic"], 2), "source": r["source"] or r["reason"],
+    } for r in frames.metric("memory").to_dict("records")])  # fmt: skip
 
 
-def _failures_table(records):
-    rows = [
-        {"model": r.spec.model, "metric": r.metric, "mode": r.spec.mode, "batch": r.spec.batch_size,
-         "status": r.status, "reason": r.reason}
-        for r in records if r.status != "ok"
-    ]  # fmt: skip
-    return pd.DataFrame(rows)
+def _accuracy_table(frames: Frames) -> pd.DataFrame:
+    return pd.DataFrame([{
+        "model": r["model"], "status": r["status"], "recipe": _as_is(r["recipe"]),
+        "input": r["image_size"], "optimizer": _as_is(r["optimizer"]), "lr": _as_is(r["lr"]),
+        "batch": r["batch_size"], "epochs": _as_is(r["epochs"]),
+        "train / test images": f"{_as_is(r['train_images'])} / {_as_is(r['test_images'])}",
+        "seeds": ",".join(map(str, r["seeds"] or ())) or MISSING,
+        "test accuracy mean": fmt(r["test_accuracy_mean"]), "std": fmt(r["test_accuracy_std"]),
+        "min": fmt(r["test_accuracy_min"]), "max": fmt(r["test_accuracy_max"]),
+        "train time s": fmt(r["train_time_s_mean"], 1), "images/s": fmt(r["images_per_s_mean"], 1),
+        "reason": r["reason"] or "",
+    } for r in frames.metric("accuracy").to_dict("records")])  # fmt: skip
 
 
 def build_report(run_dirs: list[Path], out: Path) -> tuple[Report, list[Record]]:
@@ -160,31 +148,24 @@ def build_report(run_dirs: list[Path], out: Path) -> tuple[Report, list[Record]]
             raise FileNotFoundError(f"{d}: no results.jsonl (is it a cnnbench run folder?)")
         records += store.records()
         conditions.append(_conditions(store.read_env(), Path(d)))
+    frames = Frames(records)
     cond_short = " | ".join(c.split("; command:")[0] for c in conditions)
-    figs = {f.stem: f for f in figures.make_figures(records, out / "figures", cond_short)}
+    figs = {f.stem: f for f in figures.make_figures(frames, out / "figures", cond_short)}
     blocks: list[tuple] = [
         ("h2", "Overview"),
         ("p", "Per model: the headline number of each metric. GMACs count one fused multiply-add "
               "once (fvcore). Latency is the median of the timed iterations; images/s = batch / "
               "median. Peak memory is CUDA's allocator peak or, on CPU, the peak anonymous RSS of a "
               "fresh worker above its baseline. " + STATUS_NOTE),
-        ("table", "Overview", _overview_table(records)),
+        ("table", "Overview", _overview_table(frames)),
     ]  # fmt: skip
     for stem, table, caption in (
-        (
-            "accuracy_vs_gmacs",
-            _accuracy_table(records),
-            "Accuracy after training, and exactly how it was trained",
-        ),
-        ("latency_vs_batch", _latency_table(records), "Latency per model, mode and batch"),
-        (
-            "memory_breakdown",
-            _memory_table(records),
-            "Memory: measured peak beside the analytic breakdown",
-        ),
+        ("accuracy_vs_gmacs", _accuracy_table(frames), "Accuracy after training, and exactly how it was trained"),
+        ("latency_vs_batch", _latency_table(frames), "Latency per model, mode and batch"),
+        ("memory_breakdown", _memory_table(frames), "Memory: measured peak beside the analytic breakdown"),
         ("by_layer_type", None, None),
         ("training_curves", None, None),
-    ):
+    ):  # fmt: skip
         if stem in figs:
             blocks.append(("h2", figs[stem].title))
             blocks.append(("figure", figs[stem]))
@@ -192,27 +173,20 @@ def build_report(run_dirs: list[Path], out: Path) -> tuple[Report, list[Record]]
             if stem not in figs:
                 blocks.append(("h2", caption))
             blocks.append(("table", caption, table))
-    sections = [  # (section, the figure that belongs to it)
-        (experiments.lineage(records)[0], "lineage"),
-        (experiments.minimum_sizes(records), None),
-        (experiments.native_28(records), None),
-        (exercises.exercise4(records), None),
-        (exercises.exercise5(records), None),
-        (experiments.rooflines(records), "roofline"),
-    ]
-    for section, stem in sections:
+    for section in exercises.sections(frames):
         blocks.append(("h2", section.title))
         blocks.append(("p", section.intro))
-        if stem in figs:
-            blocks.append(("figure", figs[stem]))
+        if section.figure in figs:
+            blocks.append(("figure", figs[section.figure]))
         for caption, table in section.tables:
             blocks.append(("table", caption, table))
         for sentence in section.sentences:
             blocks.append(("li", sentence))
-    failures = _failures_table(records)
     blocks.append(("h2", "Records that are not ok"))
-    if len(failures):
-        blocks.append(("table", "Every record whose status is not ok, with its reason", failures))
+    if len(frames.failures):
+        blocks.append(
+            ("table", "Every record whose status is not ok, with its reason", frames.failures)
+        )
     else:
         blocks.append(("p", "None: every record in these runs has status ok."))
     return Report("cnnbench report", conditions, blocks), records
@@ -334,9 +308,9 @@ def benchmark_table(path: str | Path) -> tuple[str, pd.DataFrame]:
         rows.append({
             "benchmark": b["name"], "model": info.get("model", ""), "batch": info.get("batch", ""),
             "device": info.get("device", ""), "dtype": info.get("dtype", ""),
-            "median ms": round(1e3 * st["median"], 3), "IQR ms": round(1e3 * st["iqr"], 3),
-            "min ms": round(1e3 * st["min"], 3), "rounds": st["rounds"],
-            "images/s": round(info["batch"] / st["median"], 1) if info.get("batch") and "mode" in info else "",
+            "median ms": fmt(1e3 * st["median"], 3), "IQR ms": fmt(1e3 * st["iqr"], 3),
+            "min ms": fmt(1e3 * st["min"], 3), "rounds": fmt(st["rounds"]),
+            "images/s": fmt(info["batch"] / st["median"], 1) if info.get("batch") and "mode" in info else "",
         })  # fmt: skip
     machine = data.get("machine_info", {})
     caption = (

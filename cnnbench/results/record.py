@@ -1,4 +1,4 @@
-"""Record types, the schema version and the run store.
+"""What every number travels in: the :class:`Spec` of a measurement and its :class:`Record`.
 
 Every number cnnbench produces travels in a :class:`Record`: the conditions that produced it
 (:class:`Spec`), a ``status`` (``ok``, ``oom``, ``unsupported``, ``diverged``, ``error``) with a
@@ -6,33 +6,24 @@ reason when it is not ``ok``, and the metric's values, whose names carry their u
 (``latency_ms_p50``, ``gmacs``, ``peak_bytes``). A failed measurement is a record that says so,
 never a missing row and never a made-up number.
 
-A run folder holds ``results.jsonl`` (one record per line, appended as each finishes) and
-``env.json``; everything else (CSV, reports) is derived from them.
+``Record.values`` is the JSON form (what ``results.jsonl`` holds); ``Record.result`` is the same
+values rebuilt into the metric's typed dataclass (:mod:`cnnbench.results.types`), which is what
+code reads. Schema 2 added the per-iteration times of latency records (``times_ms``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
-import os
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = [
-    "SCHEMA_VERSION",
-    "STATUSES",
-    "Spec",
-    "Record",
-    "RunStore",
-    "load_records",
-    "records_frame",
-    "values_of",
-]
+__all__ = ["SCHEMA_VERSION", "STATUSES", "Spec", "Record", "values_of"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STATUSES = ("ok", "oom", "unsupported", "diverged", "error")
 
 
@@ -85,6 +76,25 @@ class Record:
     def failed(cls, metric: str, spec: Spec, status: str, reason: str, duration_s: float = 0.0):
         return cls(metric=metric, spec=spec, status=status, reason=reason, duration_s=duration_s)
 
+    @classmethod
+    def of(cls, metric: str, spec: Spec, result: Any, *, status: str = "ok",
+           reason: str | None = None, duration_s: float = 0.0) -> Record:
+        """A record holding a typed ``result`` (its JSON form goes into ``values``)."""
+        return cls(metric, spec, status, values_of(result), reason, duration_s)  # fmt: skip
+
+    @functools.cached_property
+    def result(self) -> Any:
+        """``values`` rebuilt into the metric's dataclass (``LatencyResult``, ``TrainResult``, ...).
+
+        Raises ``ValueError`` for a record without values (one that is not ok) or whose values do
+        not fit the metric's type.
+        """
+        from .types import from_values
+
+        if not self.values:
+            raise ValueError(f"a '{self.status}' {self.metric} record has no values")
+        return from_values(self.metric, self.values)
+
 
 def _json_default(obj):
     if isinstance(obj, tuple):
@@ -106,84 +116,7 @@ def _clean(value):
 
 
 def values_of(result: Any) -> dict[str, Any]:
-    """A harness result dataclass as record values (its ``spec`` field dropped)."""
-    data = dataclasses.asdict(result)
-    data.pop("spec", None)
-    return _clean(data)
+    """A typed result as record values: plain JSON types, NaN and infinities as None."""
+    return _clean(dataclasses.asdict(result))
 
 
-class RunStore:
-    """A run folder: ``results.jsonl`` appended one finished record at a time, and ``env.json``."""
-
-    def __init__(self, root: str | os.PathLike):
-        self.root = Path(root)
-        self.results_path = self.root / "results.jsonl"
-        self.env_path = self.root / "env.json"
-
-    def create(self) -> RunStore:
-        self.root.mkdir(parents=True, exist_ok=True)
-        return self
-
-    def append(self, record: Record) -> None:
-        # One write() of one whole line on an O_APPEND descriptor, then fsync: a crash or Ctrl-C
-        # leaves every finished record intact and at worst no partial line of the one in flight.
-        line = (record.to_json() + "\n").encode()
-        fd = os.open(self.results_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    def records(self) -> list[Record]:
-        return load_records(self.results_path) if self.results_path.exists() else []
-
-    def write_env(self, env: dict[str, Any]) -> None:
-        tmp = self.env_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(env, indent=2, default=_json_default) + "\n")
-        os.replace(tmp, self.env_path)  # atomic: readers see the old or the new file, not half
-
-    def read_env(self) -> dict[str, Any]:
-        return json.loads(self.env_path.read_text()) if self.env_path.exists() else {}
-
-
-def load_records(path: str | os.PathLike, *, latest_only: bool = True) -> list[Record]:
-    """Records of a ``results.jsonl``; with ``latest_only`` a re-measured key keeps its last record.
-
-    A last line cut short by a crash is skipped (every complete line before it is kept).
-    """
-    records: list[Record] = []
-    lines = Path(path).read_text().splitlines()
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            records.append(Record.from_dict(json.loads(line)))
-        except json.JSONDecodeError:
-            if i == len(lines) - 1:
-                continue
-            raise
-    if latest_only:
-        by_key = {r.key: r for r in records}
-        records = list(by_key.values())
-    return records
-
-
-def records_frame(records: Iterable[Record]):
-    """One tidy pandas row per record: ``spec`` and ``values`` flattened beside status/reason."""
-    import pandas as pd
-
-    rows = []
-    for r in records:
-        row = {
-            "metric": r.metric,
-            "status": r.status,
-            "reason": r.reason,
-            "duration_s": r.duration_s,
-        }
-        row.update(dataclasses.asdict(r.spec))
-        for k, v in r.values.items():
-            if not isinstance(v, (dict, list)):
-                row[k] = v
-        rows.append(row)
-    return pd.DataFrame(rows)

@@ -1,0 +1,99 @@
+"""The harness table: for each metric, which units a run plans and the one call that measures
+a unit. The runner loops over this table; it has no per-metric branch.
+
+Every harness is ``measure_unit(spec, ctx) -> typed result`` (``cnnbench.results.types``): it
+builds what it measures from ``spec`` (through ``workload``), reads the run's options from
+``ctx.config`` and raises to fail (out of memory → ``oom``, :class:`train.Unsupported` →
+``unsupported``, anything else → ``error``). ``outcome`` turns an ok result into a status when
+finishing is not the same as succeeding (a training run whose loss diverged).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import RunConfig
+from ..results import Spec
+from ..results.types import DevicePeaks
+from . import flops, latency, memory, params, roofline, shapes, train
+
+__all__ = ["Context", "Harness", "HARNESSES", "MODES"]
+
+MODES = ("inference", "train")
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every unit of a run shares: its config and the device peaks measured once for it."""
+
+    config: RunConfig
+    peaks: DevicePeaks | None = None  # None when the run has no roofline, or the probe failed
+    peaks_error: str | None = None  # why the probe failed
+
+
+@dataclass(frozen=True)
+class Harness:
+    metric: str
+    plan: Callable[[RunConfig, Spec], list[Spec]]  # the model's base spec → its units' specs
+    measure_unit: Callable[[Spec, Context], Any]
+    sweep: bool = False  # a batch sweep: after an oom, larger batches of that mode are skipped
+    outcome: Callable[[Any], tuple[str, str | None]] = lambda result: ("ok", None)
+
+
+def _once(config: RunConfig, base: Spec) -> list[Spec]:
+    return [base]  # counts and shapes: device-independent, batch 1, fp32, eager
+
+
+def _latency_units(config: RunConfig, base: Spec) -> list[Spec]:
+    batches = config.batches.latency_batches(config.device)
+    return [
+        dataclasses.replace(base, batch_size=b, mode=mode, compiled=config.workload.compile)
+        for mode in MODES
+        for b in batches
+    ]
+
+
+def _memory_units(config: RunConfig, base: Spec) -> list[Spec]:
+    return [
+        dataclasses.replace(base, batch_size=b, mode=mode)
+        for mode in MODES
+        for b in config.batches.memory_batch_sizes
+    ]
+
+
+def _roofline_units(config: RunConfig, base: Spec) -> list[Spec]:
+    return [dataclasses.replace(base, batch_size=max(config.batches.memory_batch_sizes))]
+
+
+def _accuracy_units(config: RunConfig, base: Spec) -> list[Spec]:
+    size = train.image_size_for(config, base.model)
+    return [
+        dataclasses.replace(
+            base, image_size=size, batch_size=train.config_for(config, base.model).batch_size,
+            mode="train", compiled=config.workload.compile,
+        )
+    ]  # fmt: skip
+
+
+def _training_outcome(result) -> tuple[str, str | None]:
+    if result.diverged_seeds:
+        seeds = ", ".join(map(str, result.diverged_seeds))
+        return "diverged", f"loss became NaN or infinite (seed {seeds})"
+    return "ok", None
+
+
+HARNESSES: dict[str, Harness] = {
+    h.metric: h
+    for h in (
+        Harness("params", _once, params.measure_unit),
+        Harness("flops", _once, flops.measure_unit),
+        Harness("minsize", _once, shapes.measure_unit),
+        Harness("latency", _latency_units, latency.measure_unit, sweep=True),
+        Harness("memory", _memory_units, memory.measure_unit),
+        Harness("roofline", _roofline_units, roofline.measure_unit),
+        Harness("accuracy", _accuracy_units, train.measure_unit, outcome=_training_outcome),
+    )
+}

@@ -1,0 +1,242 @@
+"""Everything ``cnnbench`` shows on a terminal: each command's rich table (built, then printed once
+by the caller) and the progress display of ``cnnbench run``. Numbers go through ``fmt``, the
+formatter of the Markdown and HTML reports, so a terminal and a report show the same text.
+"""
+
+from __future__ import annotations
+
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from .fmt import MISSING, accuracy, change, fmt, percent, shape
+from .frames import Frames
+
+__all__ = [
+    "MACS_NOTE",
+    "RunProgress",
+    "compare_table",
+    "data_lines",
+    "describe",
+    "layers_table",
+    "minsize_table",
+    "models_table",
+    "run_summary",
+]
+
+MACS_NOTE = "MACs by fvcore: one fused multiply-add counts once"
+
+
+def models_table(rows: list[dict], wide: bool) -> Table:
+    """``cnnbench list``: one row per model; the description only on a wide terminal."""
+    table = Table(
+        title="cnnbench models",
+        caption=f"GMACs at the default input, batch 1 ({MACS_NOTE}). * default selection",
+    )
+    columns = ["model", "family", "d2l §", "input", "params", "GMACs"] + (
+        ["description"] if wide else []
+    )
+    for col in columns:
+        right = col in ("input", "params", "GMACs")
+        table.add_column(col, justify="right" if right else "left", no_wrap=col != "description")
+    for r in rows:
+        cells = [
+            r["name"] + (" *" if r["default"] else ""),
+            r["family"],
+            r["section"] or MISSING,
+            shape(r["input_shape"]),
+            fmt(r["params"]),
+            fmt(r["gmacs"]),
+        ]
+        table.add_row(*cells, *([r["description"]] if wide else []))
+    return table
+
+
+def layers_table(summary, model: str, in_channels: int, size: int, depth: int) -> Table:
+    """``cnnbench summary``: per block (depth 1) or layer (depth 2) shapes, params and MACs."""
+    table = Table(
+        title=f"{model} at {in_channels}x{size}x{size}, depth {depth}",
+        caption=f"batch 1; {MACS_NOTE}; shapes exclude the batch dimension",
+    )
+    for col in ("layer", "type", "output", "params", "% params", "GMACs", "% MACs"):
+        table.add_column(col, justify="left" if col in ("layer", "type") else "right")
+    for row in summary.rows:
+        table.add_row(
+            row.name,
+            row.layer,
+            shape(row.output_shape),
+            fmt(row.params),
+            percent(row.params_share, suffix=""),
+            fmt(row.macs, 4, scale=1e9),
+            percent(row.macs_share, suffix=""),
+        )
+    table.add_section()
+    table.add_row(
+        "total", "", "", fmt(summary.params_total), "100.0", fmt(summary.gmacs_total, 4), "100.0"
+    )
+    return table
+
+
+def minsize_table(found) -> Table:
+    """``cnnbench minsize``: each model's minimum input and the chain of layers behind it."""
+    table = Table(
+        title="Minimum square input (shape inference on the meta device)",
+        caption="the chain: every layer that shrinks the map at the minimum size, up to the one "
+        "that fails one pixel below it",
+    )
+    for col in ("model", "min", "fails below", "size chain at the minimum"):
+        table.add_column(col, justify="right" if col == "min" else "left")
+    for f in found:
+        chain = "\n".join(f.reductions) or "— (padding keeps every map ≥ 1x1)"
+        table.add_row(f.model, str(f.min_size), f.failing_layer or MISSING, chain)
+    return table
+
+
+def data_lines(found) -> list[str]:
+    """``cnnbench data``: where Fashion-MNIST was found, each file verified, the class balance."""
+    from ..data import IDX_FILES
+
+    loc = found.location
+    lines = [f"Fashion-MNIST found in {loc.root} ({loc.source})"]
+    for key, path in loc.files.items():
+        spec = IDX_FILES[key]
+        lines.append(
+            f"  {path.name:<28} {shape(spec.shape):>12}  ok: size, magic, SHA-256 {spec.sha256[:8]}"
+        )
+    counts = found.train_labels.bincount(minlength=10)
+    low, high = int(counts.min()), int(counts.max())
+    lines.append(f"train: {fmt(found.train_images.shape[0])} images, {fmt(low)}-{fmt(high)} per class")  # fmt: skip
+    lines.append(f"test: {fmt(found.test_images.shape[0])} images")
+    return lines
+
+
+def compare_table(frame, run_a, run_b) -> Table:
+    """``cnnbench compare``: the frame of ``report.compare.compare_runs``, changes beyond noise
+    flagged."""
+    from .compare import shown
+
+    table = Table(title=f"A = {run_a}   B = {run_b}",
+                  caption="! change larger than the runs' own noise (IQR, seed std; 0 for counts)")  # fmt: skip
+    for col in ("metric", "model", "mode", "batch", "value", "A", "B", "change", ""):
+        table.add_column(
+            col, justify="left" if col in ("metric", "model", "mode", "value") else "right"
+        )
+    for r in frame.to_dict("records"):
+        table.add_row(r["metric"], r["model"], r["mode"], str(r["batch"]), r["value"], shown(r["A"]),
+                      shown(r["B"]), change(r["change"]), "[red]![/]" if r["significant"] else "")  # fmt: skip
+    return table
+
+
+def _best(value, batch) -> str:
+    return MISSING if value is None else escape(f"{fmt(value, 0)} [{batch}]")
+
+
+def run_summary(records, config) -> Table:
+    """The table ``cnnbench run`` prints at the end: the overview of the saved records."""
+    frame = Frames(records).overview
+    threads = config.workload.threads
+    dev = config.device + (f", {threads} threads" if threads else "")
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+        title=f"cnnbench · {dev} · {config.workload.dtype} · profile {config.profile}",
+        caption="GMACs: one fused multiply-add counts once. ms b1: median forward latency at "
+        "batch 1. infer/s, train/s: images per second, batch / median latency, at the best "
+        "batch \\[in brackets]. MB i/t: inference / training memory at the largest memory "
+        "batch, CUDA peak allocated or CPU peak RSS above the worker's baseline. ~ unstable "
+        "(IQR > 10% of median), ! contended CPU, — not measured. acc: test accuracy after the "
+        "profile's short training (see env.json).",
+    )
+    columns = ["model", "size", "params", "GMACs", "ms b1", "infer/s", "train/s", "MB i/t"]
+    with_accuracy = "accuracy" in config.metrics
+    if with_accuracy:
+        columns.append("acc")
+    for col in columns:
+        table.add_column(col, justify="left" if col == "model" else "right", no_wrap=True)
+    failures = any(frame["not_ok"]) if len(frame) else False
+    if failures:
+        table.add_column("not ok", justify="left", style="red")
+    for row in frame.to_dict("records"):
+        flags = row["latency_b1_flags"]
+        mark = ("~" if "unstable" in flags else "") + ("!" if "contended" in flags else "")
+        params = fmt(row["params"], 1, scale=1e6)
+        table.add_row(
+            row["model"],
+            str(row["image_size"]),
+            params + ("M" if row["params"] is not None else ""),
+            fmt(row["gmacs"], 2),
+            fmt(row["latency_ms_p50_b1"], 2) + mark,
+            _best(row["infer_images_per_s_best"], row["infer_best_batch"]),
+            _best(row["train_images_per_s_best"], row["train_best_batch"]),
+            fmt(row["infer_memory_bytes"], 0, scale=2**20)
+            + "/"
+            + fmt(row["train_memory_bytes"], 0, scale=2**20),
+            *([accuracy(row["test_accuracy_mean"], row["test_accuracy_std"], row["accuracy_status"], sep="±")]
+              if with_accuracy else []),
+            *([row["not_ok"]] if failures else []),
+        )  # fmt: skip
+    return table
+
+
+def describe(config) -> str:
+    """What ``cnnbench run`` is about to do, printed before it starts (rich markup)."""
+    over = ", ".join(f"{k}={config.option_value(k)}" for k in config.overrides) or "none"
+    warning = ""
+    if config.workload.dtype != "fp32" and config.device == "cpu":
+        warning = (
+            f"[yellow]warning:[/] {config.workload.dtype} autocast on CPU is slow on CPUs without "
+            "native support (about 10x slower than fp32 on the reference machine)\n"
+        )
+    return warning + (
+        f"models {', '.join(config.models)} · device {config.device} · profile {config.profile}"
+        f" · metrics {', '.join(config.metrics)}\noverrides: {over}\nresults: {config.out_dir}"
+    )
+
+
+class RunProgress:
+    """The progress bar of ``cnnbench run`` on ``console``: ``with`` it around the run and pass
+    :meth:`on_event` as the runner's event callback; a failed record is printed as it lands."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        )
+        self.task = self.progress.add_task("planning", total=None)
+
+    def __enter__(self) -> RunProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)
+
+    def on_event(self, kind: str, payload) -> None:
+        if kind == "plan":
+            self.progress.update(self.task, total=len(payload))
+        elif kind == "start":
+            self.progress.update(self.task, description=payload.label)
+        elif kind == "warning":  # e.g. a torn last line of results.jsonl, cut away
+            self.console.print(f"[yellow]warning:[/] {escape(str(payload))}")
+        elif kind in ("record", "skip"):
+            self.progress.advance(self.task)
+            if kind == "record" and payload.status != "ok":
+                what = f"{payload.spec.model} {payload.metric}"
+                self.console.print(f"[red]{payload.status}[/] {what}: {payload.reason}")

@@ -1,0 +1,60 @@
+"""The one way a number becomes text, for every table: Markdown, HTML, compare and the console.
+
+- missing (``None`` or NaN) → ``—``, never ``nan`` or ``None``; text passes through;
+- a count (an int, unscaled) keeps every digit, with thousands separators: ``5,977,530``;
+- anything else is a measurement: ``fmt(value, digits, scale=...)`` divides by ``scale`` (2**20
+  for MiB, 1e6 for millions) and prints ``digits`` decimals with thousands separators, or
+  ``digits`` significant digits with ``significant=True`` (compare, whose rows mix units).
+
+Sentences in the exercise sections keep their own f-strings: their precision is part of the prose.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+__all__ = ["MISSING", "is_missing", "fmt", "change", "percent", "accuracy", "shape"]
+
+MISSING = "—"
+
+
+def is_missing(value) -> bool:
+    return value is None or (isinstance(value, numbers.Real) and math.isnan(value))
+
+
+def fmt(value, digits: int = 3, *, scale: float = 1, significant: bool = False) -> str:
+    if is_missing(value):
+        return MISSING
+    if isinstance(value, (str, bool)):
+        return str(value)
+    if isinstance(value, numbers.Integral) and scale == 1:
+        return f"{value:,}"
+    return f"{value / scale:,.{digits}{'g' if significant else 'f'}}"
+
+
+def change(value) -> str:
+    """A relative change as a signed percentage: ``+1.2%``."""
+    return MISSING if is_missing(value) else f"{100 * value:+.1f}%"
+
+
+def percent(value, digits: int = 1, *, suffix: str = "%") -> str:
+    """A share as a percentage (``suffix=""`` where the column label says %)."""
+    return MISSING if is_missing(value) else f"{100 * value:.{digits}f}{suffix}"
+
+
+def accuracy(mean, std, status: str | None, *, sep: str = " ± ") -> str:
+    """A test accuracy with its seed std, and the record's status when it is not ok.
+
+    A diverged record keeps its number (the mean over the seeds that finished) beside the mark;
+    a record with no number shows its status alone.
+    """
+    if is_missing(mean):
+        return status if status not in (None, "ok") else MISSING
+    text = fmt(mean) + (f"{sep}{fmt(std)}" if not is_missing(std) and std else "")
+    return text if status in (None, "ok") else f"{text} ({status})"
+
+
+def shape(dims) -> str:
+    """A tensor shape without the batch: ``3x96x96``."""
+    return "x".join(str(d) for d in dims)

@@ -1,0 +1,263 @@
+"""One frozen dataclass per metric: what a harness returns and what ``Record.result`` rebuilds.
+
+The harnesses (``cnnbench/measure/``) fill these; the report and the console read them. Field
+names carry their units. ``from_values`` rebuilds a type from a record's saved values (nested
+dataclasses and tuples included) and refuses keys the type does not know, so a schema drift
+fails loudly instead of dropping a number.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "ParamCount",
+    "LayerCost",
+    "FlopCount",
+    "MinInputSize",
+    "LatencyResult",
+    "MemoryResult",
+    "EpochStats",
+    "SeedRun",
+    "TrainResult",
+    "DevicePeaks",
+    "LayerRoof",
+    "RooflineResult",
+    "RESULT_TYPES",
+    "from_values",
+]
+
+
+@dataclass(frozen=True)
+class ParamCount:
+    params_total: int  # every parameter element
+    params_trainable: int  # elements with requires_grad
+    params_by_block: dict[str, int]  # top-level child name → elements, in forward order
+    params_by_layer_type: dict[str, int]  # "conv", "linear", "norm", "other" → elements
+    bytes_fp32: int  # parameter storage at 4 bytes per element
+    bytes_bf16: int  # parameter storage at 2 bytes per element
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """One leaf layer of a forward pass, per image at fp32 (batch dimension divided out)."""
+
+    name: str  # dotted module path
+    layer: str  # module class name
+    kernel: str | None  # "KxK" for convolutions and pools
+    macs: int  # fvcore, one fused multiply-add = 1
+    params: int
+    weight_bytes: int
+    input_bytes: int
+    output_bytes: int
+
+
+@dataclass(frozen=True)
+class FlopCount:
+    macs: int  # fvcore total at spec.batch_size; one fused multiply-add = 1
+    gmacs: float  # macs / 1e9
+    macs_by_block: dict[str, int]  # top-level child → MACs, in forward order
+    macs_by_operator: dict[str, int]  # fvcore operator name ("conv", "linear", ...) → MACs
+    unsupported_ops: dict[str, int]  # operators fvcore did not count → occurrences
+    conv_linear_macs: int  # fvcore's convolution + linear part of ``macs``
+    flopcounter_forward_flops: int  # FlopCounterMode, forward, 2 per multiply-add
+    flopcounter_train_step_flops: int  # FlopCounterMode, forward + backward of one step
+    crosscheck_ratio: float | None  # (flopcounter_forward_flops / 2) / conv_linear_macs
+    layers: tuple[LayerCost, ...]  # leaves with parameters, MACs or pooling, in execution order
+
+
+@dataclass(frozen=True)
+class MinInputSize:
+    model: str
+    min_size: int  # smallest square side (pixels) the model runs on
+    failing_layer: str  # the layer that fails at min_size - 1 ("" when min_size is 1)
+    failure: str  # the error that layer raises at min_size - 1
+    # at min_size, every layer up to the failing one that changes the spatial side, in order:
+    # "stage1.0 Conv2d 11x11/4: 65→15" — the stride and pooling chain that sets the bound
+    reductions: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LatencyResult:
+    timer: str  # "cuda_event" or "perf_counter"
+    warmup_runs: int
+    n_runs: int  # timed iterations behind the statistics
+    latency_ms_min: float
+    latency_ms_p50: float
+    latency_ms_mean: float
+    latency_ms_p90: float
+    latency_ms_p99: float
+    latency_ms_iqr: float
+    latency_ms_std: float  # sample standard deviation (ddof 1)
+    iqr_over_median: float | None
+    images_per_s: float | None  # batch_size / median latency
+    unstable: bool  # iqr_over_median above the threshold
+    other_cpu_share: float | None  # CPU: other processes' share of all cores during timing
+    contended: bool  # other_cpu_share above the threshold even after one repeat
+    attempts: int  # 1, or 2 when the first attempt was contended
+    compile_s: float | None  # first call with torch.compile, compilation included
+    cudnn_benchmark: bool | None  # CUDA only
+    # the per-iteration times the statistics above derive from (ms, in timing order); None in
+    # records written before schema 2, which kept only the statistics
+    times_ms: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
+class MemoryResult:
+    source: str  # "cuda_allocator", "rss_worker" (peak reset after imports) or "rss_worker_maxrss"
+    measured_bytes: int  # CUDA: peak allocated; CPU: peak anonymous RSS above baseline_bytes
+    peak_bytes: int  # CUDA: peak allocated; CPU: peak anonymous RSS of the worker, absolute
+    baseline_bytes: int  # CUDA: allocated before the model; CPU: anonymous RSS before it
+    reserved_bytes: int | None  # CUDA: peak reserved by the caching allocator
+    param_bytes: int
+    grad_bytes: int
+    optimizer_state_bytes: int
+    input_bytes: int
+    activation_bytes: int  # train: saved for backward; inference: the largest layer's in + out
+    analytic_bytes: int  # sum of the five above
+    measured_over_analytic: float | None
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    epoch: int  # 1-based
+    train_loss: float  # mean over the epoch's batches, weighted by batch size
+    train_accuracy: float  # on the batches as they were trained (dropout on)
+    test_accuracy: float
+    wall_s: float  # the training pass, data preparation included; evaluation excluded
+    eval_s: float
+    images_per_s: float  # training images / wall_s
+
+
+@dataclass(frozen=True)
+class SeedRun:
+    seed: int
+    epochs: tuple[EpochStats, ...]
+    diverged: bool  # a NaN or infinite loss ended it
+    final_test_accuracy: float | None  # None when it diverged before finishing an epoch
+    train_time_s: float  # sum of the epochs' wall_s
+    time_to_target_s: float | None  # training time until test accuracy first reached the target
+    compile_s: float | None  # first step with torch.compile, compilation included
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    recipe: str  # "d2l" when every recipe field is the chapter's, else "modified"
+    epochs: int
+    optimizer: str
+    lr: float
+    momentum: float
+    label_smoothing: float
+    train_images: int  # images per epoch
+    test_images: int
+    target_accuracy: float | None
+    seeds: tuple[int, ...]
+    runs: tuple[SeedRun, ...]
+    diverged_seeds: tuple[int, ...]
+    test_accuracy_mean: float | None  # over seeds that did not diverge
+    test_accuracy_std: float | None  # sample std; 0.0 for one seed
+    test_accuracy_min: float | None
+    test_accuracy_max: float | None
+    train_time_s_mean: float | None
+    images_per_s_mean: float | None  # end to end, over every epoch of every seed
+    data_dir: str | None = None  # where the Fashion-MNIST files were read
+    data_verified: bool | None = None  # sizes, magic numbers and SHA-256 checked
+
+
+@dataclass(frozen=True)
+class DevicePeaks:
+    device: str
+    dtype: str
+    matmul_n: int  # square matrix side of the matmul probe
+    matmul_flops: float  # measured by the matmul probe, FLOP/s
+    conv_flops: float  # measured by the convolution probe, FLOP/s
+    peak_flops: float  # the better of the two, FLOP/s (2 per multiply-add)
+    copy_bytes: int  # size of the bandwidth probe's source tensor
+    peak_bytes_per_s: float  # measured, bytes read + written per second
+    datasheet_flops: float | None  # FLOP/s from the data sheet for this dtype, where known
+    datasheet_bytes_per_s: float | None
+
+    @property
+    def ridge(self) -> float:
+        return self.peak_flops / self.peak_bytes_per_s
+
+
+@dataclass(frozen=True)
+class LayerRoof:
+    """One convolution or linear layer of the profiled forward pass, at the record's batch."""
+
+    name: str
+    layer: str
+    kernel: str | None
+    macs: int  # at the batch
+    bytes_moved: int  # batch x (input + output) + weights once
+    time_ms: float | None  # profiler time per forward pass
+    achieved_flops: float | None  # 2 x MACs / time
+    intensity: float  # FLOPs / bytes moved
+    roof_flops: float  # min(peak, bandwidth x intensity)
+    bound: str  # "memory" or "compute", by the ridge point
+    fraction_of_roof: float | None
+
+
+@dataclass(frozen=True)
+class RooflineResult:
+    peak_flops: float  # measured on this device (see DevicePeaks)
+    peak_bytes_per_s: float
+    ridge_flop_per_byte: float
+    datasheet_flops: float | None
+    datasheet_bytes_per_s: float | None
+    peaks: DevicePeaks  # measured once per run, handed to every model's roofline
+    timing: str  # "cpu_time" or "device_time" (profiler)
+    model_ms: float  # median forward pass, latency harness
+    model_achieved_flops: float  # 2 x MACs x batch / model time
+    mfu: float  # model_achieved_flops / peak_flops
+    layers: tuple[LayerRoof, ...]
+
+
+RESULT_TYPES: dict[str, type] = {
+    "params": ParamCount,
+    "flops": FlopCount,
+    "minsize": MinInputSize,
+    "latency": LatencyResult,
+    "memory": MemoryResult,
+    "accuracy": TrainResult,
+    "roofline": RooflineResult,
+}
+
+
+def _rebuild(hint: Any, value: Any) -> Any:
+    """``value`` (plain JSON) as ``hint`` says: dataclasses and tuples rebuilt, the rest as is."""
+    if value is None:
+        return None
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _rebuild(inner[0], value) if len(inner) == 1 else value
+    if origin is tuple:
+        item = typing.get_args(hint)[0]
+        return tuple(_rebuild(item, v) for v in value)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value)
+    return value
+
+
+def _build(cls: type, data: dict[str, Any]) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"{cls.__name__} has no field(s) {sorted(unknown)}")
+    return cls(**{k: _rebuild(hints[k], v) for k, v in data.items()})
+
+
+def from_values(metric: str, values: dict[str, Any]) -> Any:
+    """A record's ``values`` rebuilt into the dataclass of ``metric``."""
+    try:
+        cls = RESULT_TYPES[metric]
+    except KeyError:
+        raise ValueError(f"unknown metric {metric!r}") from None
+    return _build(cls, values)
