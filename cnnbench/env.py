@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["collect_env", "cpu_model", "device_name"]
+__all__ = ["collect_env", "cpu_facts", "cpu_model", "device_name"]
 
 
 def _version(dist: str) -> str | None:
@@ -31,6 +31,59 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+# the ISA flags that decide a CPU's arithmetic speed (recorded; the roofline's roof uses them)
+SPEED_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+               "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")  # fmt: skip
+
+
+def cpu_facts() -> dict[str, Any]:
+    """What /proc/cpuinfo, /sys and psutil say about this CPU: vendor, family, model, stepping,
+    the speed-relevant ISA flags, physical and logical cores, and the clock with its source.
+    A fact that cannot be read is left out (None), never guessed."""
+    info: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key and key not in info:  # the first processor's lines
+                info[key] = value.strip()
+    except OSError:
+        pass
+
+    def number(key: str) -> int | None:
+        value = info.get(key)
+        return int(value) if value and value.isdigit() else None
+
+    flags = set(info.get("flags", "").split())
+    clock_hz, clock_source = None, None
+    try:
+        khz = Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq").read_text().strip()
+        clock_hz, clock_source = int(khz) * 1000, "cpufreq cpuinfo_max_freq"
+    except (OSError, ValueError):
+        mhz = info.get("cpu MHz")
+        if mhz:
+            clock_hz, clock_source = float(mhz) * 1e6, "/proc/cpuinfo cpu MHz (nominal on a VM)"
+    try:
+        import psutil
+
+        physical = psutil.cpu_count(logical=False)
+    except ImportError:  # pragma: no cover - psutil is a dependency
+        physical = None
+    return {
+        "vendor": info.get("vendor_id"),
+        "family": number("cpu family"),
+        "model": number("model"),
+        "stepping": number("stepping"),
+        "model_name": info.get("model name"),
+        "flags": [f for f in SPEED_FLAGS if f in flags],
+        "physical_cores": physical,
+        "logical_cpus": os.cpu_count(),
+        "clock_hz": clock_hz,
+        "clock_source": clock_source,
+        "cache_size": info.get("cache size"),
+    }
 
 
 def device_name(device: str) -> str:
@@ -76,6 +129,7 @@ def collect_env(device: str = "cpu") -> dict[str, Any]:
             "torch_interop_threads": torch.get_num_interop_threads(),
             "mkldnn": torch.backends.mkldnn.is_available(),
             "mkldnn_enabled": torch.backends.mkldnn.enabled,
+            "facts": cpu_facts(),
         },
         "device": device,
         "device_name": device_name(device),

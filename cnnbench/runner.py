@@ -163,6 +163,13 @@ def _events(ctx: Context, units: list[Unit]) -> Iterator[tuple[str, object]]:
     return _execute(ctx, units)
 
 
+def _pooled(harness, unit: Unit, rounds: list[Record], config: RunConfig) -> Record:
+    """One record from the ok records of every round of ``unit``."""
+    result = harness.pool([r.result for r in rounds], unit.spec, config.timing)
+    return Record.of(unit.metric, unit.spec, result,
+                     duration_s=sum(r.duration_s for r in rounds))  # fmt: skip
+
+
 def _peaks_worker(config: RunConfig):
     _setup_process(config)
     return roofline.measure_peaks(torch.device(config.device), config.workload.dtype)
@@ -352,23 +359,42 @@ def run(
     for u in skipped:
         notify("skip", u)
     written: list[Record] = []
-    for units in todo.values():
-        pending = list(units)
-        for kind, payload in _events(ctx, units):
-            if kind == "record":
-                store.append(payload)
-                written.append(payload)
-                pending = [u for u in pending if (u.metric, u.spec) != (payload.metric, payload.spec)]
-            elif kind == "skip":
-                pending = [u for u in pending if u != payload]
-            elif kind in ("died", "raised"):
-                why = payload if kind == "died" else payload[0]
-                for u in pending:  # the worker is gone: say what it did not finish
-                    rec = Record.failed(u.metric, u.spec, "error", f"not measured: {why}")
-                    store.append(rec)
-                    written.append(rec)
-                    notify("record", rec)
-                pending = []
-                continue
-            notify(kind, payload)
+
+    def write(record: Record) -> None:
+        store.append(record)
+        written.append(record)
+        notify("record", record)
+
+    # Round r of every model, then round r + 1 (A B C A B C ...): drift over time hits every
+    # model alike. Round 0 also measures the units that are measured once.
+    rounds = config.timing.rounds
+    partial: dict[Unit, list[Record]] = {}  # pooled units: the ok records of finished rounds
+    for r in range(rounds):
+        for model, units in todo.items():
+            mine = [u for u in units if r == 0 or (u in partial and len(partial[u]) == r)]
+            pending = list(mine)
+            for kind, payload in _events(ctx, mine):
+                if kind == "record":
+                    unit = Unit(payload.metric, payload.spec)
+                    pending.remove(unit)
+                    harness = HARNESSES[unit.metric]
+                    if harness.pool is None or payload.status != "ok":
+                        partial.pop(unit, None)  # a failed round ends the unit
+                        write(payload)
+                    else:
+                        partial.setdefault(unit, []).append(payload)
+                        if len(partial[unit]) == rounds:
+                            write(_pooled(harness, unit, partial.pop(unit), config))
+                elif kind == "skip":
+                    pending.remove(payload)
+                    partial.pop(payload, None)
+                    notify(kind, payload)
+                elif kind in ("died", "raised"):
+                    why = payload if kind == "died" else payload[0]
+                    for u in pending:  # the worker is gone: say what it did not finish
+                        partial.pop(u, None)
+                        write(Record.failed(u.metric, u.spec, "error", f"not measured: {why}"))
+                    pending = []
+                else:
+                    notify(kind, payload)
     return RunResult(str(store.root), tuple(written), len(skipped))

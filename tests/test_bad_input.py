@@ -49,6 +49,7 @@ ROWS = [
     ("zero min time", ["run", "--min-time", "0"], ["--min-time", "(0, inf)"]),
     ("negative warmup", ["run", "--warmup", "-1"], ["--warmup", "integer ≥ 0"]),
     ("zero epochs", ["run", "--epochs", "0"], ["--epochs", "positive integer"]),
+    ("zero eval batch", ["run", "--eval-batch-size", "0"], ["--eval-batch-size", "positive integer"]),
     ("unbalanced subset", ["run", "--train-subset", "205"], ["--train-subset 205", "multiple of the 10"]),
     ("empty selection", ["run", "--models", ""], ["no model"]),
     ("unknown model", ["run", "--models", "googlent"], ["unknown model 'googlent'", "googlenet"]),
@@ -81,6 +82,7 @@ ROWS = [
     ("compare a corrupt store", ["compare", "{tmp}/corrupt", "{tmp}/corrupt"], [":2: not a cnnbench record"]),
     ("resume a corrupt store", ["run", "--resume", "{tmp}/corrupt_here"], [":2: not a cnnbench record"]),
     ("resume another torch", ["run", "--resume", "{tmp}/other_torch"], ["cannot resume: torch was 1.0, now"]),
+    ("resume another device", ["run", "--resume", "{tmp}/other_device"], ["cannot resume: device_name was 'NVIDIA H200'"]),
 ]  # fmt: skip
 
 
@@ -93,6 +95,7 @@ def scratch(tmp_path_factory):
     real = _real_env(tmp)
     _run_folder(tmp / "corrupt_here", [GOOD, "{torn in the middle", GOOD], real)
     _run_folder(tmp / "other_torch", [GOOD], {**real, "versions": {**real["versions"], "torch": "1.0"}})
+    _run_folder(tmp / "other_device", [GOOD], {**real, "device_name": "NVIDIA H200"})
     return tmp
 
 

@@ -141,6 +141,17 @@ def test_errors_and_a_dead_worker_are_recorded_and_the_run_goes_on(tmp_path, cap
     assert by[("dies_in_forward", "latency", "train")].status == "error"  # never reached
     assert all(r.status == "ok" for r in records if r.spec.model == "nin")
     assert "measurements failed" in err
+    # --resume retries exactly the error records and keeps every other record
+    lines_before = (out / "results.jsonl").read_text().count("\n")
+    errors = {r.key for r in records if r.status == "error"}
+    code, _, _ = cli(capsys, "run", "--profile", "smoke", "--models", "raises_in_forward,dies_in_forward,nin",
+                     "--metrics", "params,latency", "--batch-sizes", "1", "--threads", "1",
+                     "--resume", str(out))  # fmt: skip
+    assert code == 1  # they fail again: these models always fail
+    added = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()[lines_before:]]
+    from cnnbench.results import Record
+
+    assert {Record.from_dict(r).key for r in added} == errors and len(added) == len(errors)
 
 
 @pytest.mark.parametrize(

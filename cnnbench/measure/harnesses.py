@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import RunConfig
+from ..models import get_spec
 from ..results import Spec
 from ..results.types import DevicePeaks
 from . import flops, latency, memory, params, roofline, shapes, train
 
-__all__ = ["Context", "Harness", "HARNESSES", "MODES"]
+__all__ = ["Context", "Harness", "HARNESSES", "MODES", "EQUAL_RESOLUTION"]
 
 MODES = ("inference", "train")
 
@@ -41,10 +42,25 @@ class Harness:
     measure_unit: Callable[[Spec, Context], Any]
     sweep: bool = False  # a batch sweep: after an oom, larger batches of that mode are skipped
     outcome: Callable[[Any], tuple[str, str | None]] = lambda result: ("ok", None)
+    # measured in config.timing.rounds separate workers, interleaved across models, and pooled
+    # into one record: pool(results of the rounds, spec, timing config) -> result
+    pool: Callable[..., Any] | None = None
 
 
 def _once(config: RunConfig, base: Spec) -> list[Spec]:
     return [base]  # counts and shapes: device-independent, batch 1, fp32, eager
+
+
+EQUAL_RESOLUTION = 224  # the chapter's AlexNet/VGG/NiN input: where networks are compared alike
+
+
+def _flops_units(config: RunConfig, base: Spec) -> list[Spec]:
+    """At the model's own size, and for the chapter's networks also at the equal resolution
+    where that differs (GoogLeNet's 96 against AlexNet's 224 compares input sizes as much as
+    networks)."""
+    if base.image_size == EQUAL_RESOLUTION or get_spec(base.model).section is None:
+        return [base]
+    return [base, dataclasses.replace(base, image_size=EQUAL_RESOLUTION)]
 
 
 def _latency_units(config: RunConfig, base: Spec) -> list[Spec]:
@@ -89,9 +105,9 @@ HARNESSES: dict[str, Harness] = {
     h.metric: h
     for h in (
         Harness("params", _once, params.measure_unit),
-        Harness("flops", _once, flops.measure_unit),
+        Harness("flops", _flops_units, flops.measure_unit),
         Harness("minsize", _once, shapes.measure_unit),
-        Harness("latency", _latency_units, latency.measure_unit, sweep=True),
+        Harness("latency", _latency_units, latency.measure_unit, sweep=True, pool=latency.pool),
         Harness("memory", _memory_units, memory.measure_unit),
         Harness("roofline", _roofline_units, roofline.measure_unit),
         Harness("accuracy", _accuracy_units, train.measure_unit, outcome=_training_outcome),

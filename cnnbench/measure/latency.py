@@ -19,6 +19,7 @@ Method (``torch.utils.benchmark`` and airbench/nanoGPT habits):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -29,9 +30,9 @@ import torch
 from torch import nn
 
 from ..config import TimingConfig
-from ..models import get_spec
 from ..results import Spec
 from ..results.types import LatencyResult
+from ..stats import median_interval
 from . import workload
 from ._device import synchronize
 
@@ -43,6 +44,7 @@ __all__ = [
     "timing_stats",
     "measure",
     "measure_unit",
+    "pool",
 ]
 
 
@@ -128,12 +130,18 @@ def timing_stats(times_ms: list[float], batch_size: int) -> dict[str, float]:
 
 
 def measure(
-    model: nn.Module, spec: Spec, cfg: TimingConfig = TimingConfig(), *, lr: float = 0.01
+    model: nn.Module,
+    spec: Spec,
+    cfg: TimingConfig = TimingConfig(),
+    *,
+    lr: float = 0.01,
+    optimizer: str = "sgd",
+    momentum: float = 0.0,
 ) -> LatencyResult:
-    """Latency of ``spec``'s step on ``model`` (moved in place); a training step is plain SGD at
-    ``lr``."""
+    """Latency of ``spec``'s step on ``model`` (moved in place), one round; a training step
+    uses ``optimizer`` at ``lr`` (plain SGD at 0.01 unless told otherwise)."""
     device = torch.device(spec.device)
-    step = workload.build(spec, model=model, lr=lr).step
+    step = workload.build(spec, model=model, optimizer=optimizer, lr=lr, momentum=momentum).step
     compile_s = None
     if spec.compiled:
         t0 = time.perf_counter()
@@ -155,6 +163,7 @@ def measure(
             break
     times = [round(t, 5) for t in times]  # 10 ns: below any timer's resolution; keeps JSON short
     stats = timing_stats(times, spec.batch_size)  # derived from exactly the samples kept
+    interval = median_interval(times)
     return LatencyResult(
         timer=timer,
         warmup_runs=cfg.warmup_runs,
@@ -165,11 +174,54 @@ def measure(
         compile_s=compile_s,
         cudnn_benchmark=torch.backends.cudnn.benchmark if device.type == "cuda" else None,
         times_ms=tuple(times),
+        round_sizes=(len(times),),
+        round_medians_ms=(stats["latency_ms_p50"],),
+        latency_ms_p50_ci_low=interval.low,
+        latency_ms_p50_ci_high=interval.high,
         **stats,
     )
 
 
 def measure_unit(spec: Spec, ctx) -> LatencyResult:
-    """The harness entry: a fresh model, the run's timing, the model's chapter learning rate."""
-    lr = get_spec(spec.model).lr or 0.01
-    return measure(workload.build_model(spec), spec, ctx.config.timing, lr=lr)
+    """The harness entry: one round — a fresh model, the run's timing and, for a training step,
+    the accuracy run's optimizer (so the step's cost describes the training that was scored)."""
+    from .train import optimizer_for
+
+    model = workload.build_model(spec)
+    if spec.mode != "train":
+        return measure(model, spec, ctx.config.timing)
+    opt = optimizer_for(ctx.config, spec.model)
+    result = measure(model, spec, ctx.config.timing, lr=opt.lr, optimizer=opt.name,
+                     momentum=opt.momentum)  # fmt: skip
+    return dataclasses.replace(result, optimizer=opt.label)
+
+
+def pool(rounds: list[LatencyResult], spec: Spec, cfg: TimingConfig) -> LatencyResult:
+    """One record from the rounds of one spec: every sample kept, the statistics recomputed over
+    all of them, the median's 95% interval from a two-level bootstrap (rounds, then iterations;
+    ``cnnbench/stats.py``) and each round's own median beside it."""
+    times = [t for r in rounds for t in r.times_ms]
+    sizes = tuple(len(r.times_ms) for r in rounds)
+    stats = timing_stats(times, spec.batch_size)
+    interval = median_interval(times, sizes)
+    first = rounds[0]
+    others = [r.other_cpu_share for r in rounds if r.other_cpu_share is not None]
+    compiles = [r.compile_s for r in rounds if r.compile_s is not None]
+    return LatencyResult(
+        timer=first.timer,
+        warmup_runs=first.warmup_runs,
+        unstable=bool(stats["iqr_over_median"] > cfg.unstable_iqr_ratio),
+        other_cpu_share=max(others) if others else None,
+        contended=any(r.contended for r in rounds),
+        attempts=sum(r.attempts for r in rounds),
+        compile_s=max(compiles) if compiles else None,
+        cudnn_benchmark=first.cudnn_benchmark,
+        times_ms=tuple(times),
+        rounds=len(rounds),
+        round_sizes=sizes,
+        round_medians_ms=tuple(float(np.median(r.times_ms)) for r in rounds),
+        latency_ms_p50_ci_low=interval.low,
+        latency_ms_p50_ci_high=interval.high,
+        optimizer=first.optimizer,
+        **stats,
+    )

@@ -27,12 +27,12 @@ Analytic, for the same step:
 
 from __future__ import annotations
 
+import dataclasses
 import resource
 from dataclasses import dataclass
 
 import torch
 
-from ..models import get_spec
 from ..results import Spec
 from ..results.types import MemoryResult
 from . import workload
@@ -143,12 +143,12 @@ def _result(source, measured, peak, baseline, reserved, b: Breakdown) -> MemoryR
     )
 
 
-def _measure_cuda(spec: Spec, lr: float) -> MemoryResult:
+def _measure_cuda(spec: Spec, opt: tuple[str, float, float]) -> MemoryResult:
     device = torch.device(spec.device)
     release(device)
     torch.cuda.reset_peak_memory_stats(device)
     baseline = torch.cuda.memory_allocated(device)
-    w = workload.build(spec, lr=lr)
+    w = workload.build(spec, optimizer=opt[0], lr=opt[1], momentum=opt[2])
     _run(w)
     peak = torch.cuda.max_memory_allocated(device)
     reserved = torch.cuda.max_memory_reserved(device)
@@ -221,14 +221,15 @@ def psutil_rss() -> int:
     return psutil.Process().memory_info().rss
 
 
-def _rss_worker(spec: Spec, lr: float, cap_bytes: int | None, threads: int | None):
+def _rss_worker(spec: Spec, opt: tuple[str, float, float], cap_bytes: int | None,
+                threads: int | None):  # fmt: skip
     """Runs in a fresh process: baseline RSS, build, run, peak RSS; returns the result."""
     if threads:
         torch.set_num_threads(threads)
     set_memory_cap(cap_bytes)
     reset = _reset_peak_rss()  # import transients must not count as this model's peak
     baseline = _anon_rss()
-    w = workload.build(spec, lr=lr)
+    w = workload.build(spec, optimizer=opt[0], lr=opt[1], momentum=opt[2])
     _run(w)
     peak = _peak_anon_rss() if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     source = "rss_worker" if reset else "rss_worker_maxrss"
@@ -239,23 +240,39 @@ class WorkerOOM(MemoryError):
     """The RSS worker ran out of memory (an allocation refused, or the worker was killed)."""
 
 
-def _measure_cpu(spec: Spec, lr: float, cap_bytes: int | None) -> MemoryResult:
+def _measure_cpu(spec: Spec, opt: tuple[str, float, float], cap_bytes: int | None) -> MemoryResult:
     try:
-        return call_in_worker(_rss_worker, spec, lr, cap_bytes, spec.threads, name="cnnbench-rss")
+        return call_in_worker(_rss_worker, spec, opt, cap_bytes, spec.threads, name="cnnbench-rss")
     except WorkerError as exc:
         if exc.oom:
             raise WorkerOOM(f"memory worker: {exc}") from None
         raise RuntimeError(f"memory worker failed: {exc}\n{exc.remote_traceback}") from None
 
 
-def measure(spec: Spec, *, lr: float = 0.01, cap_bytes: int | None = None) -> MemoryResult:
-    """Peak memory of ``spec`` (its model is built afresh: on CPU inside a worker process)."""
+def measure(
+    spec: Spec,
+    *,
+    lr: float = 0.01,
+    optimizer: str = "sgd",
+    momentum: float = 0.0,
+    cap_bytes: int | None = None,
+) -> MemoryResult:
+    """Peak memory of ``spec`` (its model is built afresh: on CPU inside a worker process); a
+    training step uses ``optimizer`` (plain SGD at 0.01 unless told otherwise)."""
+    opt = (optimizer, lr, momentum)
     if spec.device.startswith("cuda"):
-        return _measure_cuda(spec, lr)
-    return _measure_cpu(spec, lr, cap_bytes)
+        return _measure_cuda(spec, opt)
+    return _measure_cpu(spec, opt, cap_bytes)
 
 
 def measure_unit(spec: Spec, ctx) -> MemoryResult:
-    """The harness entry: the model's chapter learning rate, the run's memory cap."""
-    lr = get_spec(spec.model).lr or 0.01
-    return measure(spec, lr=lr, cap_bytes=ctx.config.memory.cap_bytes)
+    """The harness entry: the run's memory cap and, for a training step, the accuracy run's
+    optimizer (Adam keeps two tensors per parameter that plain SGD does not)."""
+    from .train import optimizer_for
+
+    cap = ctx.config.memory.cap_bytes
+    if spec.mode != "train":
+        return measure(spec, cap_bytes=cap)
+    opt = optimizer_for(ctx.config, spec.model)
+    result = measure(spec, lr=opt.lr, optimizer=opt.name, momentum=opt.momentum, cap_bytes=cap)
+    return dataclasses.replace(result, optimizer=opt.label)

@@ -46,48 +46,139 @@ DATASHEET = {"H100 80GB HBM3": (67.0, 989.0, 3.35), "H100 SXM": (67.0, 989.0, 3.
              "H100 PCIe": (51.0, 756.0, 2.0), "H200": (67.0, 989.0, 4.8)}  # fmt: skip
 
 
+# FMA pipes per core and their datapath width in bits, by CPU vendor and family: what the CPU's
+# data sheet says a core retires per cycle (AMD Zen 3 and Zen 4: two 256-bit FMA pipes, Zen 4
+# running AVX-512 through them in two halves; Zen 5: two 512-bit pipes; Intel cores with AVX-512:
+# two 512-bit FMA ports on server parts, which is what this table assumes).
+FMA_PIPES = {("AuthenticAMD", 23): (2, 256), ("AuthenticAMD", 25): (2, 256),
+             ("AuthenticAMD", 26): (2, 512)}  # fmt: skip
+
+
+def cpu_roof(threads: int | None = None) -> tuple[float | None, dict, str]:
+    """The fp32 data-sheet roof of this CPU for ``threads`` cores: cores x FMA pipes x fp32 lanes
+    per pipe x 2 (multiply and add) x clock. Every factor is recorded, "unknown" where the
+    machine does not say, and the roof is None when any factor is unknown. The clock is the one
+    the kernel reports (cpufreq's maximum, else /proc/cpuinfo's "cpu MHz", which on a VM is the
+    nominal one): a CPU that boosts beyond it runs above this roof, which is then flagged."""
+    from ..env import cpu_facts
+
+    facts = cpu_facts()
+    flags = set(facts.get("flags") or ())
+    pipes = FMA_PIPES.get((facts.get("vendor"), facts.get("family")))
+    if pipes is None and facts.get("vendor") == "GenuineIntel" and "avx512f" in flags:
+        pipes = (2, 512)
+    elif pipes is None and "fma" in flags:
+        pipes = (2, 256)
+    lanes = "unknown"
+    if "fma" in flags and pipes:
+        isa = 512 if "avx512f" in flags else 256
+        lanes = min(isa, pipes[1]) // 32
+    cores = facts.get("physical_cores") or "unknown"
+    if threads and isinstance(cores, int):
+        cores = min(cores, threads)
+    factors = {
+        "cores": cores,
+        "fma_pipes_per_core": pipes[0] if pipes else "unknown",
+        "fp32_lanes_per_pipe": lanes,
+        "flop_per_fma": 2,
+        "clock_hz": facts.get("clock_hz") or "unknown",
+        "clock_source": facts.get("clock_source") or "unknown",
+        "cpu": f"{facts.get('vendor')} family {facts.get('family')} model {facts.get('model')}",
+    }
+    numbers = [factors[k] for k in ("cores", "fma_pipes_per_core", "fp32_lanes_per_pipe", "clock_hz")]
+    if any(not isinstance(v, (int, float)) for v in numbers):
+        return None, factors, "unknown (a factor is not readable)"
+    roof = float(numbers[0] * numbers[1] * numbers[2] * 2 * numbers[3])
+    return roof, factors, "cores x FMA pipes x fp32 lanes x 2 x clock"
+
+
+def _probe_flops(device: torch.device, torch_dtype, cuda: bool) -> dict[str, float]:
+    """FLOP/s of a few large matmuls and 3x3 convolutions (2 per multiply-add): oneDNN's
+    convolutions outrun the BLAS matmul on some CPUs and not on others, and one shape can miss
+    the best blocking, so the best of several is the measured peak."""
+    cfg = TimingConfig(warmup_runs=2, min_runs=5, min_time_s=0.5 if cuda else 0.2, max_runs=200)
+    out: dict[str, float] = {}
+    for n in ((4096, 8192) if cuda else (1024, 2048)):
+        a = torch.randn(n, n, device=device, dtype=torch_dtype)
+        b = torch.randn(n, n, device=device, dtype=torch_dtype)
+        times, _ = time_iterations(lambda a=a, b=b: torch.mm(a, b), device, cfg)
+        out[f"matmul {n}"] = 2 * n**3 / (statistics.median(times) / 1e3)
+    # (batch, channels, side): wide channels on small maps is where a CNN's costliest layers sit,
+    # and where oneDNN and cuDNN reach their best (on a Zen 4 core pair: 195 GFLOP/s at
+    # 32x256x28, 266 at 128x256x7; a 56x56 map stays below 165)
+    shapes = (
+        ((256, 256, 28), (256, 512, 14), (512, 512, 7))
+        if cuda
+        else ((32, 256, 28), (64, 256, 14), (16, 512, 7), (128, 256, 7))
+    )
+    for batch, ch, side in shapes:
+        x = torch.randn(batch, ch, side, side, device=device, dtype=torch_dtype)
+        w = torch.randn(ch, ch, 3, 3, device=device, dtype=torch_dtype)
+        with torch.inference_mode():
+            conv = lambda x=x, w=w: torch.nn.functional.conv2d(x, w, padding=1)  # noqa: E731
+            times, _ = time_iterations(conv, device, cfg)
+        out[f"conv3x3 {batch}x{ch}x{side}"] = (
+            2 * batch * ch * ch * 9 * side * side / (statistics.median(times) / 1e3)
+        )
+    return out
+
+
 def measure_peaks(device: torch.device, dtype: str = "fp32") -> DevicePeaks:
     cuda = device.type == "cuda"
-    n = 8192 if cuda else 1536
     torch_dtype = workload.TORCH_DTYPES[dtype]
     if not cuda:
         torch_dtype = torch.float32  # reduced-precision matmul on CPU is emulated: not a peak
-    a = torch.randn(n, n, device=device, dtype=torch_dtype)
-    b = torch.randn(n, n, device=device, dtype=torch_dtype)
+    probes = _probe_flops(device, torch_dtype, cuda)
+    if not cuda:  # the run's thread count, and every core, whichever is faster
+        from ..env import cpu_facts
+
+        run_threads = torch.get_num_threads()
+        cores = cpu_facts().get("physical_cores")
+        if cores and cores != run_threads:
+            torch.set_num_threads(cores)
+            try:
+                probes.update({f"{k}, {cores} threads": v
+                               for k, v in _probe_flops(device, torch_dtype, cuda).items()})  # fmt: skip
+            finally:
+                torch.set_num_threads(run_threads)
     cfg = TimingConfig(warmup_runs=2, min_runs=5, min_time_s=0.3 if not cuda else 0.5, max_runs=200)
-    times, _ = time_iterations(lambda: torch.mm(a, b), device, cfg)
-    matmul_flops = 2 * n**3 / (statistics.median(times) / 1e3)
-    batch, ch, side = (256 if cuda else 32), 256, 28
-    x = torch.randn(batch, ch, side, side, device=device, dtype=torch_dtype)
-    w = torch.randn(ch, ch, 3, 3, device=device, dtype=torch_dtype)
-    with torch.inference_mode():
-        times, _ = time_iterations(lambda: torch.nn.functional.conv2d(x, w, padding=1), device, cfg)
-    conv_flops = 2 * batch * ch * ch * 9 * side * side / (statistics.median(times) / 1e3)
     elements = (1 << 28) if cuda else (1 << 25)  # 1 GiB / 128 MiB of fp32
     src = torch.empty(elements, device=device, dtype=torch.float32).fill_(1.0)
     dst = torch.empty_like(src)
     times, _ = time_iterations(lambda: dst.copy_(src), device, cfg)
     bandwidth = 2 * src.numel() * 4 / (statistics.median(times) / 1e3)
     sheet_flops = sheet_bw = None
+    source, factors = None, None
     if cuda:
         name = torch.cuda.get_device_name(device)
         for key, (f32, b16, tbs) in DATASHEET.items():
             if key in name:
                 sheet_flops = (f32 if dtype == "fp32" else b16) * 1e12
                 sheet_bw = tbs * 1e12
+                source = f"NVIDIA data sheet ({key}, dense)"
                 break
+    else:
+        sheet_flops, factors, source = cpu_roof(torch.get_num_threads())
+    matmuls = {k: v for k, v in probes.items() if k.startswith("matmul")}
+    convs = {k: v for k, v in probes.items() if k.startswith("conv")}
     return DevicePeaks(
         device=str(device),
         dtype=dtype,
-        matmul_n=n,
-        matmul_flops=matmul_flops,
-        conv_flops=conv_flops,
-        peak_flops=max(matmul_flops, conv_flops),
+        matmul_n=int(max(matmuls, key=matmuls.get).split()[1].rstrip(",")),
+        matmul_flops=max(matmuls.values()),
+        conv_flops=max(convs.values()),
+        peak_flops=max(probes.values()),
         copy_bytes=src.numel() * 4,
         peak_bytes_per_s=bandwidth,
         datasheet_flops=sheet_flops,
         datasheet_bytes_per_s=sheet_bw,
+        datasheet_source=source,
+        datasheet_factors=factors,
+        probes=probes,
     )
+
+
+WHOLE = "<forward>"  # the profiler range around a whole forward pass
 
 
 @contextlib.contextmanager
@@ -134,7 +225,8 @@ def _profile_layers(
             torch.cuda.synchronize(device) if device.type == "cuda" else None
             with _quiet_native_stderr(), profile(activities=activities) as prof:
                 for _ in range(runs):
-                    model(x)
+                    with record_function(f"layer::{WHOLE}"):
+                        model(x)
                 torch.cuda.synchronize(device) if device.type == "cuda" else None
     finally:
         for h in handles:
@@ -185,6 +277,12 @@ def measure(model: nn.Module, spec: Spec, peaks: DevicePeaks | None = None) -> R
             fraction_of_roof=achieved / roof if achieved else None,
         ))  # fmt: skip
     achieved_model = 2 * total_macs * batch / (model_ms / 1e3)
+    mfu = achieved_model / peaks.peak_flops
+    # above the compute roof: the peak is broken. (A memory-bound layer above the bandwidth roof
+    # is not: its working set sits in cache, and the copy probe measures DRAM.)
+    above = mfu > 1 or any((r.achieved_flops or 0) > peaks.peak_flops for r in rows)
+    whole = layer_ms.get(WHOLE)
+    in_conv_linear = sum(r.time_ms or 0.0 for r in rows)
     return RooflineResult(
         peak_flops=peaks.peak_flops,
         peak_bytes_per_s=peaks.peak_bytes_per_s,
@@ -195,8 +293,11 @@ def measure(model: nn.Module, spec: Spec, peaks: DevicePeaks | None = None) -> R
         timing=timing,
         model_ms=model_ms,
         model_achieved_flops=achieved_model,
-        mfu=achieved_model / peaks.peak_flops,
+        mfu=mfu,
         layers=tuple(rows),
+        roof_underestimated=above,
+        other_time_share=max(0.0, 1 - in_conv_linear / whole) if whole else None,
+        mfu_datasheet=achieved_model / peaks.datasheet_flops if peaks.datasheet_flops else None,
     )
 
 

@@ -17,15 +17,16 @@ import dataclasses
 import math
 import statistics
 import time
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ..config import OPTIONS, RunConfig, TrainConfig
 from ..data import DataNotFound, DeviceLoader, FashionMNIST, load_fashion_mnist
-from ..models import get_spec
+from ..models import create, get_spec
 from ..results import Spec
-from ..results.types import EpochStats, SeedRun, TrainResult
+from ..results.types import CurvePoint, EpochStats, SeedRun, TrainResult
 from . import workload
 from ._device import synchronize
 
@@ -40,11 +41,50 @@ __all__ = [
     "evaluate",
     "image_size_for",
     "measure_unit",
+    "optimizer_for",
     "small_train_size",
+    "trained_cost",
     "train",
 ]
 
 CHECK_EVERY_STEPS = 50  # how often the loss is checked for NaN/inf (a host sync on CUDA)
+
+
+CURVE_POINTS_PER_EPOCH = 20  # training-curve points per epoch (one host sync each)
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """Loss and correct predictions summed on the device since the last curve point."""
+
+    loss: torch.Tensor
+    correct: torch.Tensor
+    images: int
+
+    @classmethod
+    def empty(cls, device) -> _Piece:
+        zero = torch.zeros((), device=device)
+        return cls(zero, torch.zeros((), dtype=torch.long, device=device), 0)
+
+    def add(self, loss: torch.Tensor, correct: torch.Tensor, images: int) -> _Piece:
+        return _Piece(self.loss + loss, self.correct + correct, self.images + images)
+
+    def point(self, step: int, images: int) -> CurvePoint:
+        n = max(self.images, 1)
+        return CurvePoint(step, images, self.loss.item() / n, self.correct.item() / n)
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    """The optimizer of a model's training in this run: its name, learning rate, momentum."""
+
+    name: str
+    lr: float
+    momentum: float
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} {self.lr:g}" + (f" momentum {self.momentum:g}" if self.momentum else "")
 
 
 class Unsupported(Exception):
@@ -100,6 +140,10 @@ def _train_seed(
         **common,
     )
     epochs: list[EpochStats] = []
+    curve: list[CurvePoint] = []
+    every = max(1, len(train_loader) // CURVE_POINTS_PER_EPOCH)
+    steps_done = images_done = 0
+    piece = _Piece.empty(device)
     diverged = False
     compile_s = None
     elapsed = 0.0
@@ -118,12 +162,20 @@ def _train_seed(
             if compile_s is None and spec.compiled:
                 synchronize(device)
                 compile_s = time.perf_counter() - t0
-            loss_sum += loss.detach() * y.numel()
-            correct += (out.argmax(dim=1) == y).sum()
+            step_loss = loss.detach() * y.numel()
+            step_correct = (out.argmax(dim=1) == y).sum()
+            loss_sum += step_loss
+            correct += step_correct
             seen += y.numel()
+            piece = piece.add(step_loss, step_correct, y.numel())
+            steps_done += 1
+            if steps_done % every == 0 or step == len(train_loader) - 1:
+                curve.append(piece.point(steps_done, images_done + seen))
+                piece = _Piece.empty(device)
             if step % CHECK_EVERY_STEPS == 0 and not math.isfinite(loss.item()):
                 diverged = True
                 break
+        images_done += seen
         synchronize(device)
         wall = time.perf_counter() - t0
         mean_loss = loss_sum.item() / max(seen, 1)
@@ -151,6 +203,7 @@ def _train_seed(
         train_time_s=sum(e.wall_s for e in epochs),
         time_to_target_s=to_target,
         compile_s=compile_s,
+        curve=tuple(p for p in curve if math.isfinite(p.train_loss)),
     )
 
 
@@ -217,6 +270,14 @@ def config_for(config: RunConfig, model: str) -> TrainConfig:
     return dataclasses.replace(config.train, **variant)
 
 
+def optimizer_for(config: RunConfig, model: str) -> Optimizer:
+    """The optimizer ``model`` trains with in this run (its chapter learning rate unless the run
+    sets one): what the accuracy uses, and what the timed training step and memory use too."""
+    cfg = config_for(config, model)
+    lr = cfg.lr if cfg.lr is not None else get_spec(model).lr or 0.01
+    return Optimizer(cfg.optimizer, lr, cfg.momentum if cfg.optimizer == "sgd" else 0.0)
+
+
 def image_size_for(config: RunConfig, model: str) -> int:
     """The side ``model`` trains at: --train-image-size, else --image-size, else the profile's
     resolution ("small": :func:`small_train_size`; "chapter": the model's own size)."""
@@ -238,7 +299,25 @@ def measure_unit(spec: Spec, ctx) -> TrainResult:
         data = load_fashion_mnist(ctx.config.data_dir)
     except DataNotFound as exc:
         raise Unsupported(str(exc)) from None
+    cost = trained_cost(spec)  # first: a failure here must not cost a training run
     result = train(spec, config_for(ctx.config, spec.model), data)
     return dataclasses.replace(
-        result, data_dir=str(data.location.root), data_verified=data.verified
+        result, data_dir=str(data.location.root), data_verified=data.verified, **cost
+    )
+
+
+def trained_cost(spec: Spec) -> dict[str, int]:
+    """Parameters, MACs and training-step FLOPs per image of the network as trained (at its
+    training size, its head sized for it): what an accuracy is paired with."""
+    from .flops import count_macs, example_input, train_step_flops
+
+    model = create(spec.model, image_size=spec.image_size)
+    one = dataclasses.replace(spec, batch_size=1)
+    # the step is counted at batch 2 and halved (FLOPs are linear in the batch): batch norm in
+    # training mode needs more than one value per channel, and a 1x1 map at batch 1 has one
+    two = dataclasses.replace(spec, batch_size=2)
+    return dict(
+        trained_params=sum(p.numel() for p in model.parameters()),
+        trained_macs=count_macs(model, one),
+        trained_step_flops=train_step_flops(model.train(), example_input(two)) // 2,
     )

@@ -3,9 +3,11 @@
 - :mod:`.frames` — tidy pandas frames built once from records: the per-model overview, one frame
   per metric, the failures, the variant lineage and the layer facts of exercises 4-5;
 - :mod:`.fmt` — the one number formatter of every table (Markdown, HTML, compare, console);
-- :mod:`.exercises` — the chapter's GoogLeNet exercises 1-5 as sections of tables and sentences;
+- :mod:`.noise` — when a latency change is a change: the bootstrap interval of a ratio (or, for
+  records without samples, the IQR rule) and the googlenet_ls/googlenet noise control;
+- :mod:`.exercises` — the chapter's GoogLeNet exercises 1-5, each opened by a generated answer;
 - :mod:`.figures` — matplotlib figures (PNG and SVG);
 - :mod:`.render` — ``report.md``, ``report.html`` and ``results.csv`` from run folders;
-- :mod:`.compare` — two runs side by side, changes beyond noise flagged;
+- :mod:`.compare` — two runs side by side, changes outside the noise flagged;
 - :mod:`.console` — every rich table and the progress display of the ``cnnbench`` command.
 """

@@ -1,12 +1,18 @@
-"""``cnnbench compare RUN_A RUN_B``: every shared metric side by side, with its relative change
-and whether that change is larger than the runs' own noise.
+"""``cnnbench compare RUN_A RUN_B``: every shared metric side by side, with its change and whether
+that change lies outside the runs' own noise.
 
 Records are paired on what they measured — metric, model, input size, batch, dtype, memory
 format, compile flag and mode — but not on device or threads, so a CPU run can be compared with
-a GPU run, or two machines with each other. Noise: for latency and throughput the larger of the
-two records' IQR relative to its median; for accuracy the larger seed standard deviation; a CPU
-RSS peak is a single measurement, given a 5% allowance; counts (parameters, MACs), analytic
-bytes and CUDA allocator peaks are deterministic, so any change is flagged.
+a GPU run, or two machines with each other. Noise:
+
+- latency and throughput: where both records kept their samples, the 95% bootstrap interval of
+  the ratio of medians; a change is called only when it excludes 1 and is beyond the minimum
+  effect (``stats.verdict``), else "within noise". Records without samples (schema 1) fall back
+  to the IQR rule — a change larger than the larger IQR/median — labelled as such;
+- accuracy: a difference in percentage points against the larger sample std over seeds; with a
+  single seed there is no spread, and no change is called;
+- a CPU RSS peak is one measurement, given a 5% allowance; counts (parameters, MACs), analytic
+  bytes and CUDA allocator peaks are deterministic, so any change is flagged.
 """
 
 from __future__ import annotations
@@ -16,7 +22,9 @@ from pathlib import Path
 import pandas as pd
 
 from ..results import Record, RunStore
-from .fmt import change, fmt, percent
+from .fmt import MISSING, change, fmt, percent, points
+from .frames import finished_seeds, seed_std
+from .noise import latency_change
 
 __all__ = ["HEADLINES", "compare_runs", "write_compare"]
 
@@ -45,19 +53,41 @@ def _pair_key(r: Record) -> tuple:
 
 
 def _noise(a: Record, b: Record, field: str) -> float:
-    """Relative noise of a comparison (0 for deterministic quantities)."""
+    """Relative noise of a comparison without a bootstrap (0 for deterministic quantities)."""
     ra, rb = a.result, b.result
-    if a.metric == "latency":
-        return max(ra.iqr_over_median or 0.0, rb.iqr_over_median or 0.0)
-    if a.metric == "accuracy" and field == "test_accuracy_mean":
-        stds = [r.test_accuracy_std or 0.0 for r in (ra, rb)]
-        means = [r.test_accuracy_mean or 0.0 for r in (ra, rb)]
-        return max(stds) / max(max(means), 1e-9)
     if a.metric == "accuracy":
         return 0.05  # wall time of training: no replicate spread recorded; 5% as timing noise
     if a.metric == "memory" and field == "measured_bytes" and ra.source != "cuda_allocator":
         return 0.05  # one CPU RSS peak, no replicates: 5% allowance (runs here differ by 3-5%)
     return 0.0
+
+
+def _row(a: Record, b: Record, field: str, va, vb) -> dict:
+    """One compared value: its relative change, how the change is shown, the noise it is judged
+    against (shown), whether it is called a change, and the verdict in words."""
+    rel = (vb - va) / va if va else float("inf") if vb else 0.0
+    row = {"value": field, "A": va, "B": vb, "change": rel, "change_shown": change(rel)}
+    if a.metric == "latency":
+        c = latency_change(a.result, b.result)
+        c = c.throughput() if field == "images_per_s" else c
+        row.update(noise=c.iqr_noise, noise_shown=c.interval_text(), significant=c.significant,
+                   verdict=c.verdict, method=c.method)  # fmt: skip
+    elif a.metric == "accuracy" and field == "test_accuracy_mean":
+        stds = [seed_std(r.result) for r in (a, b)]
+        one_seed = min(finished_seeds(a.result), finished_seeds(b.result)) < 2
+        spread = max((s for s in stds if s is not None), default=None)
+        row.update(change_shown=points(vb - va), noise=spread, method="seed std",
+                   noise_shown="1 seed: no spread" if one_seed else f"std {points(spread)[1:]}",
+                   significant=not one_seed and abs(vb - va) > spread)  # fmt: skip
+        row["verdict"] = ("no spread to judge by" if one_seed else ("higher" if vb > va else "lower")
+                          if row["significant"] else "within noise")  # fmt: skip
+    else:
+        noise = _noise(a, b, field)
+        significant = abs(rel) > noise
+        row.update(noise=noise, noise_shown=percent(noise), significant=significant,
+                   method="exact" if noise == 0 else "allowance",
+                   verdict=("changed" if significant else "within noise") if noise else ("changed" if significant else ""))  # fmt: skip
+    return row
 
 
 def compare_runs(run_a: str | Path, run_b: str | Path) -> pd.DataFrame:
@@ -72,16 +102,15 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> pd.DataFrame:
         }  # fmt: skip
         if a.status != "ok" or b.status != "ok":
             rows.append({**base, "value": "status", "A": a.status, "B": b.status, "change": None,
-                         "noise": None, "significant": a.status != b.status})  # fmt: skip
+                         "change_shown": MISSING, "noise": None, "noise_shown": MISSING,
+                         "significant": a.status != b.status,
+                         "verdict": "changed" if a.status != b.status else "", "method": "status"})  # fmt: skip
             continue
         for field in HEADLINES.get(a.metric, ()):
             va, vb = getattr(a.result, field), getattr(b.result, field)
             if va is None or vb is None:
                 continue
-            change = (vb - va) / va if va else float("inf") if vb else 0.0
-            noise = _noise(a, b, field)
-            rows.append({**base, "value": field, "A": va, "B": vb, "change": change, "noise": noise,
-                         "significant": abs(change) > noise})  # fmt: skip
+            rows.append({**base, **_row(a, b, field, va, vb)})
     # object dtype: a count stays an int (a float64 column would print 46,764,746 as 4.676e+07)
     return pd.DataFrame(rows, dtype=object)
 
@@ -91,6 +120,14 @@ def shown(value) -> str:
     return fmt(value, 4, significant=True)
 
 
+def flag(row: dict) -> str:
+    """The last column: '**!** slower' for a called change, 'within noise' where a noise rule
+    applied and found none, '' for an unchanged count."""
+    if row["significant"]:
+        return "**!**" + (f" {row['verdict']}" if row["verdict"] not in ("", "changed") else "")
+    return row["verdict"] if row["verdict"] in ("within noise", "no spread to judge by") else ""
+
+
 def write_compare(frame: pd.DataFrame, out: Path, run_a: Path, run_b: Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = {"md": out / "compare.md", "csv": out / "compare.csv"}
@@ -98,8 +135,11 @@ def write_compare(frame: pd.DataFrame, out: Path, run_a: Path, run_b: Path) -> d
     lines = [
         f"# cnnbench compare: A = `{run_a}`, B = `{run_b}`",
         "",
-        "change = (B − A) / A. Flagged (**!**) when larger than the runs' own noise: the larger "
-        "IQR/median for latency, the larger seed std for accuracy, 5% for a CPU RSS peak, zero for "
+        "change = (B − A) / A; test accuracy in percentage points (pp). Flagged (**!**) only "
+        "outside the runs' own noise: for latency and images/s the 95% bootstrap interval of the "
+        "ratio of medians must exclude 1 and the change exceed the minimum effect (else 'within "
+        "noise'; records without kept samples: the IQR rule, labelled); for accuracy the larger "
+        "sample std over seeds (one seed: no spread, no call); 5% for a CPU RSS peak; zero for "
         "counts and the rest of memory.",
         "",
         "| metric | model | mode | batch | input | value | A | B | change | noise | |",
@@ -108,7 +148,7 @@ def write_compare(frame: pd.DataFrame, out: Path, run_a: Path, run_b: Path) -> d
     for r in frame.to_dict("records"):
         lines.append(
             f"| {r['metric']} | {r['model']} | {r['mode']} | {r['batch']} | {r['input']} | {r['value']} "
-            f"| {shown(r['A'])} | {shown(r['B'])} | {change(r['change'])} | {percent(r['noise'])} | {'**!**' if r['significant'] else ''} |"
+            f"| {shown(r['A'])} | {shown(r['B'])} | {r['change_shown']} | {r['noise_shown']} | {flag(r)} |"
         )
     paths["md"].write_text("\n".join(lines) + "\n")
     return paths

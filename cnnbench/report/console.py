@@ -18,7 +18,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from .fmt import MISSING, accuracy, change, fmt, percent, shape
+from .fmt import MISSING, accuracy, fmt, percent, shape
 from .frames import Frames
 
 __all__ = [
@@ -120,24 +120,40 @@ def data_lines(found) -> list[str]:
 
 
 def compare_table(frame, run_a, run_b) -> Table:
-    """``cnnbench compare``: the frame of ``report.compare.compare_runs``, changes beyond noise
-    flagged."""
+    """``cnnbench compare``: the frame of ``report.compare.compare_runs``, changes outside the
+    noise flagged, the rest marked within noise."""
     from .compare import shown
 
     table = Table(title=f"A = {run_a}   B = {run_b}",
-                  caption="! change larger than the runs' own noise (IQR, seed std; 0 for counts)")  # fmt: skip
-    for col in ("metric", "model", "mode", "batch", "value", "A", "B", "change", ""):
+                  caption="! change outside the runs' own noise: latency by the 95% bootstrap "
+                  "interval of the ratio and a minimum effect (IQR rule without samples), "
+                  "accuracy by the seed std (pp), 0 for counts")  # fmt: skip
+    for col in ("metric", "model", "mode", "batch", "value", "A", "B", "change", "noise", ""):
         table.add_column(
-            col, justify="left" if col in ("metric", "model", "mode", "value") else "right"
+            col, justify="left" if col in ("metric", "model", "mode", "value", "noise", "") else "right"
         )
     for r in frame.to_dict("records"):
+        verdict = r["verdict"] if r["verdict"] not in ("changed",) else ""
+        mark = f"[red]! {verdict}[/]" if r["significant"] else escape(verdict)
         table.add_row(r["metric"], r["model"], r["mode"], str(r["batch"]), r["value"], shown(r["A"]),
-                      shown(r["B"]), change(r["change"]), "[red]![/]" if r["significant"] else "")  # fmt: skip
+                      shown(r["B"]), r["change_shown"], escape(str(r["noise_shown"])), mark)  # fmt: skip
     return table
 
 
 def _best(value, batch) -> str:
-    return MISSING if value is None else escape(f"{fmt(value, 0)} [{batch}]")
+    return MISSING if value is None else escape(f"{fmt(value, 0)}[{batch}]")
+
+
+def _mib(value) -> str:
+    return MISSING if value is None else f"{value / 2**20:.0f}"  # no separator: the column is narrow
+
+
+def _trained(row: dict) -> str:
+    """'0.665@72': the accuracy and the side it was trained at."""
+    acc = accuracy(row["test_accuracy_mean"], row["test_accuracy_std"], row["accuracy_status"],
+                   sep="±")  # fmt: skip
+    size = row["train_image_size"]
+    return acc if size is None or acc == MISSING else f"{acc}@{size}"
 
 
 def run_summary(records, config) -> Table:
@@ -148,19 +164,20 @@ def run_summary(records, config) -> Table:
     table = Table(
         box=box.SIMPLE_HEAD,
         pad_edge=False,
-        collapse_padding=True,
+        padding=0,  # the box's divider is the one space between columns: ten models fit 80
         title=f"cnnbench · {dev} · {config.workload.dtype} · profile {config.profile}",
         caption="GMACs: one fused multiply-add counts once. ms b1: median forward latency at "
         "batch 1. infer/s, train/s: images per second, batch / median latency, at the best "
-        "batch \\[in brackets]. MB i/t: inference / training memory at the largest memory "
+        "batch \\[in brackets]. MiB i/t: inference / training memory at the largest memory "
         "batch, CUDA peak allocated or CPU peak RSS above the worker's baseline. ~ unstable "
         "(IQR > 10% of median), ! contended CPU, — not measured. acc: test accuracy after the "
-        "profile's short training (see env.json).",
+        "profile's short training (± sample std over seeds, none with one seed) @ the side it was "
+        "trained at (see env.json). px: the side latency and memory were measured at.",
     )
-    columns = ["model", "size", "params", "GMACs", "ms b1", "infer/s", "train/s", "MB i/t"]
+    columns = ["model", "px", "params", "GMACs", "ms b1", "infer/s", "train/s", "MiB i/t"]
     with_accuracy = "accuracy" in config.metrics
     if with_accuracy:
-        columns.append("acc")
+        columns += ["acc @px"]
     for col in columns:
         table.add_column(col, justify="left" if col == "model" else "right", no_wrap=True)
     failures = any(frame["not_ok"]) if len(frame) else False
@@ -175,14 +192,11 @@ def run_summary(records, config) -> Table:
             str(row["image_size"]),
             params + ("M" if row["params"] is not None else ""),
             fmt(row["gmacs"], 2),
-            fmt(row["latency_ms_p50_b1"], 2) + mark,
+            fmt(row["latency_ms_p50_b1"], 1) + mark,
             _best(row["infer_images_per_s_best"], row["infer_best_batch"]),
             _best(row["train_images_per_s_best"], row["train_best_batch"]),
-            fmt(row["infer_memory_bytes"], 0, scale=2**20)
-            + "/"
-            + fmt(row["train_memory_bytes"], 0, scale=2**20),
-            *([accuracy(row["test_accuracy_mean"], row["test_accuracy_std"], row["accuracy_status"], sep="±")]
-              if with_accuracy else []),
+            _mib(row["infer_memory_bytes"]) + "/" + _mib(row["train_memory_bytes"]),
+            *([_trained(row)] if with_accuracy else []),
             *([row["not_ok"]] if failures else []),
         )  # fmt: skip
     return table

@@ -1,11 +1,13 @@
-"""The chapter's GoogLeNet exercises, answered from the records: one :class:`Section` each, of
-tables and sentences whose every number is read from the frames (no fixed prose about a model).
+"""The chapter's GoogLeNet exercises, answered from the records: one :class:`Section` each, an
+answer of one to three sentences that cites its numbers, then tables and sentences whose every
+number is read from the frames (no fixed prose about a model's results).
 
-1. the variants as a lineage, each against its parent;
+1. the variants as a lineage, each against its parent, latency changes called only beyond noise;
 2. the minimum input size of every model, and the layer that sets it;
-3. GoogLeNet at Fashion-MNIST's native 28x28 against 96x96;
+3. GoogLeNet at Fashion-MNIST's native 28x28 against googlenet, both at the same input;
 4. where the parameters sit, and how NiN and GoogLeNet cut them;
-5. computation, memory, bandwidth and cache per image and per layer, and the measured rooflines.
+5. computation, memory, bandwidth and cache per image and per layer — at the chapter's sizes and
+   at equal resolution — and the measured rooflines.
 """
 
 from __future__ import annotations
@@ -14,8 +16,18 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from .fmt import MISSING, accuracy, change, fmt, is_missing, percent
-from .frames import LINEAGE_FIELDS, Frames, ok_records, relative_change
+from .fmt import ABOVE_ROOF, MISSING, accuracy, change, fmt, is_missing, percent, points, utilization
+from .frames import (
+    EQUAL_RESOLUTION,
+    LINEAGE_FIELDS,
+    Frames,
+    ModelFacts,
+    above_roof,
+    first_ok,
+    ok_records,
+    relative_change,
+    trained_counts,
+)
 
 __all__ = ["DATASHEET_PEAKS", "Section", "sections"]
 
@@ -30,6 +42,8 @@ class Section:
     tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)  # (caption, table)
     sentences: list[str] = field(default_factory=list)
     figure: str | None = None  # stem of the figure that belongs to it (figures.py)
+    answer: str = ""  # one to three sentences that answer the exercise, citing its numbers
+    warning: str = ""  # what makes the section's comparisons untrustworthy, if anything
 
     def add_table(self, caption: str, rows: list[dict], empty: str | None = None) -> None:
         """A table of ``rows``; when there are none, the sentence ``empty`` (if given) instead."""
@@ -40,43 +54,109 @@ class Section:
 
 
 def _headline(row: dict, key: str) -> str:
-    """An overview number in the unit and decimals of its LINEAGE_FIELDS label (any other, such
-    as the training time: 1 decimal); accuracy with its status when that is not ok."""
+    """A number in the unit and decimals of its LINEAGE_FIELDS label (any other, such as the
+    training time: 1 decimal); accuracy with its status when that is not ok."""
     if key == "test_accuracy_mean":
         return accuracy(row[key], None, row["accuracy_status"])
-    _, digits, scale = LINEAGE_FIELDS.get(key, ("", 1, 1))
-    return fmt(row[key], digits, scale=scale)
+    f = LINEAGE_FIELDS.get(key)
+    return fmt(row[key], f.digits if f else 1, scale=f.scale if f else 1)
+
+
+def _change_of(row: dict, key: str) -> str:
+    value = row[f"{key} change"]
+    return points(value) if LINEAGE_FIELDS[key].points else change(value)
+
+
+def _ratio(x: float, y: float) -> str:
+    """x against y in words: '3.4x fewer than' / '1.60x'."""
+    return f"{y / x:.1f}x fewer than" if x < y else f"{x / y:.2f}x"
 
 
 def lineage(frames: Frames) -> Section:
-    """Exercise 1: each variant against its parent, absolute values and relative change."""
+    """Exercise 1: each variant against its parent, absolute values and change; latency and
+    throughput changes called only beyond the noise."""
     section = Section(
         "Exercise 1 — GoogLeNet variants as a lineage",
         "Each variant against its parent, measured in the same runs (same profile, same seeds). "
-        "Change = (variant − parent) / parent; — where either record is missing or not ok.",
+        "Change = (variant − parent) / parent; test accuracy changes in percentage points (pp). "
+        "Latency (inference, batch 1) and training throughput (train mode, the largest batch both "
+        "measured) are called faster or slower only when the 95% bootstrap interval of their ratio "
+        "excludes 1 and the change is beyond the minimum effect; otherwise 'within noise' (records "
+        "without kept samples: the IQR rule, labelled). — where either record is missing or not ok.",
         figure="lineage",
     )
     frame = frames.lineage
     if not len(frame):
         section.sentences.append("No variant and its parent were both measured in these runs.")
         return section
-    rows = []
+    control = frames.control
+    if control is not None and control.noisy:
+        section.warning = control.headline()
+    rows, called = [], []
     for row in frame.to_dict("records"):
-        shown = {"variant": row["variant"], "parent": row["parent"], "what changed": row["what changed"]}  # fmt: skip
+        shown = {"variant": row["variant"], "parent": row["parent"],
+                 "input (variant / parent)": f"{row['input']} / {row['parent_input']}"}  # fmt: skip
         parts = []
-        for key, (label, _, _) in LINEAGE_FIELDS.items():
-            shown[label] = _headline(row, key)
-            shown[f"{label} change"] = change(row[f"{key} change"])
-            if not is_missing(row[f"{key} change"]) and abs(row[f"{key} change"]) >= 0.005:
-                mark = "" if key != "test_accuracy_mean" or row["accuracy_status"] == "ok" else f" ({row['accuracy_status']})"  # fmt: skip
-                parts.append(f"{label} {change(row[f'{key} change'])}{mark}")
+        for key, f in LINEAGE_FIELDS.items():
+            shown[f.label] = _headline(row, key)
+            shown[f"{f.label} change"] = _change_of(row, key)
+            noise = row[f"{key} noise"]
+            if key in ("latency_ms_p50_b1", "train_images_per_s"):
+                shown[f"{f.label} verdict"] = noise.short() if noise else MISSING
+            value = row[f"{key} change"]
+            if is_missing(value) or abs(value) < 0.005:
+                continue
+            note = ""
+            if noise is not None:
+                note = f" ({noise.verdict}{', IQR rule' if noise.method != 'bootstrap' else ''})"
+                if noise.significant:
+                    called.append((row["variant"], f.label, _change_of(row, key), noise.verdict))
+            if key == "test_accuracy_mean":
+                seeds = row["seeds"]
+                note = f" ({row['accuracy_status']})" if row["accuracy_status"] != "ok" else ""
+                note += " (1 seed: no spread)" if seeds == 1 else f" ({seeds} seeds)" if seeds else ""
+            parts.append(f"{f.label} {_change_of(row, key)}{note}")
         rows.append(shown)
+        sizes = (
+            f" (at {row['input']}x{row['input']} against {row['parent_input']}x{row['parent_input']}: "
+            "not like with like, see exercise 3)" if row["input"] != row["parent_input"] else ""
+        )  # fmt: skip
         section.sentences.append(
-            f"{row['variant']} ({row['what changed']}) against {row['parent']}: "
+            f"{row['variant']} ({row['what changed']}) against {row['parent']}{sizes}: "
             + (", ".join(parts) if parts else "no measured change above 0.5%")
             + "."
         )
-    section.add_table("Variants against their parents", rows)
+    batches = sorted({b for b in frame["train_batch"] if b is not None})
+    section.add_table(
+        "Variants against their parents (train images/s at batch "
+        f"{', '.join(map(str, batches)) or MISSING})", rows,
+    )  # fmt: skip
+    acc = [r for r in frame.to_dict("records") if not is_missing(r["test_accuracy_mean change"])]
+    answer = []
+    if acc:
+        top = max(acc, key=lambda r: r["test_accuracy_mean change"])
+        seeds = top["seeds"]
+        answer.append(
+            f"The largest accuracy change against a parent is {top['variant']}'s "
+            f"({points(top['test_accuracy_mean change'])} over {top['parent']}"
+            + (", one seed, so no spread to judge it by" if seeds == 1 else f", {seeds} seeds" if seeds else "")
+            + ")."
+        )  # fmt: skip
+    noisy = control is not None and control.noisy
+    if called and noisy:
+        answer.append(
+            f"{len(called)} latency or throughput changes exceed the noise by the rule, but so "
+            "does the noise control (googlenet_ls against googlenet, the same network: "
+            + next(f"{m} b{b} {c.text()}" for m, b, c in control.pairs if c.significant)
+            + "; see the warning), so none of them can be attributed to a variant."
+        )
+    elif called:
+        what = "; ".join(f"{v} {label} {c} ({verdict})" for v, label, c, verdict in called[:4])
+        more = f" and {len(called) - 4} more (below)" if len(called) > 4 else ""
+        answer.append(f"Latency and throughput changes beyond the noise: {what}{more}.")
+    else:
+        answer.append("No variant's latency or throughput change is beyond the noise.")
+    section.answer = " ".join(answer)
     return section
 
 
@@ -88,9 +168,10 @@ def minimum_sizes(frames: Frames) -> Section:
         "inference on the meta device (no arithmetic), and the layer that fails one pixel below "
         "it. The chain lists, at the minimum size, every layer that shrinks the map up to that one.",
     )
-    rows = []
+    rows, found = [], []
     for r in ok_records(frames.records, "minsize"):
         v = r.result
+        found.append((r.spec.model, v))
         rows.append({"model": r.spec.model, "minimum size": fmt(v.min_size),
                      "fails below it": v.failing_layer or "— (runs at 1x1)",
                      "size chain at the minimum": "; ".join(v.reductions) or MISSING})  # fmt: skip
@@ -109,41 +190,136 @@ def minimum_sizes(frames: Frames) -> Section:
             )
     section.add_table("Minimum input size per model", rows,
                       "No minsize records in these runs (metric minsize).")  # fmt: skip
+    if found:
+        bounded = sorted((v.min_size, m, v.failing_layer) for m, v in found if v.failing_layer)
+        free = [m for m, v in found if not v.failing_layer]
+        parts = []
+        if len(bounded) == 1:
+            size, model, where = bounded[0]
+            parts.append(
+                f"{model} needs at least {size}x{size}: its chain of strides and pools, not its "
+                f"classifier, sets the bound ({where} runs out of pixels below it)."
+            )
+        elif bounded:
+            hi = bounded[-1]
+            parts.append(
+                "The minimum input is set by each model's chain of strides and pools, not by its "
+                f"classifier: from {bounded[0][0]}x{bounded[0][0]} ({bounded[0][1]}) up to "
+                f"{hi[0]}x{hi[0]} ({hi[1]}, whose {hi[2]} runs out of pixels below it)."
+            )
+        if free:
+            parts.append(
+                f"{', '.join(free)} run{'s' if len(free) == 1 else ''} on any size down to 1x1: "
+                "padding keeps every map at least 1x1 and global average pooling takes any size."
+            )
+        section.answer = " ".join(parts)
     return section
 
 
+def _same_input(frames: Frames, model: str, size: int, metric: str, **spec):
+    return first_ok(frames.records, metric, model=model, image_size=size, **spec)
+
+
 def native_28(frames: Frames) -> Section:
-    """Exercise 3: googlenet28 against googlenet."""
+    """Exercise 3: googlenet28 against googlenet, both at googlenet28's input in every row."""
     section = Section(
         "Exercise 3 — GoogLeNet at Fashion-MNIST's native 28x28",
         "googlenet28 replaces only the stem: a 3x3/1 convolution and one 3x3/2 max-pool (14x14 "
         "out) instead of the 7x7/2 convolution and max-pool that bring 96x96 to 24x24; body and "
-        "head are unchanged (see cnnbench/models/googlenet.py). Both trained with the same recipe.",
+        "head are unchanged (see cnnbench/models/googlenet.py). Every row compares the two at the "
+        "same input: googlenet28's own size. googlenet's counts there are those of the network "
+        "it trained; a row with no measurement of both at that input says so instead of mixing "
+        "sizes.",
     )
     a, b = frames.row("googlenet"), frames.row("googlenet28")
-    if a is None or b is None or a["params"] is None or b["params"] is None:
+    if a is None or b is None:
         section.sentences.append("googlenet and googlenet28 were not both measured in these runs.")
         return section
-    col_a = f"googlenet (counted at {a['image_size']}, trained at {a['train_image_size']})"
-    col_b = f"googlenet28 (counted at {b['image_size']}, trained at {b['train_image_size']})"
-    quantities = {**{k: label for k, (label, _, _) in LINEAGE_FIELDS.items()},
-                  "train_time_s_mean": "training time s"}  # fmt: skip
-    rows = [{"quantity": label, col_a: _headline(a, key), col_b: _headline(b, key),
-             "change": change(relative_change(a[key], b[key]))}
-            for key, label in quantities.items()]  # fmt: skip
-    section.add_table("The trade at 28x28", rows)
-    if a["gmacs"] and b["gmacs"]:
-        acc_a, acc_b = _headline(a, "test_accuracy_mean"), _headline(b, "test_accuracy_mean")
-        section.sentences.append(
-            f"At {b['image_size']}x{b['image_size']} googlenet28 needs {b['gmacs']:.3f} GMACs per image against "
-            f"googlenet's {a['gmacs']:.3f} at {a['image_size']}x{a['image_size']} ({b['gmacs'] / a['gmacs']:.2f}x) "
-            f"with {b['params'] - a['params']:+,} parameters"
-            + (f"; trained at {b['train_image_size']} it reached {acc_b} test accuracy against "
-               f"{acc_a} for googlenet trained at {a['train_image_size']}"
-               if not is_missing(b["test_accuracy_mean"]) and not is_missing(a["test_accuracy_mean"]) else "")
-            + (f", training in {b['train_time_s_mean']:.0f} s against {a['train_time_s_mean']:.0f} s."
-               if b["train_time_s_mean"] and a["train_time_s_mean"] else ".")
-        )  # fmt: skip
+    size = b["image_size"]
+    acc_a = next((r for r in frames.mine("googlenet") if r.metric == "accuracy"), None)
+    acc_b = next((r for r in frames.mine("googlenet28") if r.metric == "accuracy"), None)
+    rows = []
+
+    def add(quantity, va, vb, shown, rel=True, why=""):
+        if why:
+            rows.append({"quantity": quantity, "input": size, "googlenet": MISSING,
+                         "googlenet28": MISSING, "change": why})  # fmt: skip
+            return
+        diff = (points(vb - va) if not rel else change(relative_change(va, vb))) if va is not None and vb is not None else MISSING  # fmt: skip
+        rows.append({"quantity": quantity, "input": size, "googlenet": shown(va),
+                     "googlenet28": shown(vb), "change": diff})  # fmt: skip
+
+    # counts: googlenet28's own records; googlenet's as trained at that size (or a count there)
+    count = lambda v: fmt(v)  # noqa: E731
+    g3 = lambda v: fmt(v, 3)  # noqa: E731
+    pa, ga = (None, None)
+    if acc_a is not None and acc_a.spec.image_size == size:
+        pa, ga, _ = trained_counts(frames.records, acc_a)
+    if pa is None and (p := _same_input(frames, "googlenet", size, "params")):
+        pa = p.result.params_total
+    if ga is None and (f := _same_input(frames, "googlenet", size, "flops")):
+        ga = f.result.gmacs
+    for label, va, vb, shown in (("parameters", pa, b["params"], count), ("GMACs per image", ga, b["gmacs"], g3)):  # fmt: skip
+        if va is None or vb is None:
+            add(label, None, None, shown, why=f"no count of googlenet at {size} in these runs")
+        else:
+            add(label, va, vb, shown)
+    same_acc = (
+        acc_a is not None and acc_b is not None
+        and acc_a.spec.image_size == acc_b.spec.image_size == size
+    )  # fmt: skip
+    if same_acc:
+        add("test accuracy", a["test_accuracy_mean"], b["test_accuracy_mean"],
+            lambda v: accuracy(v, None, None), rel=False)  # fmt: skip
+        add("training time s", a["train_time_s_mean"], b["train_time_s_mean"], lambda v: fmt(v, 1))
+        ra, rb = acc_a.result if acc_a.values else None, acc_b.result if acc_b.values else None
+        add("training images/s (end to end)", ra and ra.images_per_s_mean,
+            rb and rb.images_per_s_mean, lambda v: fmt(v, 1))  # fmt: skip
+    else:
+        trained = ", ".join(f"{n} at {r.spec.image_size}" for n, r in (("googlenet", acc_a), ("googlenet28", acc_b)) if r)  # fmt: skip
+        add("test accuracy", None, None, None, why=f"not both trained at {size} ({trained or 'no accuracy records'})")  # fmt: skip
+    for label, metric, mode, key, digits in (
+        ("latency b1 ms", "latency", "inference", "latency_ms_p50", 2),
+        ("peak memory training MiB", "memory", "train", "measured_bytes", 0),
+    ):
+        ours = ok_records(frames.mine("googlenet28"), metric, mode=mode, image_size=size)
+        theirs = {r.spec.batch_size: r for r in ok_records(frames.mine("googlenet"), metric, mode=mode, image_size=size)}  # fmt: skip
+        both = [r for r in ours if r.spec.batch_size in theirs and (metric != "latency" or r.spec.batch_size == 1)]  # fmt: skip
+        if not both:
+            measured = sorted({r.spec.image_size for r in ok_records(frames.mine("googlenet"), metric, mode=mode)})  # fmt: skip
+            add(label, None, None, None,
+                why=f"no same-input measurement: googlenet measured at {', '.join(map(str, measured)) or 'no size'} only")  # fmt: skip
+            continue
+        rb_, ra_ = both[-1], theirs[both[-1].spec.batch_size]
+        scale = 2**20 if metric == "memory" else 1
+        add(label, getattr(ra_.result, key), getattr(rb_.result, key),
+            lambda v, d=digits, s=scale: fmt(v, d, scale=s))  # fmt: skip
+    section.add_table(f"googlenet against googlenet28, both at {size}x{size}", rows)
+    if same_acc and not is_missing(a["test_accuracy_mean"]) and not is_missing(b["test_accuracy_mean"]):  # fmt: skip
+        answer = (
+            f"Trained at {size}x{size} with the same recipe, googlenet28 reached "
+            f"{b['test_accuracy_mean']:.3f} test accuracy against googlenet's "
+            f"{a['test_accuracy_mean']:.3f} ({points(b['test_accuracy_mean'] - a['test_accuracy_mean'])})"
+        )
+        if a["train_time_s_mean"] and b["train_time_s_mean"]:
+            answer += (
+                f", training in {b['train_time_s_mean']:.1f} s against "
+                f"{a['train_time_s_mean']:.1f} s ({change(relative_change(a['train_time_s_mean'], b['train_time_s_mean']))})"
+            )
+        answer += "."
+        if ga is not None and b["gmacs"] is not None:
+            answer += (
+                f" At that input googlenet28 needs {b['gmacs']:.3f} GMACs per image, "
+                f"{_ratio(b['gmacs'], ga)} googlenet's {ga:.3f}"
+                + (": its stem keeps a 14x14 map where googlenet's shrinks the input to 7x7."
+                   if b["gmacs"] > ga else ".")
+            )  # fmt: skip
+        section.answer = answer
+    else:
+        section.answer = (
+            f"These runs hold no like-with-like comparison of accuracy at {size}x{size}; see "
+            "the rows below for what was measured at the same input."
+        )
     return section
 
 
@@ -157,15 +333,15 @@ def exercise4(frames: Frames) -> Section:
     """Exercise 4: where the parameters sit, and how NiN and GoogLeNet cut them."""
     section = Section(
         "Exercise 4 — parameter sizes, and how NiN and GoogLeNet cut them",
-        "Parameters by where they sit, counted from each model's records (fp32 bytes: 4 per "
-        "parameter).",
+        "Parameters by where they sit, counted from each model's records at its own input (fp32 "
+        "bytes: 4 per parameter).",
     )
     if _no_facts(section, frames):
         return section
     facts = frames.facts
     rows = [{
         "model": model, "input": f.image_size, "parameters": fmt(f.params),
-        "MB (fp32)": fmt(f.param_bytes, 1, scale=2**20), "in convolutions": fmt(f.conv_params),
+        "MiB (fp32)": fmt(f.param_bytes, 1, scale=2**20), "in convolutions": fmt(f.conv_params),
         "in fully connected": fmt(f.linear_params),
         "% fully connected": percent(f.linear_share, suffix=""),
         "% in 1x1 convolutions": percent(f.one_by_one_param_share, suffix=""),
@@ -200,31 +376,69 @@ def exercise4(frames: Frames) -> Section:
                 f"(they reduce channels before the wider kernels), and the model has "
                 f"{top.params / f.params:.1f}x fewer parameters than {heaviest}."
             )
+    pooled = [(m, f) for m, f in facts.items() if f.global_pool and m != heaviest]
+    answer = (
+        f"{heaviest} holds {top.params / 1e6:.1f}M parameters, {100 * top.linear_share:.0f}% of "
+        "them in fully connected layers."
+    )
+    if pooled:
+        answer += (
+            " Global average pooling replaces that head: "
+            + ", ".join(f"{m} has {f.params / 1e6:.2f}M ({top.params / f.params:.0f}x fewer)" for m, f in pooled[:3])
+            + ", with 1x1 convolutions reducing channels before the wider kernels."
+        )  # fmt: skip
+    section.answer = answer
     return section
 
 
+def _pairs(frames: Frames) -> list[tuple[str, ModelFacts, ModelFacts]]:
+    """(label, alexnet, googlenet) facts: at the chapter's (own) sizes, and at equal resolution
+    where both have flops records at that size."""
+    found = []
+    a, g = frames.facts.get("alexnet"), frames.facts.get("googlenet")
+    if a and g:
+        found.append(("at the chapter's sizes", a, g))
+    a2, g2 = (frames.facts_at(m, EQUAL_RESOLUTION) for m in ("alexnet", "googlenet"))
+    if a2 and g2 and (not (a and g) or (a.image_size, g.image_size) != (a2.image_size, g2.image_size)):
+        found.append((f"at equal resolution ({EQUAL_RESOLUTION}x{EQUAL_RESOLUTION})", a2, g2))
+    return found
+
+
+def _other_share(frames: Frames, model: str) -> tuple[float | None, int | None]:
+    r = first_ok(frames.mine(model), "roofline", image_size=frames.sizes.get(model))
+    return (r.result.other_time_share, r.spec.batch_size) if r else (None, None)
+
+
 def exercise5(frames: Frames, batches: tuple[int, ...] = (1, 128)) -> Section:
-    """Exercise 5: what GoogLeNet and AlexNet ask of an accelerator, per image and per layer."""
+    """Exercise 5: what GoogLeNet and AlexNet ask of an accelerator, per image and per layer, at
+    the chapter's sizes and at equal resolution."""
     section = Section(
         "Exercise 5 — computation of GoogLeNet vs AlexNet, and what it asks of an accelerator",
-        "Per image, forward pass, fp32. MACs from fvcore (one fused multiply-add = 1); FLOPs = 2 x "
-        "MACs. Bytes moved: each layer reads its input and weights and writes its output (weights "
-        "read once per batch). Arithmetic intensity = FLOPs / bytes moved. Working set of a layer "
-        "= its input + output + weights.",
+        "Per image, forward pass, fp32, at each model's own input and — where the run counted it "
+        f"— at equal resolution ({EQUAL_RESOLUTION}x{EQUAL_RESOLUTION}). MACs from fvcore (one "
+        "fused multiply-add = 1); FLOPs = 2 x MACs. Forward outputs per image: every counted "
+        "layer's output, summed. Bytes moved: each layer reads its input and weights and writes "
+        "its output (weights read once per batch). Arithmetic intensity = FLOPs / bytes moved. "
+        "Working set of a layer = its input + output + weights.",
     )
     if _no_facts(section, frames):
         return section
     facts = frames.facts
     rows = []
-    for model, f in facts.items():
-        row = {"model": model, "GMACs": fmt(f.gmacs, 3),
-               "parameter MB": fmt(f.param_bytes, 1, scale=2**20),
-               "activation MB": fmt(f.activation_bytes, 2, scale=2**20)}  # fmt: skip
+    listed = [(m, f, "own") for m, f in facts.items()]
+    for model in facts:
+        extra = frames.facts_at(model, EQUAL_RESOLUTION)
+        if extra is not None and extra.image_size != facts[model].image_size:
+            listed.append((model, extra, "equal resolution"))
+    for model, f, which in listed:
+        row = {"model": model, "input": f"{f.image_size} ({which})", "GMACs": fmt(f.gmacs, 3),
+               "parameter MiB": fmt(f.param_bytes, 1, scale=2**20),
+               "forward outputs per image MiB": fmt(f.forward_output_bytes, 2, scale=2**20)}  # fmt: skip
         for b in batches:
-            row[f"MB moved b{b}"] = fmt(f.bytes_moved(b), 1, scale=2**20)
+            row[f"MiB moved b{b}"] = fmt(f.bytes_moved(b), 1, scale=2**20)
             row[f"FLOP/byte b{b}"] = fmt(f.intensity(b), 1)
         ws = f.working_set
-        row["largest working set"] = f"{ws.name} {fmt(f.working_set_of(ws), 1, scale=2**20)} MB"
+        row["largest working set"] = f"{ws.name} {fmt(f.working_set_of(ws), 1, scale=2**20)} MiB"
         row["% MACs in 1x1 conv"] = percent(f.one_by_one_mac_share, suffix="")
         row["% MACs in conv"] = percent(f.conv_mac_share, suffix="")
         rows.append(row)
@@ -234,80 +448,212 @@ def exercise5(frames: Frames, batches: tuple[int, ...] = (1, 128)) -> Section:
         for lay in sorted(f.layers, key=lambda lay: -lay.macs)[:6]:
             moved = f.working_set_of(lay)
             layer_rows.append({
-                "model": model, "layer": lay.name, "type": lay.layer, "kernel": lay.kernel or "",
-                "MMACs": fmt(lay.macs, 1, scale=1e6), "KB moved (b1)": fmt(moved, 1, scale=1024),
+                "model": model, "input": f.image_size, "layer": lay.name, "type": lay.layer,
+                "kernel": lay.kernel or "", "MMACs": fmt(lay.macs, 1, scale=1e6),
+                "KiB moved (b1)": fmt(moved, 1, scale=1024),
                 "FLOP/byte (b1)": fmt(2 * lay.macs / moved, 1) if moved else MISSING,
             })  # fmt: skip
-    section.add_table("The six costliest layers of each model, batch 1", layer_rows)
-    a, g = facts.get("alexnet"), facts.get("googlenet")
+    section.add_table("The six costliest layers of each model at its own input, batch 1", layer_rows)
+    pairs = _pairs(frames)
     fp32, bf16, bw = DATASHEET_PEAKS["H100 SXM"]
-    if a and g:
-        section.sentences += [
-            f"Computation: googlenet at {g.image_size}x{g.image_size} needs {g.gmacs:.3f} GMACs per "
-            f"image, {a.gmacs / g.gmacs:.1f}x fewer than alexnet at {a.image_size}x{a.image_size} "
-            f"({a.gmacs:.3f}): the amount of computation an accelerator must supply per image.",
-            f"Memory size: alexnet's weights take {a.param_bytes / 2**20:.0f} MB against googlenet's "
-            f"{g.param_bytes / 2**20:.0f} MB, while their forward activations per image are "
-            f"{a.activation_bytes / 2**20:.2f} and {g.activation_bytes / 2**20:.2f} MB: the activations "
-            f"outweigh the weights from batch {a.crossover} for alexnet but from batch {g.crossover} for "
-            "googlenet, whose memory need is set by batch size rather than by its weights.",
-            f"Memory bandwidth: at batch 1 alexnet does {a.intensity(1):.1f} FLOPs per byte moved and "
-            f"googlenet {g.intensity(1):.1f}. The H100 SXM data sheet gives {fp32:.0f} TFLOP/s fp32 and "
-            f"{bw} TB/s, a ridge point of {fp32 / bw:.0f} FLOP/byte (bf16 tensor cores: {bf16 / bw:.0f}); "
-            "below it a layer waits on memory. At batch 128 the weights are amortised: alexnet "
-            f"{a.intensity(128):.1f}, googlenet {g.intensity(128):.1f} FLOP/byte.",
-            f"Cache size: the largest single-layer working set is {a.working_set.name} in alexnet "
-            f"({a.working_set_of(a.working_set) / 2**20:.1f} MB) "
-            f"and {g.working_set.name} in googlenet "
-            f"({g.working_set_of(g.working_set) / 2**20:.1f} MB): "
-            "an on-chip buffer of that size keeps a whole layer resident.",
-            f"Specialized operations: {100 * g.conv_mac_share:.0f}% of googlenet's MACs are "
-            f"convolutions and {100 * g.one_by_one_mac_share:.0f}% are 1x1 convolutions, which are "
-            f"plain matrix multiplications (alexnet: {100 * a.conv_mac_share:.0f}% convolutions, "
-            f"{100 * a.one_by_one_mac_share:.0f}% 1x1) — matrix units serve both; googlenet's many "
-            "small branches, concatenations and 3x3/1 max-pools add memory traffic with no MACs.",
-        ]  # fmt: skip
-    else:
-        missing = [m for m, f in (("alexnet", a), ("googlenet", g)) if not f]
+    if not pairs:
+        missing = [m for m in ("alexnet", "googlenet") if m not in facts]
         section.sentences.append(
             f"The comparison needs both alexnet and googlenet; these runs lack {', '.join(missing)}."
         )
+        return section
+
+    def sizes(a, g):
+        return f"googlenet at {g.image_size}x{g.image_size}, alexnet at {a.image_size}x{a.image_size}"
+
+    comp = "; ".join(
+        f"{label}{'' if label.startswith('at equal') else f' ({sizes(a, g)})'} googlenet needs {g.gmacs:.3f} GMACs per image, "
+        f"{_ratio(g.gmacs, a.gmacs)} alexnet" + (f"'s ({a.gmacs:.3f})" if g.gmacs >= a.gmacs else f" ({a.gmacs:.3f})")
+        for label, a, g in pairs
+    )  # fmt: skip
+    outputs = "; ".join(
+        f"{label} {a.forward_output_bytes / 2**20:.2f} MiB for alexnet and "
+        f"{g.forward_output_bytes / 2**20:.2f} MiB for googlenet ({g.forward_output_bytes / a.forward_output_bytes:.1f}x), "
+        f"outweighing the weights from batch {a.crossover} and {g.crossover}"
+        for label, a, g in pairs
+    )  # fmt: skip
+    intensity = "; ".join(
+        f"{label} alexnet does {a.intensity(1):.1f} FLOPs per byte moved at batch 1 and "
+        f"{a.intensity(128):.1f} at batch 128, googlenet {g.intensity(1):.1f} and {g.intensity(128):.1f}"
+        for label, a, g in pairs
+    )  # fmt: skip
+    cache = "; ".join(
+        f"{label} {a.working_set.name} in alexnet ({a.working_set_of(a.working_set) / 2**20:.1f} MiB) "
+        f"and {g.working_set.name} in googlenet ({g.working_set_of(g.working_set) / 2**20:.1f} MiB)"
+        for label, a, g in pairs
+    )  # fmt: skip
+    _, a0, g0 = pairs[0]
+    share_g, batch_g = _other_share(frames, "googlenet")
+    share_a, batch_a = _other_share(frames, "alexnet")
+    measured = ""
+    if share_g is not None and share_a is not None:
+        measured = (
+            f" Measured (roofline profile): {100 * share_g:.0f}% of googlenet's forward time at "
+            f"batch {batch_g} is spent outside convolution and linear layers, against "
+            f"{100 * share_a:.0f}% for alexnet at batch {batch_a}."
+        )
+    section.sentences += [
+        f"Computation: {comp}: the amount of computation an accelerator must supply per image.",
+        f"Memory size: alexnet's weights take {a0.param_bytes / 2**20:.0f} MiB against googlenet's "
+        f"{g0.param_bytes / 2**20:.0f} MiB, while their forward outputs per image are: {outputs}: "
+        "googlenet's memory need is set by batch size and resolution rather than by its weights.",
+        f"Memory bandwidth: {intensity}. The H100 SXM data sheet gives {fp32:.0f} TFLOP/s fp32 and "
+        f"{bw} TB/s, a ridge point of {fp32 / bw:.0f} FLOP/byte (bf16 tensor cores: {bf16 / bw:.0f}); "
+        "below it a layer waits on memory.",
+        f"Cache size: the largest single-layer working set is, {cache}: an on-chip buffer of that "
+        "size keeps a whole layer resident.",
+        f"Specialized operations: {100 * g0.conv_mac_share:.0f}% of googlenet's MACs are "
+        f"convolutions and {100 * g0.one_by_one_mac_share:.0f}% are 1x1 convolutions, which are "
+        f"plain matrix multiplications (alexnet: {100 * a0.conv_mac_share:.0f}% convolutions, "
+        f"{100 * a0.one_by_one_mac_share:.0f}% 1x1) — matrix units serve both; googlenet's many "
+        "small branches, concatenations and 3x3/1 max-pools add memory traffic with no MACs."
+        + measured,
+    ]  # fmt: skip
+    answer = []
+    eq = next(((a, g) for label, a, g in pairs if label.startswith("at equal")), None)
+    if eq:
+        a, g = eq
+        answer.append(
+            f"At equal resolution ({a.image_size}x{a.image_size}) googlenet needs "
+            f"{g.gmacs / a.gmacs:.2f}x alexnet's MACs ({g.gmacs:.3f} against {a.gmacs:.3f} GMACs) and "
+            f"{g.forward_output_bytes / a.forward_output_bytes:.1f}x its forward outputs per image, "
+            f"at {g.intensity(1):.1f} against {a.intensity(1):.1f} FLOP/byte at batch 1; the "
+            f"chapter's comparison (googlenet at {g0.image_size}, alexnet at {a0.image_size}: "
+            f"{a0.gmacs / g0.gmacs:.1f}x fewer MACs) owes its saving to the smaller input."
+        )
+    else:
+        answer.append(
+            f"At the chapter's sizes googlenet ({g0.image_size}x{g0.image_size}) needs "
+            f"{g0.gmacs:.3f} GMACs per image against alexnet's {a0.gmacs:.3f} "
+            f"({a0.image_size}x{a0.image_size}) and {g0.forward_output_bytes / a0.forward_output_bytes:.1f}x "
+            "its forward outputs per image; these runs counted no equal-resolution pair."
+        )
+    if measured:
+        answer.append(
+            f"Measured, {100 * share_g:.0f}% of googlenet's forward time goes outside convolution "
+            f"and linear layers against {100 * share_a:.0f}% for alexnet: the strongest argument in "
+            "this run for fused and specialised operations (concatenation, pooling, small kernels)."
+        )
+    section.answer = " ".join(answer)
     return section
 
 
+def _probe_rows(frames: Frames) -> list[dict]:
+    """One row per distinct set of peaks: each probe, the data sheet with its source and factors."""
+    rows, seen = [], set()
+    for r in ok_records(frames.records, "roofline"):
+        p = r.result.peaks
+        key = (p.device, p.dtype, p.peak_flops, p.peak_bytes_per_s)
+        if key in seen:
+            continue
+        seen.add(key)
+        probes = p.probes or {f"matmul {p.matmul_n}": p.matmul_flops, "convolution": p.conv_flops}
+        factors = p.datasheet_factors or {}
+        rows.append({
+            "device": p.device, "dtype": p.dtype,
+            "probes GFLOP/s": "; ".join(f"{k} {fmt(v, 1, scale=1e9)}" for k, v in probes.items()),
+            "measured peak GFLOP/s (best probe)": fmt(p.peak_flops, 1, scale=1e9),
+            "measured GB/s (copy)": fmt(p.peak_bytes_per_s, 1, scale=1e9),
+            "data-sheet GFLOP/s": fmt(p.datasheet_flops, 1, scale=1e9),
+            "data-sheet GB/s": fmt(p.datasheet_bytes_per_s, 1, scale=1e9),
+            "data-sheet source": p.datasheet_source or MISSING,
+            "data-sheet factors": ", ".join(f"{k} {v}" for k, v in factors.items()) or MISSING,
+        })  # fmt: skip
+    return rows
+
+
 def rooflines(frames: Frames) -> Section:
-    """Exercise 5, measured: per-layer rooflines and MFU."""
+    """Exercise 5, measured: per-layer rooflines and MFU; a roof that something ran above is an
+    underestimate, and says so."""
     section = Section(
         "Exercise 5, measured — rooflines",
         "Per convolution and linear layer of a forward pass: time from torch.profiler, MACs from "
         "fvcore, bytes from the layer's input, output and weights. Peaks measured on the device "
-        "(compute: the better of a large matmul and a large 3x3 convolution; bandwidth: a large "
-        "copy), data-sheet figures beside them where known; a layer can outrun the probes and sit "
-        "above the roof. MFU = the "
-        "whole forward pass's achieved FLOP/s over the measured peak.",
+        "(compute: the best of the probes; bandwidth: a large copy), the data-sheet roof beside "
+        "them where known. MFU = the whole forward pass's achieved FLOP/s over the measured peak; "
+        "a model or layer above the measured roof means the probes underestimate the machine, so "
+        f"MFU is then shown as '{ABOVE_ROOF}', never as a number above 100%.",
         figure="roofline",
     )
-    rows = []
-    for r in ok_records(frames.records, "roofline"):
+    rows, above, any_under = [], [], False
+    records = ok_records(frames.records, "roofline")
+    for r in records:
         v = r.result
         timed = [lay for lay in v.layers if lay.achieved_flops]
         memory_bound = sum(1 for lay in timed if lay.bound == "memory")
+        over = [lay for lay in timed if lay.achieved_flops > lay.roof_flops * (1 + 1e-9)]
+        under = above_roof(v)
+        any_under |= under
+        above += [(r.spec.model, lay) for lay in over]
         rows.append({
             "model": r.spec.model, "batch": r.spec.batch_size, "device": r.spec.device,
             "forward ms": fmt(v.model_ms, 2), "achieved GFLOP/s": fmt(v.model_achieved_flops, 1, scale=1e9),
             "peak GFLOP/s (measured)": fmt(v.peak_flops, 1, scale=1e9),
             "peak GB/s (measured)": fmt(v.peak_bytes_per_s, 1, scale=1e9),
-            "ridge FLOP/byte": fmt(v.ridge_flop_per_byte, 1), "MFU %": percent(v.mfu, suffix=""),
+            "ridge FLOP/byte": fmt(v.ridge_flop_per_byte, 1), "MFU %": utilization(v.mfu, under, suffix=""),
+            "layers above the roof": f"{len(over)} of {len(timed)}",
             "memory-bound layers": f"{memory_bound} of {len(timed)}",
+            "time outside conv/linear %": percent(v.other_time_share, suffix=""),
         })  # fmt: skip
+        if v.mfu > 1:
+            how = "above the measured peak, which therefore underestimates the machine (no MFU given)"
+        elif under:
+            how = (f"with {len(over) or 'some'} of its layers above the measured roof, which therefore "
+                   "underestimates the machine (no MFU given)")  # fmt: skip
+        else:
+            how = f"{100 * v.mfu:.1f}% of the measured peak"
         section.sentences.append(
             f"{r.spec.model} at batch {r.spec.batch_size} ran at {v.model_achieved_flops / 1e9:.1f} "
-            f"GFLOP/s, {100 * v.mfu:.1f}% of the measured peak; {memory_bound} of its {len(timed)} "
-            f"timed layers sit left of the ridge ({v.ridge_flop_per_byte:.1f} FLOP/byte), where "
-            "bandwidth, not arithmetic, bounds them."
+            f"GFLOP/s, {how}; {memory_bound} of its {len(timed)} timed layers sit left of the "
+            f"ridge ({v.ridge_flop_per_byte:.1f} FLOP/byte), where bandwidth, not arithmetic, "
+            "bounds them."
         )
     section.add_table("Model FLOPs utilization and peaks", rows,
                       "No roofline records in these runs (metric roofline).")  # fmt: skip
+    section.add_table("The peaks behind the roof: every probe, and the data sheet", _probe_rows(frames))  # fmt: skip
+    if not records:
+        return section
+    if any_under:
+        worst = sorted(above, key=lambda ml: -ml[1].achieved_flops / ml[1].roof_flops)
+        named = ", ".join(
+            f"{m} {lay.name} ({lay.achieved_flops / 1e9:.0f} GFLOP/s against a roof of "
+            f"{lay.roof_flops / 1e9:.0f})" for m, lay in worst[:6]
+        )  # fmt: skip
+        section.warning = (
+            "The measured roof is underestimated: "
+            + (f"{len(above)} layer(s) ran above it — {named}{' …' if len(worst) > 6 else ''}. " if above
+               else "a model's achieved FLOP/s is above it. ")
+            + "The probes do not reach this machine's peak; MFU above the roof is not shown as a "
+            "number, and every 'fraction of roof' here is a lower bound on the true headroom."
+        )  # fmt: skip
+    mfus = [(r.spec.model, r.result) for r in records if not above_roof(r.result)]
+    answer = []
+    if mfus:
+        lo, hi = min(mfus, key=lambda m: m[1].mfu), max(mfus, key=lambda m: m[1].mfu)
+        spread = (
+            f"ranges from {100 * lo[1].mfu:.0f}% ({lo[0]}) to {100 * hi[1].mfu:.0f}% ({hi[0]})"
+            if len(mfus) > 1 else f"is {100 * lo[1].mfu:.0f}% ({lo[0]})"
+        )  # fmt: skip
+        answer.append(
+            f"Below the roof, MFU {spread} of the measured peak"
+            + (" — upper bounds, as the true peak is higher." if any_under else ".")
+        )
+    if any_under:
+        names = sorted({m for m, _ in above} | {r.spec.model for r in records if above_roof(r.result)})
+        answer.append(
+            f"The measured roof is underestimated — {', '.join(names)} ran above it in places — "
+            "so it bounds nothing there and those MFUs are not shown as numbers."
+        )
+    timed = [lay for r in records for lay in r.result.layers if lay.achieved_flops]
+    if timed:
+        bound = sum(1 for lay in timed if lay.bound == "memory")
+        answer.append(f"{bound} of {len(timed)} timed layers are memory-bound by the ridge point.")
+    section.answer = " ".join(answer)
     return section
 
 

@@ -6,6 +6,10 @@
   for MiB, 1e6 for millions) and prints ``digits`` decimals with thousands separators, or
   ``digits`` significant digits with ``significant=True`` (compare, whose rows mix units).
 
+- a change is relative (``change``: ``+12.5%``), except an accuracy change, which is a difference
+  in percentage points (``points``: ``+4.7 pp``);
+- a utilization above 100% is not a utilization: ``utilization`` prints ``ABOVE_ROOF`` instead.
+
 Sentences in the exercise sections keep their own f-strings: their precision is part of the prose.
 """
 
@@ -14,9 +18,21 @@ from __future__ import annotations
 import math
 import numbers
 
-__all__ = ["MISSING", "is_missing", "fmt", "change", "percent", "accuracy", "shape"]
+__all__ = [
+    "ABOVE_ROOF",
+    "MISSING",
+    "is_missing",
+    "fmt",
+    "change",
+    "points",
+    "percent",
+    "utilization",
+    "accuracy",
+    "shape",
+]
 
 MISSING = "—"
+ABOVE_ROOF = "above roof (peak underestimated)"
 
 
 def is_missing(value) -> bool:
@@ -38,9 +54,24 @@ def change(value) -> str:
     return MISSING if is_missing(value) else f"{100 * value:+.1f}%"
 
 
+def points(value) -> str:
+    """A difference of two accuracies (fractions) in percentage points: ``+4.7 pp``."""
+    return MISSING if is_missing(value) else f"{100 * value:+.1f} pp"
+
+
 def percent(value, digits: int = 1, *, suffix: str = "%") -> str:
     """A share as a percentage (``suffix=""`` where the column label says %)."""
     return MISSING if is_missing(value) else f"{100 * value:.{digits}f}{suffix}"
+
+
+def utilization(value, above_roof: bool = False, *, suffix: str = "%") -> str:
+    """MFU or a fraction of a roof: a percentage up to 100%; above it (or when the record says the
+    roof was underestimated) ``ABOVE_ROOF`` — a broken peak, never a result."""
+    if is_missing(value):
+        return MISSING
+    if above_roof or value > 1.0:
+        return ABOVE_ROOF
+    return percent(value, suffix=suffix)
 
 
 def accuracy(mean, std, status: str | None, *, sep: str = " ± ") -> str:

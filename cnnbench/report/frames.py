@@ -3,11 +3,18 @@
 A report never measures: everything here reads records, through their typed results
 (``Record.result``). :class:`Frames` builds each frame on first use and keeps it:
 
-- ``overview`` — one row per model, the headline numbers, each from the record that holds it;
+- ``overview`` — one row per model, the headline numbers, each from the record that holds it, at
+  the model's own input size; its accuracy beside the network *as trained* (its size, its head);
 - ``metric(name)`` — one row per record of a metric: its spec, status, reason and result fields;
 - ``failures`` — every record that is not ok, with its reason;
 - ``lineage`` — each GoogLeNet variant against its parent (exercise 1);
 - ``facts`` — per model, the layer-derived quantities of exercises 4 and 5.
+
+Like with like: a model's own size is the size of its run's measurements (its params record; a
+flops record may also exist at 224, "equal resolution"). An accuracy pairs with the parameters
+and MACs of the network as trained — ``TrainResult.trained_params``/``trained_macs``, or for
+records written before they existed the params/flops record at the trained size — and with
+nothing (``None``) when neither exists: never with the counts of the network at another size.
 
 The one rule for accuracy: a ``diverged`` record keeps its numbers — the test accuracy of the
 seeds that finished and the training time of every seed, the epochs before divergence — and its
@@ -29,27 +36,48 @@ import pandas as pd
 
 from ..results import Record
 from ..results.types import RESULT_TYPES, LayerCost
+from .noise import Control, latency_change, noise_control
 
 __all__ = [
+    "EQUAL_RESOLUTION",
     "Frames",
+    "LineageField",
     "ModelFacts",
     "LINEAGE_FIELDS",
+    "above_roof",
+    "finished_seeds",
     "first_ok",
     "models_of",
     "ok_records",
+    "own_size",
     "relative_change",
     "result_of",
+    "seed_std",
     "status_note",
 ]
 
-# overview column → (label, decimals, scale): the numbers a variant is compared on (exercise 1)
-LINEAGE_FIELDS: dict[str, tuple[str, int, float]] = {
-    "params": ("parameters", 0, 1),
-    "gmacs": ("GMACs", 3, 1),
-    "latency_ms_p50_b1": ("latency b1 ms", 2, 1),
-    "train_images_per_s_best": ("train images/s", 1, 1),
-    "train_memory_bytes": ("train memory MiB", 0, 2**20),
-    "test_accuracy_mean": ("test accuracy", 3, 1),
+EQUAL_RESOLUTION = 224  # the input at which exercise 5 also compares models ("equal resolution")
+
+
+@dataclass(frozen=True)
+class LineageField:
+    """One number a variant is compared on (exercise 1)."""
+
+    label: str
+    digits: int
+    scale: float
+    lower_is_better: bool
+    points: bool = False  # the change is a difference in percentage points, not relative
+
+
+# overview column → how it is shown and compared: the numbers a variant is compared on
+LINEAGE_FIELDS: dict[str, LineageField] = {
+    "params": LineageField("parameters", 0, 1, True),
+    "gmacs": LineageField("GMACs", 3, 1, True),
+    "latency_ms_p50_b1": LineageField("latency b1 ms", 2, 1, True),
+    "train_images_per_s": LineageField("train images/s", 1, 1, False),
+    "train_memory_bytes": LineageField("train memory MiB", 0, 2**20, True),
+    "test_accuracy_mean": LineageField("test accuracy", 3, 1, False, points=True),
 }
 
 
@@ -92,6 +120,47 @@ def relative_change(base, new) -> float | None:
     return (new - base) / base if base and new is not None else None
 
 
+def own_size(mine: list[Record]) -> int | None:
+    """A model's own input size in a run: the size its params (else latency, memory, roofline,
+    minsize) records were measured at — the run's size for it — and only then the registry's.
+    Its flops may also be counted at 224 and its accuracy trained at another size."""
+    for metric in ("params", "latency", "memory", "roofline", "minsize"):
+        sizes = [r.spec.image_size for r in mine if r.metric == metric]
+        if sizes:
+            return sizes[0]
+    if mine:
+        from ..models import UnknownModelError, get_spec
+
+        try:
+            return get_spec(mine[0].spec.model).input_size
+        except UnknownModelError:
+            flops = [r.spec.image_size for r in mine if r.metric == "flops"]
+            return flops[0] if flops else mine[0].spec.image_size
+    return None
+
+
+def finished_seeds(result) -> int:
+    """Seeds of a TrainResult that finished (have a final test accuracy)."""
+    return sum(1 for run in result.runs if run.final_test_accuracy is not None)
+
+
+def seed_std(result) -> float | None:
+    """The sample standard deviation of the test accuracy over seeds; ``None`` (shown "—")
+    with fewer than two finished seeds, where no spread can be estimated."""
+    if result is None or result.test_accuracy_std is None:
+        return None
+    return result.test_accuracy_std if finished_seeds(result) >= 2 else None
+
+
+def above_roof(result) -> bool:
+    """A roofline whose model or layers ran above the measured roof: the peak is an
+    underestimate and its MFU is not a utilization."""
+    return bool(result.roof_underestimated) or result.mfu > 1 or any(
+        lay.achieved_flops and lay.achieved_flops > lay.roof_flops * (1 + 1e-9)
+        for lay in result.layers
+    )
+
+
 def _frame(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, dtype=object)
 
@@ -100,20 +169,42 @@ def _flags(result) -> tuple[str, ...]:
     return tuple(k for k in ("unstable", "contended") if getattr(result, k))
 
 
+def trained_counts(records: list[Record], acc: Record) -> tuple[int | None, float | None, str | None]:
+    """(parameters, GMACs per image, source) of the network an accuracy record trained: its
+    own counts (``trained_params``/``trained_macs``), else the params/flops records of the same
+    model at the trained size; ``None`` for what neither has."""
+    a = result_of(acc)
+    size, model = acc.spec.image_size, acc.spec.model
+    params = a.trained_params if a else None
+    gmacs = a.trained_macs / 1e9 if a and a.trained_macs is not None else None
+    source = "accuracy record" if params is not None or gmacs is not None else None
+    if params is None and (p := first_ok(records, "params", model=model, image_size=size)):
+        params, source = p.result.params_total, source or f"params/flops records at {size}"
+    f = first_ok(records, "flops", model=model, image_size=size)
+    if f is not None and gmacs is None:
+        gmacs, source = f.result.gmacs / max(f.spec.batch_size, 1), source or f"params/flops records at {size}"  # fmt: skip
+    if f is not None and params is None and f.result.layers:  # every leaf with parameters is listed
+        params = sum(lay.params for lay in f.result.layers)
+    return params, gmacs, source
+
+
 def _overview_row(model: str, mine: list[Record]) -> dict:
+    size = own_size(mine)
+    at_size = [r for r in mine if r.spec.image_size == size]
+
     def best(metric, key, **spec):
-        top = max(ok_records(mine, metric, **spec), key=key, default=None)
+        top = max(ok_records(at_size, metric, **spec), key=key, default=None)
         return (top.result, top.spec.batch_size) if top else (None, None)
 
-    row: dict = {"model": model, "image_size": mine[0].spec.image_size}
-    p, f, roof = (first_ok(mine, m) for m in ("params", "flops", "roofline"))
+    row: dict = {"model": model, "image_size": size}
+    p, f, roof = (first_ok(at_size, m) for m in ("params", "flops", "roofline"))
     row["params"] = p.result.params_total if p else None
     row["gmacs"] = f.result.gmacs if f else None
-    b1 = first_ok(mine, "latency", mode="inference", batch_size=1)
+    b1 = first_ok(at_size, "latency", mode="inference", batch_size=1)
     row["latency_ms_p50_b1"] = b1.result.latency_ms_p50 if b1 else None
     row["latency_b1_flags"] = _flags(b1.result) if b1 else ()
     for mode, prefix in (("inference", "infer"), ("train", "train")):
-        lat, batch = best("latency", lambda r: r.result.images_per_s, mode=mode)
+        lat, batch = best("latency", lambda r: r.result.images_per_s or 0.0, mode=mode)
         row[f"{prefix}_images_per_s_best"] = lat.images_per_s if lat else None
         row[f"{prefix}_best_batch"] = batch
         mem, batch = best("memory", lambda r: r.spec.batch_size, mode=mode)
@@ -122,11 +213,17 @@ def _overview_row(model: str, mine: list[Record]) -> dict:
     acc = next((r for r in mine if r.metric == "accuracy"), None)
     a = result_of(acc) if acc else None
     row["test_accuracy_mean"] = a.test_accuracy_mean if a else None
-    row["test_accuracy_std"] = a.test_accuracy_std if a else None
+    row["test_accuracy_std"] = seed_std(a)
+    row["seeds_finished"] = finished_seeds(a) if a else None
     row["train_time_s_mean"] = a.train_time_s_mean if a else None
     row["accuracy_status"] = acc.status if acc else None
     row["train_image_size"] = acc.spec.image_size if acc else None
+    tp, tg, source = trained_counts(mine, acc) if acc else (None, None, None)
+    row["trained_params"], row["trained_gmacs"], row["trained_source"] = tp, tg, source
     row["mfu"] = roof.result.mfu if roof else None
+    row["above_roof"] = above_roof(roof.result) if roof else None
+    row["other_time_share"] = roof.result.other_time_share if roof else None
+    row["roofline_batch"] = roof.spec.batch_size if roof else None
     row["not_ok"] = status_note(mine)
     return row
 
@@ -193,7 +290,8 @@ class ModelFacts:
         return any(lay.layer.startswith("Adaptive") for lay in self.layers)
 
     @property
-    def activation_bytes(self) -> int:
+    def forward_output_bytes(self) -> int:
+        """Forward outputs per image: every counted layer's output, summed (fp32)."""
         return sum(lay.output_bytes for lay in self.layers)
 
     @staticmethod
@@ -219,8 +317,16 @@ class ModelFacts:
 
     @property
     def crossover(self) -> int:
-        """The smallest batch whose forward activations (per image x batch) exceed the weights."""
-        return max(1, int(self.param_bytes // max(self.activation_bytes, 1)) + 1)
+        """The smallest batch whose forward outputs (per image x batch) exceed the weights."""
+        return max(1, int(self.param_bytes // max(self.forward_output_bytes, 1)) + 1)
+
+
+def _layer_kind(layer: str) -> str:
+    if layer.startswith("Conv"):
+        return "conv"
+    if layer == "Linear":
+        return "linear"
+    return "norm" if "Norm" in layer else "other"
 
 
 class Frames:
@@ -234,13 +340,18 @@ class Frames:
     def models(self) -> list[str]:
         return models_of(self.records)
 
+    def mine(self, model: str) -> list[Record]:
+        return [r for r in self.records if r.spec.model == model]
+
+    @functools.cached_property
+    def sizes(self) -> dict[str, int | None]:
+        """Each model's own input size (:func:`own_size`)."""
+        return {m: own_size(self.mine(m)) for m in self.models}
+
     @functools.cached_property
     def overview(self) -> pd.DataFrame:
         """One row per model: the headline numbers; ``None`` where no ok record holds one."""
-        rows = [
-            _overview_row(m, [r for r in self.records if r.spec.model == m]) for m in self.models
-        ]
-        return _frame(rows)
+        return _frame([_overview_row(m, self.mine(m)) for m in self.models])
 
     def row(self, model: str) -> dict | None:
         """``model``'s overview row as a dict, or ``None`` when no record has it."""
@@ -276,9 +387,32 @@ class Frames:
         ])  # fmt: skip
 
     @functools.cached_property
+    def control(self) -> Control | None:
+        """The googlenet_ls / googlenet noise control (``noise.noise_control``)."""
+        return noise_control(self.records)
+
+    def latency_pair(self, a: str, b: str, mode: str, batch: int | None = None):
+        """(A's record, B's record, B against A) for latency at ``batch`` — by default the
+        largest batch both measured ok in ``mode`` at their own sizes — or ``None``."""
+        def by_batch(model):
+            size = self.sizes.get(model)
+            return {r.spec.batch_size: r for r in ok_records(self.mine(model), "latency", mode=mode, image_size=size)}  # fmt: skip
+
+        ours, theirs = by_batch(a), by_batch(b)
+        common = sorted(set(ours) & set(theirs))
+        if batch is None:
+            batch = common[-1] if common else None
+        if batch not in ours or batch not in theirs:
+            return None
+        ra, rb = ours[batch], theirs[batch]
+        return ra, rb, latency_change(ra.result, rb.result)
+
+    @functools.cached_property
     def lineage(self) -> pd.DataFrame:
         """Each variant whose parent is in the records: its LINEAGE_FIELDS values, each one's
-        change against the parent (``<field> change``) and its accuracy status."""
+        change against the parent (``<field> change``: relative, or percentage points for
+        accuracy), the latency and throughput verdicts (``<field> noise``: a
+        :class:`noise.Change`) and its accuracy status."""
         from ..models import UnknownModelError, get_spec
 
         rows = []
@@ -291,25 +425,66 @@ class Frames:
                 continue
             mine, theirs = self.row(model), self.row(spec.parent)
             row = {"variant": model, "parent": spec.parent, "what changed": spec.description,
-                   "accuracy_status": mine["accuracy_status"]}  # fmt: skip
-            for key in LINEAGE_FIELDS:
-                row[key] = mine[key]
-                row[f"{key} change"] = relative_change(theirs[key], mine[key])
+                   "accuracy_status": mine["accuracy_status"],
+                   "input": mine["image_size"], "parent_input": theirs["image_size"],
+                   "seeds": min(mine["seeds_finished"] or 0, theirs["seeds_finished"] or 0)}  # fmt: skip
+            b1 = self.latency_pair(spec.parent, model, "inference", 1)
+            train = self.latency_pair(spec.parent, model, "train")
+            row["train_batch"] = train[0].spec.batch_size if train else None
+            values = {
+                "params": (theirs["params"], mine["params"]),
+                "gmacs": (theirs["gmacs"], mine["gmacs"]),
+                "latency_ms_p50_b1": (theirs["latency_ms_p50_b1"], mine["latency_ms_p50_b1"]),
+                "train_images_per_s": (train[0].result.images_per_s, train[1].result.images_per_s) if train else (None, None),  # fmt: skip
+                "train_memory_bytes": (theirs["train_memory_bytes"], mine["train_memory_bytes"]),
+                "test_accuracy_mean": (theirs["test_accuracy_mean"], mine["test_accuracy_mean"]),
+            }
+            for key, field in LINEAGE_FIELDS.items():
+                base, new = values[key]
+                row[key] = new
+                if field.points:
+                    row[f"{key} change"] = None if base is None or new is None else new - base
+                else:
+                    row[f"{key} change"] = relative_change(base, new)
+                row[f"{key} noise"] = None
+            row["latency_ms_p50_b1 noise"] = b1[2] if b1 else None
+            row["train_images_per_s noise"] = train[2].throughput() if train else None
             rows.append(row)
         return _frame(rows)
 
+    def facts_at(self, model: str, size: int | None = None) -> ModelFacts | None:
+        """``model``'s :class:`ModelFacts` from its flops record at ``size`` (default: its own);
+        parameters from its params record at that size, else summed from the flops layers."""
+        size = size or self.sizes.get(model)
+        f = first_ok(self.records, "flops", model=model, image_size=size)
+        if not (f and f.result.layers):
+            return None
+        fc = f.result
+        p = first_ok(self.records, "params", model=model, image_size=size)
+        if p:
+            pc = p.result
+            params, param_bytes, by_type = pc.params_total, pc.bytes_fp32, pc.params_by_layer_type
+        else:
+            by_type: dict[str, int] = {}
+            for lay in fc.layers:
+                by_type[_layer_kind(lay.layer)] = by_type.get(_layer_kind(lay.layer), 0) + lay.params  # fmt: skip
+            params = sum(lay.params for lay in fc.layers)
+            param_bytes = sum(lay.weight_bytes for lay in fc.layers)
+        return ModelFacts(
+            model=model, image_size=size, params=params, param_bytes=param_bytes,
+            params_by_layer_type=by_type, macs=fc.macs // max(f.spec.batch_size, 1),
+            gmacs=fc.gmacs / max(f.spec.batch_size, 1), layers=fc.layers,
+        )  # fmt: skip
+
     @functools.cached_property
     def facts(self) -> dict[str, ModelFacts]:
-        """Per model with ok params and flops records (and layers): see :class:`ModelFacts`."""
+        """Per model with ok params and flops records (and layers) at its own size: see
+        :class:`ModelFacts`."""
         facts = {}
         for model in self.models:
-            p, f = first_ok(self.records, "params", model=model), first_ok(self.records, "flops", model=model)  # fmt: skip
-            if not (p and f and f.result.layers):
+            if not first_ok(self.records, "params", model=model, image_size=self.sizes[model]):
                 continue
-            pc, fc = p.result, f.result
-            facts[model] = ModelFacts(
-                model=model, image_size=p.spec.image_size, params=pc.params_total,
-                param_bytes=pc.bytes_fp32, params_by_layer_type=pc.params_by_layer_type,
-                macs=fc.macs, gmacs=fc.gmacs, layers=fc.layers,
-            )  # fmt: skip
+            found = self.facts_at(model)
+            if found is not None:
+                facts[model] = found
         return facts

@@ -9,28 +9,81 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from .. import stats
 from ..results import Record, RunStore, records_frame
+from ..stats import MIN_EFFECT
 from . import exercises, figures
-from .fmt import MISSING, accuracy, fmt, percent
-from .frames import Frames
+from .fmt import ABOVE_ROOF, MISSING, accuracy, fmt, utilization
+from .frames import EQUAL_RESOLUTION, Frames, finished_seeds, result_of, seed_std, trained_counts
 
 __all__ = ["Report", "build_report", "write_report"]
 
 STATUS_NOTE = "Status: ok unless marked — oom (out of memory), error, unsupported, diverged."
+
+# every term the report uses in one sense only, defined once (the Glossary section)
+GLOSSARY: list[tuple[str, str]] = [
+    ("activations", "not used alone in this report, where it meant three things: see 'saved "
+     "for backward (train)', 'largest layer in+out (inference)' and 'forward outputs per image'."),
+    ("MAC", "one fused multiply-add, counted by fvcore; GMACs = 10^9 MACs. FLOPs = 2 x MACs."),
+    ("input, trained at", "the square input side in pixels a number was measured at. A model's "
+     "own size is its run's size (the chapter's unless --image-size); 'trained at' is the size "
+     "its accuracy was trained at, with the head sized for it."),
+    ("as trained", "the parameters and GMACs of the network that was trained (its size, its "
+     "head): what an accuracy is paired with. — where the run recorded no count at that size."),
+    ("equal resolution", f"{EQUAL_RESOLUTION}x{EQUAL_RESOLUTION}: models compared at one "
+     "input size rather than each at its chapter size (exercise 5)."),
+    ("p50, median latency", "the median time of one step (a forward pass, or forward + "
+     "backward + optimizer step in train mode) over every kept iteration of every round."),
+    ("round", "one worker process timing a model; rounds are interleaved across models "
+     "(A B C A B C ...) so that drift over time hits every model alike."),
+    ("95% CI", "the 2.5th-97.5th percentile of 2,000 two-level bootstrap resamples (rounds "
+     "with replacement, then iterations within each drawn round): an interval for the median, "
+     "or for the ratio of two medians."),
+    ("within noise", "a latency or throughput ratio whose 95% CI includes 1, or whose size is "
+     f"below {100 * MIN_EFFECT:.0f}%: not called a change. Records without kept samples fall "
+     "back to the IQR rule: a change is called when larger than the larger IQR/median."),
+    ("noise control", "googlenet_ls is googlenet (only its training loss differs): their "
+     "latency ratio must be within noise, or the run is too noisy to compare variants."),
+    ("images/s", "batch size / median latency."),
+    ("IQR", "interquartile range of the iteration times (p75 - p25)."),
+    ("pp", "percentage points: the difference of two accuracies (0.472 -> 0.519 is +4.7 pp)."),
+    ("± std", "the sample standard deviation (n - 1) of test accuracy over seeds; — with one "
+     "seed, where no spread can be estimated."),
+    ("MiB, KiB", "2^20 and 2^10 bytes. GB/s and GFLOP/s are decimal (10^9)."),
+    ("peak memory", "CUDA: the allocator's peak; CPU: the peak anonymous RSS of a fresh "
+     "worker above its baseline."),
+    ("saved for backward (train)", "the analytic memory of the tensors autograd keeps for the "
+     "backward pass of one step (memory table, train rows)."),
+    ("largest layer in+out (inference)", "the analytic memory of the largest single layer's "
+     "input plus output (memory table, inference rows): what an inference pass must hold at once."),
+    ("forward outputs per image", "the sum of every counted layer's output of one forward pass "
+     "(fp32), per image (exercise 5): what the pass writes."),
+    ("bytes moved", "per image: each layer reads its input and writes its output once and reads "
+     "its weights once per batch (exercise 5)."),
+    ("arithmetic intensity", "FLOPs per byte moved."),
+    ("working set", "one layer's input + output + weights."),
+    ("roof, ridge", "attainable FLOP/s = min(peak FLOP/s, bandwidth x intensity); the ridge is "
+     "the intensity where the two meet. The measured roof comes from probes on the device; a "
+     "data-sheet roof from the vendor's figures or, on CPU, cores x FMA units x lanes x 2 x clock."),
+    ("MFU", "model FLOPs utilization: the forward pass's achieved FLOP/s over the measured peak. "
+     "Above 100% it is not a utilization but a peak probe that underestimates the machine: shown "
+     f"as '{ABOVE_ROOF}'."),
+    ("step optimizer", "the optimizer of the timed/measured training step, beside the accuracy "
+     "run's, so that a step's cost and an accuracy can be seen to describe the same training."),
+]
 
 
 @dataclass
 class Report:
     title: str
     conditions: list[str]  # one line per run folder
-    blocks: list[
-        tuple
-    ]  # ("h2", text) | ("p", text) | ("table", caption, DataFrame) | ("figure", Figure, table?)
+    blocks: list[tuple]  # ("h2"|"p"|"warn"|"answer"|"li", text) | ("table", caption, DataFrame) | ("figure", Figure)
 
 
 def _setting(cfg: dict, name: str):
@@ -49,7 +102,13 @@ def _setting(cfg: dict, name: str):
     return None
 
 
-def _conditions(env: dict, run_dir: Path) -> str:
+def _git(env: dict) -> str:
+    return f"git {str(env.get('git_commit'))[:10]}{' (dirty)' if env.get('git_dirty') else ''}"
+
+
+def _conditions(env: dict, run_dir: Path) -> tuple[str, str]:
+    """(the setup, the setup and every invocation): one line per run folder. A resumed run lists
+    each session's commit and command line (env.json "resumed")."""
     cfg = env.get("config", {})
     device = env.get("device_name") or env.get("device")
     cuda = env.get("cuda") or {}
@@ -58,14 +117,22 @@ def _conditions(env: dict, run_dir: Path) -> str:
     over = cfg.get("overrides") or []
     over_text = ", ".join(f"{k}={_setting(cfg, k)}" for k in over) or "none"
     threads = (env.get("cpu") or {}).get("torch_threads")
-    return (
+    sessions = [env] + [e for e in env.get("resumed") or [] if isinstance(e, dict)]
+    setup = (
         f"{run_dir.name}: {cfg.get('device', env.get('device'))} — {device}; dtype {_setting(cfg, 'dtype') or 'fp32'}"
         f"{', channels_last' if _setting(cfg, 'channels_last') else ''}{', torch.compile' if _setting(cfg, 'compile') else ''}; "
         f"profile {cfg.get('profile', '?')}; overrides: {over_text}; CPU threads {threads}; "
         f"torch {env.get('versions', {}).get('torch')}, fvcore {env.get('versions', {}).get('fvcore')}, "
-        f"Python {env.get('python')}; git {str(env.get('git_commit'))[:10]}{' (dirty)' if env.get('git_dirty') else ''}; "
-        f"command: `{cfg.get('command_line', '')}`"
+        f"Python {env.get('python')}"
+    )  # fmt: skip
+    short = f"{setup}; " + ", ".join(_git(e) for e in sessions)
+    if len(sessions) == 1:
+        return short, f"{setup}; {_git(env)}; command: `{cfg.get('command_line', '')}`"
+    calls = "; ".join(
+        f"({i}) {_git(e)}: `{(e.get('config') or {}).get('command_line', '')}`"
+        for i, e in enumerate(sessions, 1)
     )
+    return short, f"{setup}; {len(sessions)} invocations (resumed): {calls}"
 
 
 def _with_batch(value, batch, digits: int, scale: float = 1) -> str:
@@ -76,10 +143,8 @@ def _with_batch(value, batch, digits: int, scale: float = 1) -> str:
 def _overview_table(frames: Frames) -> pd.DataFrame:
     rows = []
     for r in frames.overview.to_dict("records"):
-        acc = accuracy(r["test_accuracy_mean"], r["test_accuracy_std"], r["accuracy_status"])
-        if r["test_accuracy_mean"] is not None and r["train_image_size"] != r["image_size"]:
-            acc += f" (trained at {r['train_image_size']})"
         flags = " ".join(r["latency_b1_flags"])
+        trained = r["test_accuracy_mean"] is not None or r["accuracy_status"] is not None
         rows.append({
             "model": r["model"],
             "input": r["image_size"],
@@ -90,79 +155,167 @@ def _overview_table(frames: Frames) -> pd.DataFrame:
             "best training images/s (batch)": _with_batch(r["train_images_per_s_best"], r["train_best_batch"], 1),
             "peak memory inference MiB (batch)": _with_batch(r["infer_memory_bytes"], r["infer_memory_batch"], 0, 2**20),
             "peak memory training MiB (batch)": _with_batch(r["train_memory_bytes"], r["train_memory_batch"], 0, 2**20),
-            "test accuracy": acc,
+            "test accuracy": accuracy(r["test_accuracy_mean"], r["test_accuracy_std"], r["accuracy_status"]),
+            "trained at": fmt(r["train_image_size"]) if trained else MISSING,
+            "parameters as trained": fmt(r["trained_params"]),
+            "GMACs as trained": fmt(r["trained_gmacs"]),
             "training time (s)": fmt(r["train_time_s_mean"], 1),
-            "MFU % (roofline batch)": percent(r["mfu"], suffix=""),
+            "MFU % (roofline batch)": utilization(r["mfu"], bool(r["above_roof"]), suffix="")
+            + (f" ({r['roofline_batch']})" if r["mfu"] is not None and not r["above_roof"] else ""),
             "not ok": r["not_ok"] or "",
         })  # fmt: skip
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if len(table) and not any(table["not ok"]):
+        table = table.drop(columns="not ok")  # every record ok: the section at the end says so
+    return table
 
 
 def _as_is(value):
     return MISSING if value is None else value
 
 
+def _accuracy_optimizers(frames: Frames) -> dict[str, str]:
+    """model → its accuracy run's optimizer, labelled as a training step's: 'adam 0.0005',
+    'sgd 0.01 momentum 0.9'."""
+    found = {}
+    for r in frames.metric("accuracy").to_dict("records"):
+        if r["optimizer"] is not None and r["lr"] is not None:
+            momentum = f" momentum {r['momentum']:g}" if r["momentum"] else ""
+            found.setdefault(r["model"], f"{r['optimizer']} {r['lr']:g}{momentum}")
+    return found
+
+
+def _step_optimizer(r: dict, theirs: dict[str, str]) -> str:
+    """A training step's optimizer beside the accuracy run's: 'adam 0.0005 (= accuracy run)'."""
+    if r["mode"] != "train" or r["status"] != "ok":
+        return ""
+    acc = theirs.get(r["model"])
+    if r["optimizer"] is None:
+        return MISSING + (f" (accuracy run: {acc})" if acc else " (not recorded)")
+    if acc is None:
+        return r["optimizer"]
+    same = " ".join(r["optimizer"].lower().split()) == " ".join(acc.lower().split())
+    return f"{r['optimizer']} ({'= accuracy run' if same else f'accuracy run: {acc}'})"
+
+
+def _ci_text(r: dict) -> str:
+    """The 95% interval of a latency record's median: recorded, else computed from its kept
+    samples, else — (schema 1 kept none)."""
+    if r["status"] != "ok":
+        return ""
+    low, high = r["latency_ms_p50_ci_low"], r["latency_ms_p50_ci_high"]
+    if (low is None or high is None) and r["times_ms"]:
+        iv = stats.median_interval(r["times_ms"], r["round_sizes"])
+        low, high = iv.low, iv.high
+    return MISSING + " (no samples)" if low is None else f"{fmt(low, 2)}–{fmt(high, 2)}"
+
+
 def _latency_table(frames: Frames) -> pd.DataFrame:
+    theirs = _accuracy_optimizers(frames)
     return pd.DataFrame([{
-        "model": r["model"], "mode": r["mode"], "batch": r["batch_size"], "status": r["status"],
-        "p50 ms": fmt(r["latency_ms_p50"], 2), "IQR ms": fmt(r["latency_ms_iqr"], 2),
-        "p90 ms": fmt(r["latency_ms_p90"], 2), "n": fmt(r["n_runs"]),
-        "images/s": fmt(r["images_per_s"], 1),
+        "model": r["model"], "input": r["image_size"], "mode": r["mode"], "batch": r["batch_size"],
+        "status": r["status"], "p50 ms": fmt(r["latency_ms_p50"], 2), "p50 95% CI ms": _ci_text(r),
+        "rounds": fmt(r["rounds"]) if r["status"] == "ok" else "",
+        "IQR ms": fmt(r["latency_ms_iqr"], 2), "p90 ms": fmt(r["latency_ms_p90"], 2),
+        "n": fmt(r["n_runs"]), "images/s": fmt(r["images_per_s"], 1),
+        "step optimizer": _step_optimizer(r, theirs),
         "flags": " ".join(k for k in ("unstable", "contended") if r[k]) or ("" if r["status"] == "ok" else r["reason"]),
     } for r in frames.metric("latency").to_dict("records")])  # fmt: skip
 
 
 def _memory_table(frames: Frames) -> pd.DataFrame:
+    theirs = _accuracy_optimizers(frames)
+
     def mib(value) -> str:
         return fmt(value, 1, scale=2**20)
 
-    return pd.DataFrame([{
-        "model": r["model"], "mode": r["mode"], "batch": r["batch_size"], "status": r["status"],
-        "measured MiB": mib(r["measured_bytes"]), "params": mib(r["param_bytes"]), "grads": mib(r["grad_bytes"]),
-        "optimizer": mib(r["optimizer_state_bytes"]), "input": mib(r["input_bytes"]),
-        "activations": mib(r["activation_bytes"]), "analytic sum": mib(r["analytic_bytes"]),
-        "measured / analytic": fmt(r["measured_over_analytic"], 2), "source": r["source"] or r["reason"],
+    def part(r, mode) -> str:
+        return mib(r["activation_bytes"]) if r["mode"] == mode else ""
+
+    table = pd.DataFrame([{
+        "model": r["model"], "input": r["image_size"], "mode": r["mode"], "batch": r["batch_size"],
+        "status": r["status"], "measured MiB": mib(r["measured_bytes"]), "parameters": mib(r["param_bytes"]),
+        "gradients": mib(r["grad_bytes"]), "optimizer state": mib(r["optimizer_state_bytes"]),
+        "input tensor": mib(r["input_bytes"]), "saved for backward (train)": part(r, "train"),
+        "largest layer in+out (inference)": part(r, "inference"), "analytic sum": mib(r["analytic_bytes"]),
+        "measured / analytic": fmt(r["measured_over_analytic"], 2),
+        "step optimizer": _step_optimizer(r, theirs), "source": r["source"] or r["reason"],
     } for r in frames.metric("memory").to_dict("records")])  # fmt: skip
+    if len(table) and table["source"].nunique() == 1 and all(table["status"] == "ok"):
+        table = table.drop(columns="source")  # one source for all: the caption names it
+    return table
+
+
+def _memory_caption(frames: Frames) -> str:
+    sources = sorted({s for s in frames.metric("memory").get("source", []) if s})
+    return "Memory (MiB): measured peak beside the analytic breakdown" + (
+        f" (measured: {', '.join(sources)})" if sources else ""
+    )
 
 
 def _accuracy_table(frames: Frames) -> pd.DataFrame:
-    return pd.DataFrame([{
-        "model": r["model"], "status": r["status"], "recipe": _as_is(r["recipe"]),
-        "input": r["image_size"], "optimizer": _as_is(r["optimizer"]), "lr": _as_is(r["lr"]),
-        "batch": r["batch_size"], "epochs": _as_is(r["epochs"]),
-        "train / test images": f"{_as_is(r['train_images'])} / {_as_is(r['test_images'])}",
-        "seeds": ",".join(map(str, r["seeds"] or ())) or MISSING,
-        "test accuracy mean": fmt(r["test_accuracy_mean"]), "std": fmt(r["test_accuracy_std"]),
-        "min": fmt(r["test_accuracy_min"]), "max": fmt(r["test_accuracy_max"]),
-        "train time s": fmt(r["train_time_s_mean"], 1), "images/s": fmt(r["images_per_s_mean"], 1),
-        "reason": r["reason"] or "",
-    } for r in frames.metric("accuracy").to_dict("records")])  # fmt: skip
+    rows = []
+    records = [r for r in frames.records if r.metric == "accuracy"]
+    for rec, r in zip(records, frames.metric("accuracy").to_dict("records"), strict=True):
+        res = result_of(rec)
+        params, gmacs, _ = trained_counts(frames.records, rec)
+        step = res.trained_step_flops if res else None
+        rows.append({
+            "model": r["model"], "status": r["status"], "recipe": _as_is(r["recipe"]),
+            "trained at": r["image_size"], "parameters as trained": fmt(params),
+            "GMACs as trained": fmt(gmacs), "train step GFLOPs / image": fmt(step, 3, scale=1e9),
+            "optimizer, lr": f"{_as_is(r['optimizer'])} {_as_is(r['lr'])}",
+            "batch": r["batch_size"], "epochs": _as_is(r["epochs"]),
+            "train / test images": f"{_as_is(r['train_images'])} / {_as_is(r['test_images'])}",
+            "seed ids": ",".join(map(str, r["seeds"] or ())) or MISSING,
+            "test accuracy mean": fmt(r["test_accuracy_mean"]), "std": fmt(seed_std(res)),
+            "min–max": f"{fmt(r['test_accuracy_min'])}–{fmt(r['test_accuracy_max'])}" if res and finished_seeds(res) > 1 else MISSING,
+            "train time s": fmt(r["train_time_s_mean"], 1), "images/s": fmt(r["images_per_s_mean"], 1),
+            "reason": r["reason"] or "",
+        })  # fmt: skip
+    table = pd.DataFrame(rows)
+    if len(table) and not any(table["reason"]):
+        table = table.drop(columns="reason")
+    return table
+
+
+def _glossary() -> pd.DataFrame:
+    return pd.DataFrame([{"term": t, "meaning": m} for t, m in GLOSSARY])
 
 
 def build_report(run_dirs: list[Path], out: Path) -> tuple[Report, list[Record]]:
     records: list[Record] = []
-    conditions = []
+    conditions, short = [], []
     for d in run_dirs:
         store = RunStore(d)
         if not store.results_path.exists():
             raise FileNotFoundError(f"{d}: no results.jsonl (is it a cnnbench run folder?)")
         records += store.records()
-        conditions.append(_conditions(store.read_env(), Path(d)))
+        brief, full = _conditions(store.read_env(), Path(d))
+        short.append(brief)
+        conditions.append(full)
     frames = Frames(records)
-    cond_short = " | ".join(c.split("; command:")[0] for c in conditions)
+    cond_short = " | ".join(short)
     figs = {f.stem: f for f in figures.make_figures(frames, out / "figures", cond_short)}
-    blocks: list[tuple] = [
+    blocks: list[tuple] = []
+    control = frames.control
+    if control is not None:
+        blocks.append(("warn" if control.noisy else "p", control.headline()))
+    blocks += [
         ("h2", "Overview"),
-        ("p", "Per model: the headline number of each metric. GMACs count one fused multiply-add "
-              "once (fvcore). Latency is the median of the timed iterations; images/s = batch / "
-              "median. Peak memory is CUDA's allocator peak or, on CPU, the peak anonymous RSS of a "
-              "fresh worker above its baseline. " + STATUS_NOTE),
+        ("p", "Per model: the headline number of each metric, at the model's own input ('input'); "
+              "its test accuracy beside the network as trained ('trained at', with that network's "
+              "parameters and GMACs; a dash where the run recorded no count at that size). GMACs count one fused "
+              "multiply-add once (fvcore). Latency is the median of the timed iterations; images/s "
+              "= batch / median. Peak memory is CUDA's allocator peak or, on CPU, the peak "
+              "anonymous RSS of a fresh worker above its baseline. Test accuracy ± the sample std "
+              "over seeds (no ± with one seed). " + STATUS_NOTE),
         ("table", "Overview", _overview_table(frames)),
     ]  # fmt: skip
     for stem, table, caption in (
         ("accuracy_vs_gmacs", _accuracy_table(frames), "Accuracy after training, and exactly how it was trained"),
         ("latency_vs_batch", _latency_table(frames), "Latency per model, mode and batch"),
-        ("memory_breakdown", _memory_table(frames), "Memory: measured peak beside the analytic breakdown"),
+        ("memory_breakdown", _memory_table(frames), _memory_caption(frames)),
         ("by_layer_type", None, None),
         ("training_curves", None, None),
     ):  # fmt: skip
@@ -175,6 +328,10 @@ def build_report(run_dirs: list[Path], out: Path) -> tuple[Report, list[Record]]
             blocks.append(("table", caption, table))
     for section in exercises.sections(frames):
         blocks.append(("h2", section.title))
+        if section.answer:
+            blocks.append(("answer", section.answer))
+        if section.warning:
+            blocks.append(("warn", section.warning))
         blocks.append(("p", section.intro))
         if section.figure in figs:
             blocks.append(("figure", figs[section.figure]))
@@ -189,6 +346,7 @@ def build_report(run_dirs: list[Path], out: Path) -> tuple[Report, list[Record]]
         )
     else:
         blocks.append(("p", "None: every record in these runs has status ok."))
+    blocks += [("h2", "Glossary"), ("table", "Every term in one sense", _glossary())]
     return Report("cnnbench report", conditions, blocks), records
 
 
@@ -216,6 +374,10 @@ def render_markdown(report: Report, out: Path) -> str:
             parts += [f"## {block[1]}", ""]
         elif kind == "p":
             parts += [block[1], ""]
+        elif kind == "answer":
+            parts += [f"**Answer.** {block[1]}", ""]
+        elif kind == "warn":
+            parts += [f"> **Warning.** {block[1]}", ""]
         elif kind == "li":
             parts += [f"- {block[1]}"]
         elif kind == "table":
@@ -233,18 +395,48 @@ def render_markdown(report: Report, out: Path) -> str:
 
 
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.85em}
-th,td{border:1px solid #ccc;padding:.25em .5em;text-align:right}
-th{background:#f3f3f3}
-td:first-child,th:first-child{text-align:left}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222;line-height:1.4}
+table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.8em;max-width:100%}
+.scroll{max-width:100%;overflow-x:auto;margin:.5em 0 1.5em}
+.scroll table{margin:0}
+table.wide{font-size:.72em}
+th,td{border:1px solid #ccc;padding:.25em .4em;vertical-align:top;white-space:normal;word-break:normal}
+th{background:#f3f3f3;font-weight:600;text-align:left}
+td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+td.text{text-align:left}
+td.text:not(:first-child){min-width:6em}
 caption{caption-side:top;text-align:left;font-style:italic;padding:.3em 0}
 figure{margin:1em 0}
 figure img{max-width:100%;height:auto}
 figcaption{font-size:.85em;color:#555}
-.cond{font-size:.8em;color:#555}
-.bad{color:#b00020;font-weight:bold}
+.cond{font-size:.8em;color:#555;overflow-wrap:anywhere}
+.bad{color:#b00020;font-weight:bold;text-align:left}
+.answer{background:#f4f8ff;border-left:4px solid #3a6fd8;padding:.5em .8em}
+.warn{background:#fff4e5;border-left:4px solid #d97a00;padding:.5em .8em}
 """
+
+
+_NUMBER = re.compile(r"[+\-−]?[\d,]*\.?\d+\s*(%|pp|s)?(\s*\([^)]*\))?|—|[\d.,]+\s*[–/]\s*[\d.,]+")
+_BAD = {"oom", "error", "diverged", "unsupported"}
+
+
+def _html_table(caption: str, frame: pd.DataFrame) -> str:
+    """A table whose every header and cell is escaped; numbers right-aligned, text left-aligned,
+    a status that is not ok marked."""
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    rows = []
+    for row in frame.itertuples(index=False):
+        cells = []
+        for value in row:
+            text = "" if value is None else str(value)
+            cls = "bad" if text in _BAD else "num" if _NUMBER.fullmatch(text.strip()) else "text"
+            cells.append(f'<td class="{cls}">{html.escape(text)}</td>')
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    wide = ' wide' if len(frame.columns) > 16 else ""  # many columns: a smaller font, to fit
+    return (
+        f'<table class="dataframe{wide}"><caption>{html.escape(caption)}</caption>'
+        f"<thead><tr>{head}</tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+    )
 
 
 def render_html(report: Report) -> str:
@@ -264,22 +456,17 @@ def render_html(report: Report) -> str:
             body.append(f"<h2>{html.escape(block[1])}</h2>")
         elif kind == "p":
             body.append(f"<p>{html.escape(block[1])}</p>")
+        elif kind == "answer":
+            body.append(f'<p class="answer"><strong>Answer.</strong> {html.escape(block[1])}</p>')
+        elif kind == "warn":
+            body.append(f'<p class="warn"><strong>Warning.</strong> {html.escape(block[1])}</p>')
         elif kind == "li":
             if not in_list:
                 body.append("<ul>")
                 in_list = True
             body.append(f"<li>{html.escape(block[1])}</li>")
         elif kind == "table":
-            table = block[2].to_html(index=False, escape=True, border=0)
-            table = table.replace("<td>oom</td>", '<td class="bad">oom</td>')
-            for status in ("error", "diverged", "unsupported"):
-                table = table.replace(f"<td>{status}</td>", f'<td class="bad">{status}</td>')
-            table = table.replace(
-                '<table class="dataframe">',
-                f'<table class="dataframe"><caption>{html.escape(block[1])}</caption>',
-                1,
-            )
-            body.append(table)
+            body.append(f'<div class="scroll">{_html_table(block[1], block[2])}</div>')
         elif kind == "figure":
             fig = block[1]
             data = base64.b64encode(fig.png.read_bytes()).decode()

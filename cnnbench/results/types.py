@@ -22,6 +22,7 @@ __all__ = [
     "LatencyResult",
     "MemoryResult",
     "EpochStats",
+    "CurvePoint",
     "SeedRun",
     "TrainResult",
     "DevicePeaks",
@@ -104,6 +105,18 @@ class LatencyResult:
     # the per-iteration times the statistics above derive from (ms, in timing order); None in
     # records written before schema 2, which kept only the statistics
     times_ms: tuple[float, ...] | None = None
+    # rounds: the times come from this many separate worker processes, interleaved across the
+    # run's models (A B C A B C ...); round_sizes[i] iterations of times_ms belong to round i
+    rounds: int = 1
+    round_sizes: tuple[int, ...] | None = None
+    round_medians_ms: tuple[float, ...] | None = None
+    # 95% interval of the median: a two-level bootstrap (rounds, then iterations within each
+    # drawn round) of times_ms; None where there are no samples (schema 1)
+    latency_ms_p50_ci_low: float | None = None
+    latency_ms_p50_ci_high: float | None = None
+    # the training step's optimizer ("sgd 0.01", "adam 0.0005"): the accuracy run's, so that
+    # a step's cost and the accuracy describe the same training; None for inference
+    optimizer: str | None = None
 
 
 @dataclass(frozen=True)
@@ -120,6 +133,7 @@ class MemoryResult:
     activation_bytes: int  # train: saved for backward; inference: the largest layer's in + out
     analytic_bytes: int  # sum of the five above
     measured_over_analytic: float | None
+    optimizer: str | None = None  # the training step's optimizer, as in LatencyResult
 
 
 @dataclass(frozen=True)
@@ -134,6 +148,16 @@ class EpochStats:
 
 
 @dataclass(frozen=True)
+class CurvePoint:
+    """Training progress inside an epoch: the mean over the steps since the previous point."""
+
+    step: int  # optimizer steps taken so far (1-based, across epochs)
+    images: int  # training images seen so far
+    train_loss: float
+    train_accuracy: float
+
+
+@dataclass(frozen=True)
 class SeedRun:
     seed: int
     epochs: tuple[EpochStats, ...]
@@ -142,6 +166,7 @@ class SeedRun:
     train_time_s: float  # sum of the epochs' wall_s
     time_to_target_s: float | None  # training time until test accuracy first reached the target
     compile_s: float | None  # first step with torch.compile, compilation included
+    curve: tuple[CurvePoint, ...] = ()  # about 20 points per epoch (schema 2)
 
 
 @dataclass(frozen=True)
@@ -166,6 +191,11 @@ class TrainResult:
     images_per_s_mean: float | None  # end to end, over every epoch of every seed
     data_dir: str | None = None  # where the Fashion-MNIST files were read
     data_verified: bool | None = None  # sizes, magic numbers and SHA-256 checked
+    # the network as trained (its input size, its head sized for it): what the accuracy pairs
+    # with; None in records written before schema 2
+    trained_params: int | None = None
+    trained_macs: int | None = None  # fvcore, per image at spec.image_size
+    trained_step_flops: int | None = None  # FlopCounterMode, forward + backward, per image
 
 
 @dataclass(frozen=True)
@@ -180,6 +210,11 @@ class DevicePeaks:
     peak_bytes_per_s: float  # measured, bytes read + written per second
     datasheet_flops: float | None  # FLOP/s from the data sheet for this dtype, where known
     datasheet_bytes_per_s: float | None
+    # how datasheet_flops was found: "NVIDIA data sheet", or on a CPU the product of the factors
+    # below ("cores x FMA units x lanes x 2 x clock"); "unknown" where a factor is not readable
+    datasheet_source: str | None = None
+    datasheet_factors: dict[str, Any] | None = None
+    probes: dict[str, float] | None = None  # every probe shape → FLOP/s; peak_flops is the best
 
     @property
     def ridge(self) -> float:
@@ -216,6 +251,14 @@ class RooflineResult:
     model_achieved_flops: float  # 2 x MACs x batch / model time
     mfu: float  # model_achieved_flops / peak_flops
     layers: tuple[LayerRoof, ...]
+    # True when the model or a layer ran above the compute roof: the peak is an underestimate,
+    # and MFU is not a utilization (the report never shows it as a number above 100%). A
+    # memory-bound layer above the bandwidth roof is cache-resident, not a broken peak.
+    roof_underestimated: bool = False
+    # share of the forward pass's profiled time spent outside convolution and linear layers
+    other_time_share: float | None = None
+    # model_achieved_flops / the data sheet's figure (PaLM's MFU); None where none is known
+    mfu_datasheet: float | None = None
 
 
 RESULT_TYPES: dict[str, type] = {

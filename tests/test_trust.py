@@ -1,0 +1,142 @@
+"""The measure side of trustworthy comparisons: latency in interleaved rounds with every sample
+kept, the training step measured with the accuracy run's optimizer, accuracy paired with the
+network as trained, and roofs that a measurement cannot silently exceed."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from cnnbench import models
+from cnnbench.config import PROFILES, make_config
+from cnnbench.measure import latency, roofline, train
+from cnnbench.measure.latency import TimingConfig, timing_stats
+from cnnbench.results import Spec
+from cnnbench.results.types import DevicePeaks
+
+
+def _round(times, **kw):
+    base = dict(timer="perf_counter", warmup_runs=1, unstable=False, other_cpu_share=0.01,
+                contended=False, attempts=1, compile_s=None, cudnn_benchmark=None)  # fmt: skip
+    stats = timing_stats(times, 4)
+    return latency.LatencyResult(**{**base, **kw}, times_ms=tuple(times), **stats)
+
+
+def test_rounds_pool_every_sample_and_the_statistics_derive_from_them():
+    rng = np.random.default_rng(0)
+    rounds = [list(rng.normal(10 + i, 0.2, size=n)) for i, n in enumerate((7, 9, 8))]
+    pooled = latency.pool([_round(t) for t in rounds], Spec("nin", 224, 4), TimingConfig())
+    everything = [t for r in rounds for t in r]
+    assert pooled.times_ms == tuple(everything)
+    assert pooled.round_sizes == (7, 9, 8) and pooled.rounds == 3
+    assert pooled.round_medians_ms == pytest.approx([np.median(r) for r in rounds])
+    assert pooled.latency_ms_p50 == pytest.approx(np.median(everything))
+    assert pooled.latency_ms_p90 == pytest.approx(np.percentile(everything, 90))
+    assert pooled.latency_ms_std == pytest.approx(np.std(everything, ddof=1))
+    assert pooled.images_per_s == pytest.approx(4 / (np.median(everything) / 1e3))
+    # the interval covers the median and is wider than one pooled round of the same samples:
+    # the rounds differ by 1 ms each, and a two-level bootstrap must show it
+    assert pooled.latency_ms_p50_ci_low < pooled.latency_ms_p50 < pooled.latency_ms_p50_ci_high
+    one_level = latency.pool([_round(everything)], Spec("nin", 224, 4), TimingConfig())
+    width = pooled.latency_ms_p50_ci_high - pooled.latency_ms_p50_ci_low
+    assert width > one_level.latency_ms_p50_ci_high - one_level.latency_ms_p50_ci_low
+
+
+def test_latency_rounds_interleave_models_and_each_record_pools_them(tmp_path):
+    from cnnbench import runner
+
+    config = make_config(models=("nin", "googlenet"), metrics=("latency",), device="cpu", profile="smoke",
+                         out_dir=str(tmp_path / "run"), given={"threads": 1, "batch_sizes": (1,), "rounds": 3},
+                         isolation="none")  # fmt: skip
+    starts = []
+    result = runner.run(config, lambda kind, p: starts.append(p.spec.model) if kind == "start" else None)
+    # round by round: nin, googlenet, nin, googlenet, ... (two modes per model and round)
+    assert starts == ["nin"] * 2 + ["googlenet"] * 2 + ["nin"] * 2 + ["googlenet"] * 2 + ["nin"] * 2 + ["googlenet"] * 2
+    assert len(result.records) == 4
+    for record in result.records:
+        r = record.result
+        assert r.rounds == 3 and len(r.round_sizes) == 3 and sum(r.round_sizes) == r.n_runs
+        assert len(r.times_ms) == r.n_runs >= 3 * 3  # smoke: at least 3 iterations per round
+
+
+def test_the_timed_training_step_uses_the_accuracy_runs_optimizer(tmp_path):
+    from cnnbench import runner
+
+    config = make_config(models=("nin",), metrics=("latency", "memory"), device="cpu", profile="smoke",
+                         out_dir=str(tmp_path / "run"), given={"threads": 1, "batch_sizes": (2,), "rounds": 1})  # fmt: skip
+    assert config.train.optimizer == "adam"  # the smoke profile trains with Adam at 5e-4
+    records = {(r.metric, r.spec.mode): r.result for r in runner.run(config).records}
+    assert records[("latency", "train")].optimizer == "adam 0.0005"
+    assert records[("latency", "inference")].optimizer is None
+    mem = records[("memory", "train")]
+    assert mem.optimizer == "adam 0.0005"
+    # Adam keeps two fp32 moments per parameter and a step count (one fp32 scalar) per tensor;
+    # plain SGD (the chapter's) keeps none
+    tensors = len(list(models.create("nin").parameters()))
+    assert mem.optimizer_state_bytes == 2 * mem.param_bytes + 4 * tensors
+
+
+def test_accuracy_is_paired_with_the_network_as_trained():
+    spec = Spec("alexnet", 72, 1, mode="train")
+    cost = train.trained_cost(spec)
+    model = models.create("alexnet", image_size=72)
+    assert cost["trained_params"] == sum(p.numel() for p in model.parameters())
+    assert cost["trained_params"] < 46_764_746 / 2  # AlexNet at 72 has a much smaller first FC
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model.eval()(torch.rand(1, 1, 72, 72))
+    assert cost["trained_macs"] == counter.get_total_flops() // 2  # AlexNet: conv + linear only
+    assert cost["trained_step_flops"] > 2 * counter.get_total_flops()  # backward ≈ 2x forward
+
+
+def test_full_profile_never_rests_accuracy_on_one_seed():
+    assert len(PROFILES["full"].overrides["train"]["seeds"]) >= 3
+
+
+def test_a_layer_above_the_compute_roof_marks_the_roof_underestimated():
+    fake = DevicePeaks(device="cpu", dtype="fp32", matmul_n=1, matmul_flops=1e6, conv_flops=1e6,
+                       peak_flops=1e6, copy_bytes=1, peak_bytes_per_s=1e9, datasheet_flops=None,
+                       datasheet_bytes_per_s=None)  # fmt: skip
+    spec = Spec("googlenet", 28, 1, threads=torch.get_num_threads())
+    r = roofline.measure(models.create("googlenet", image_size=28), spec, fake)
+    assert r.mfu > 1 and r.roof_underestimated
+    assert 0 <= r.other_time_share < 1
+    honest = dataclasses.replace(fake, peak_flops=1e15, matmul_flops=1e15, conv_flops=1e15)
+    assert not roofline.measure(models.create("googlenet", image_size=28), spec, honest).roof_underestimated
+
+
+@pytest.mark.parametrize("facts,expected_gflops", [
+    # Zen 5: two 512-bit FMA pipes, 16 fp32 lanes each: 64 FLOP per cycle and core
+    (dict(vendor="AuthenticAMD", family=26, flags=["avx2", "fma", "avx512f"], physical_cores=2,
+          clock_hz=4.0e9), 2 * 2 * 16 * 2 * 4.0),
+    # Zen 4: AVX-512 through two 256-bit pipes: 32 FLOP per cycle and core
+    (dict(vendor="AuthenticAMD", family=25, flags=["avx2", "fma", "avx512f"], physical_cores=2,
+          clock_hz=2.6e9), 2 * 2 * 8 * 2 * 2.6),
+    (dict(vendor="AuthenticAMD", family=25, flags=["avx2", "fma"], physical_cores=2, clock_hz=None), None),
+])  # fmt: skip
+def test_the_cpu_data_sheet_roof_is_the_product_of_its_recorded_factors(monkeypatch, facts, expected_gflops):
+    from cnnbench import env
+
+    monkeypatch.setattr(env, "cpu_facts", lambda: facts)
+    roof, factors, source = roofline.cpu_roof(threads=2)
+    if expected_gflops is None:
+        assert roof is None and factors["clock_hz"] == "unknown" and "unknown" in source
+    else:
+        assert roof == pytest.approx(expected_gflops * 1e9)
+        assert factors["cores"] == 2 and factors["flop_per_fma"] == 2
+
+
+def test_the_probe_takes_the_best_of_several_shapes():
+    peaks = roofline.measure_peaks(torch.device("cpu"))
+    assert len(peaks.probes) >= 4
+    assert peaks.peak_flops == max(peaks.probes.values())
+    assert peaks.matmul_flops == max(v for k, v in peaks.probes.items() if k.startswith("matmul"))
+
+
+def test_the_trained_cost_of_a_batch_norm_network_at_its_smallest_size():
+    # batch norm in training mode cannot take one value per channel (GoogLeNet's 1x1 maps at 28)
+    cost = train.trained_cost(Spec("googlenet_bn", 28, 16, mode="train"))
+    plain = train.trained_cost(Spec("googlenet", 28, 16, mode="train"))
+    assert cost["trained_params"] > plain["trained_params"]
+    assert cost["trained_step_flops"] >= plain["trained_step_flops"]  # same convolutions, plus BN
