@@ -46,7 +46,11 @@ def test_smoke_run_records_every_metric(smoke_run):
     for r in records:
         by_metric.setdefault(r.metric, []).append(r)
     assert all(r.status == "ok" for r in records)
-    assert len(by_metric["params"]) == len(by_metric["flops"]) == 2
+    assert len(by_metric["params"]) == 2
+    # FLOPs at each model's size, and googlenet's also at 224 (equal resolution; nin is at 224)
+    assert sorted((r.spec.model, r.spec.image_size) for r in by_metric["flops"]) == [
+        ("googlenet", 96), ("googlenet", 224), ("nin", 224)
+    ]
     # smoke: batches 1 and 2, inference and train, per model
     assert sorted(
         (r.spec.model, r.spec.mode, r.spec.batch_size) for r in by_metric["latency"]
