@@ -372,6 +372,8 @@ def run(
     for r in range(rounds):
         for model, units in todo.items():
             mine = [u for u in units if r == 0 or (u in partial and len(partial[u]) == r)]
+            if not mine:
+                continue  # nothing of this model is timed in rounds: no worker to start
             pending = list(mine)
             for kind, payload in _events(ctx, mine):
                 if kind == "record":
