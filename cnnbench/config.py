@@ -19,6 +19,7 @@ from typing import Any
 __all__ = [
     "METRICS",
     "DTYPES",
+    "EQUAL_RESOLUTION",
     "PROFILES",
     "Profile",
     "Option",
@@ -36,6 +37,8 @@ __all__ = [
 
 METRICS = ("params", "flops", "minsize", "latency", "memory", "roofline", "accuracy")
 DTYPES = ("fp32", "bf16", "fp16")
+# the chapter's AlexNet/VGG/NiN input: where FLOPs are also counted so networks compare alike
+EQUAL_RESOLUTION = 224
 
 
 # --- option values: parse a command-line string, or check a value given in Python -------------

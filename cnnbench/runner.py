@@ -159,8 +159,7 @@ def _worker(emit, ctx: Context, units: list[Unit]) -> None:
 def _events(ctx: Context, units: list[Unit]) -> Iterator[tuple[str, object]]:
     if ctx.config.isolation == "process":
         return run_in_worker(_worker, ctx, units)
-    _setup_process(ctx.config)
-    return _execute(ctx, units)
+    return _execute(ctx, units)  # this process was set up once, by run()
 
 
 def _pooled(harness, unit: Unit, rounds: list[Record], config: RunConfig) -> Record:
@@ -172,6 +171,10 @@ def _pooled(harness, unit: Unit, rounds: list[Record], config: RunConfig) -> Rec
 
 def _peaks_worker(config: RunConfig):
     _setup_process(config)
+    return _measure_peaks_here(config)
+
+
+def _measure_peaks_here(config: RunConfig):
     return roofline.measure_peaks(torch.device(config.device), config.workload.dtype)
 
 
@@ -183,7 +186,7 @@ def _measure_peaks(config: RunConfig) -> Context:
         if config.isolation == "process":
             peaks = call_in_worker(_peaks_worker, config, name="cnnbench-peaks")
         else:
-            peaks = _peaks_worker(config)
+            peaks = _measure_peaks_here(config)
     except Exception as exc:
         return Context(config, None, error_line(exc))
     return Context(config, peaks)
@@ -346,6 +349,8 @@ def run(
                 skipped.append(u)
             else:
                 todo.setdefault(model, []).append(u)
+    if config.isolation != "process":
+        _setup_process(config)  # once: threads, cuDNN autotuning, the memory cap
     ctx = Context(config)
     if any(u.metric == "roofline" for units in todo.values() for u in units):
         ctx = _measure_peaks(config)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import RunConfig
+from ..config import EQUAL_RESOLUTION, RunConfig
 from ..models import get_spec
 from ..results import Spec
 from ..results.types import DevicePeaks
@@ -49,9 +49,6 @@ class Harness:
 
 def _once(config: RunConfig, base: Spec) -> list[Spec]:
     return [base]  # counts and shapes: device-independent, batch 1, fp32, eager
-
-
-EQUAL_RESOLUTION = 224  # the chapter's AlexNet/VGG/NiN input: where networks are compared alike
 
 
 def _flops_units(config: RunConfig, base: Spec) -> list[Spec]:

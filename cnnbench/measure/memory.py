@@ -168,8 +168,13 @@ def set_memory_cap(cap_bytes: int | None, device: str = "cpu") -> None:
         return
     import psutil
 
+    # the soft limit only, and never above the hard one: a process may lower its soft limit
+    # again (a second cap, a worker that inherited one) but may not raise a hard limit
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
     limit = psutil.Process().memory_info().vms + cap_bytes
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
 def _reset_peak_rss() -> bool:

@@ -131,7 +131,11 @@ def measure_peaks(device: torch.device, dtype: str = "fp32") -> DevicePeaks:
     if not cuda:
         torch_dtype = torch.float32  # reduced-precision matmul on CPU is emulated: not a peak
     probes = _probe_flops(device, torch_dtype, cuda)
-    if not cuda:  # the run's thread count, and every core, whichever is faster
+    peak = max(probes.values())
+    if not cuda:
+        # Also at one thread per core: when the run oversubscribes the cores, that is the
+        # machine's peak; when the run uses fewer threads than cores, its own probes are its
+        # peak (recorded beside, never its roof).
         from ..env import cpu_facts
 
         run_threads = torch.get_num_threads()
@@ -139,16 +143,18 @@ def measure_peaks(device: torch.device, dtype: str = "fp32") -> DevicePeaks:
         if cores and cores != run_threads:
             torch.set_num_threads(cores)
             try:
-                probes.update({f"{k}, {cores} threads": v
-                               for k, v in _probe_flops(device, torch_dtype, cuda).items()})  # fmt: skip
+                at_cores = _probe_flops(device, torch_dtype, cuda)
             finally:
                 torch.set_num_threads(run_threads)
+            probes.update({f"{k}, {cores} threads": v for k, v in at_cores.items()})
+            if cores < run_threads:
+                peak = max(peak, *at_cores.values())
     cfg = TimingConfig(warmup_runs=2, min_runs=5, min_time_s=0.3 if not cuda else 0.5, max_runs=200)
     elements = (1 << 28) if cuda else (1 << 25)  # 1 GiB / 128 MiB of fp32
     src = torch.empty(elements, device=device, dtype=torch.float32).fill_(1.0)
     dst = torch.empty_like(src)
     times, _ = time_iterations(lambda: dst.copy_(src), device, cfg)
-    bandwidth = 2 * src.numel() * 4 / (statistics.median(times) / 1e3)
+    bandwidth = 2 * src.numel() * 4 / (min(times) / 1e3)  # the fastest, as for FLOP/s
     sheet_flops = sheet_bw = None
     source, factors = None, None
     if cuda:
@@ -161,15 +167,16 @@ def measure_peaks(device: torch.device, dtype: str = "fp32") -> DevicePeaks:
                 break
     else:
         sheet_flops, factors, source = cpu_roof(torch.get_num_threads())
-    matmuls = {k: v for k, v in probes.items() if k.startswith("matmul")}
-    convs = {k: v for k, v in probes.items() if k.startswith("conv")}
+    mine = {k: v for k, v in probes.items() if "threads" not in k}
+    matmuls = {k: v for k, v in mine.items() if k.startswith("matmul")}
+    convs = {k: v for k, v in mine.items() if k.startswith("conv")}
     return DevicePeaks(
         device=str(device),
         dtype=dtype,
         matmul_n=int(max(matmuls, key=matmuls.get).split()[1].rstrip(",")),
         matmul_flops=max(matmuls.values()),
         conv_flops=max(convs.values()),
-        peak_flops=max(probes.values()),
+        peak_flops=peak,
         copy_bytes=src.numel() * 4,
         peak_bytes_per_s=bandwidth,
         datasheet_flops=sheet_flops,

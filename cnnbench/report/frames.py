@@ -34,6 +34,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..config import EQUAL_RESOLUTION
 from ..results import Record
 from ..results.types import RESULT_TYPES, LayerCost
 from .noise import Control, latency_change, noise_control
@@ -56,7 +57,6 @@ __all__ = [
     "status_note",
 ]
 
-EQUAL_RESOLUTION = 224  # the input at which exercise 5 also compares models ("equal resolution")
 
 
 @dataclass(frozen=True)
