@@ -152,6 +152,9 @@ class BatchConfig:
     sweep: bool = opt(False, "double the batch from 1 until out of memory", exclusive="batches")
     sweep_max_batch: int | None = None  # the sweep's last batch; None: 4096 on CUDA, 256 on CPU
     memory_batch_sizes: tuple[int, ...] = (16,)  # batches whose peak memory is measured
+    # time a training step at batch 1 too. quick: no. Nobody trains at batch 1 (it times the
+    # optimizer's pass over every weight for one image) and it cost a CPU run ~25 s of 5 minutes
+    train_at_batch_1: bool = True
 
     def latency_batches(self, device: str) -> list[int]:
         if not self.sweep:
@@ -261,6 +264,7 @@ PROFILES: dict[str, Profile] = {
             # that learn: the smallest workable size, batch 16, Adam at 5e-4, 4,000 images.
             "train": dict(epochs=1, train_subset=4000, test_subset=2000, batch_size=16,
                           optimizer="adam", lr=5e-4, resolution="small"),  # fmt: skip
+            "batches": dict(train_at_batch_1=False),
         },
     ),
     "full": Profile(

@@ -66,6 +66,7 @@ def _latency_units(config: RunConfig, base: Spec) -> list[Spec]:
         dataclasses.replace(base, batch_size=b, mode=mode, compiled=config.workload.compile)
         for mode in MODES
         for b in batches
+        if not (mode == "train" and b == 1 and not config.batches.train_at_batch_1)
     ]
 
 
