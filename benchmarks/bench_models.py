@@ -19,6 +19,7 @@ from cnnbench import models
 from cnnbench.measure import flops, workload
 from cnnbench.measure._device import synchronize
 from cnnbench.results import Spec
+from cnnbench.runner import process_flags
 
 CHAPTER = models.default_models()
 FULL_BATCHES = (1, 8, 32, 128, 256)
@@ -68,7 +69,7 @@ def _timed(benchmark, name: str, batch: int, device: torch.device, mode: str):
     params, gmacs = _counts(name)
     benchmark.extra_info.update(
         model=name, input_size=size, batch=batch, device=str(device), dtype="fp32", mode=mode,
-        threads=spec.threads, params=params, gmacs=gmacs,
+        threads=spec.threads, params=params, gmacs=gmacs, **process_flags(),
     )  # fmt: skip
     benchmark.pedantic(
         synchronized_step, warmup_rounds=2, rounds=5 if device.type == "cpu" else 50, iterations=1

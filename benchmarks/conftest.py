@@ -21,3 +21,20 @@ def device(request) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         pytest.skip("--device cuda, but CUDA is not available")
     return dev
+
+
+@pytest.fixture(autouse=True)
+def math_flags():
+    """Every benchmark runs with the flags cnnbench's workers set, never with what an earlier
+    test left behind: cuDNN autotuning on (its trials fall in the warm-up rounds), TF32 off for
+    both cuBLAS and cuDNN (true fp32). Restored afterwards; extra_info records them
+    (``cnnbench.runner.process_flags``)."""
+    saved = (torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32,
+             torch.backends.cuda.matmul.allow_tf32)  # fmt: skip
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    (torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32,
+     torch.backends.cuda.matmul.allow_tf32) = saved  # fmt: skip
+

@@ -138,6 +138,12 @@ class WorkloadConfig:
     channels_last: bool = opt(False, "torch.channels_last for model and input")
     compile: bool = opt(False, "torch.compile (latency; compile time recorded apart)")
     threads: int | None = opt(None, "CPU intra-op threads (default: torch's)", parse=positive_int)
+    tf32: bool = opt(False, "CUDA fp32: allow TF32 in matmuls and convolutions (cuDNN's "
+                     "default is on, cuBLAS's off: cnnbench sets both, recorded)")  # fmt: skip
+    cast: str = opt("autocast", "bf16/fp16 inference: autocast (fp32 weights cast on every "
+                    "call) or weights (model.to(dtype))", choices=("autocast", "weights"))  # fmt: skip
+    cuda_graphs: bool = opt(False, "CUDA inference latency replayed from a captured CUDA graph "
+                            "(no launch overhead)")  # fmt: skip
     cudnn_benchmark: bool = True  # cuDNN autotuning on CUDA (its trials are warm-up)
 
 
@@ -150,7 +156,10 @@ class BatchConfig:
         exclusive="batches",
     )  # fmt: skip
     sweep: bool = opt(False, "double the batch from 1 until out of memory", exclusive="batches")
-    sweep_max_batch: int | None = None  # the sweep's last batch; None: 4096 on CUDA, 256 on CPU
+    # the sweep's last batch; None: 65,536 on CUDA (a ceiling: the sweep ends before it, at out
+    # of memory, a plateau in images/s or the tensor-size limit; the reason is recorded), 256
+    # on CPU (time, not memory, ends a CPU sweep)
+    sweep_max_batch: int | None = None
     memory_batch_sizes: tuple[int, ...] = (16,)  # batches whose peak memory is measured
     # time a training step at batch 1 too. quick: no. Nobody trains at batch 1 (it times the
     # optimizer's pass over every weight for one image) and it cost a CPU run ~25 s of 5 minutes
@@ -159,7 +168,7 @@ class BatchConfig:
     def latency_batches(self, device: str) -> list[int]:
         if not self.sweep:
             return list(self.batch_sizes)
-        last = self.sweep_max_batch or (4096 if device.startswith("cuda") else 256)
+        last = self.sweep_max_batch or (65536 if device.startswith("cuda") else 256)
         out, b = [], 1
         while b <= last:
             out.append(b)

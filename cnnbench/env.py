@@ -151,24 +151,47 @@ def collect_env(device: str = "cpu") -> dict[str, Any]:
             "memory_bytes": props.total_memory,
             "cuda_runtime": torch.version.cuda,
             "cudnn": torch.backends.cudnn.version(),
-            "driver": _nvidia_driver(),
-            "cudnn_benchmark": torch.backends.cudnn.benchmark,
-            "cudnn_deterministic": torch.backends.cudnn.deterministic,
-            "allow_tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
-            "allow_tf32_cudnn": torch.backends.cudnn.allow_tf32,
-            "float32_matmul_precision": torch.get_float32_matmul_precision(),
+            # clocks, power limit, MIG and ECC state, driver: what nvidia-smi says of this GPU.
+            # (The math flags the workers ran with are under "worker_flags": this process is
+            # not set up like them.)
+            "smi": nvidia_smi(str(getattr(props, "uuid", "")) or None, dev.index or 0),
         }
+    env["env_vars"] = {k: os.environ.get(k) for k in SPEED_ENV_VARS}
     return env
 
 
-def _nvidia_driver() -> str | None:
+# environment variables that change what a measurement means (unset: None)
+SPEED_ENV_VARS = ("NVIDIA_TF32_OVERRIDE", "PYTORCH_CUDA_ALLOC_CONF", "CUBLAS_WORKSPACE_CONFIG",
+                  "CUDA_VISIBLE_DEVICES", "CUDA_LAUNCH_BLOCKING", "OMP_NUM_THREADS",
+                  "MKL_NUM_THREADS", "TORCHINDUCTOR_MAX_AUTOTUNE")  # fmt: skip
+
+SMI_FIELDS = ("uuid", "name", "driver_version", "pstate", "clocks.sm", "clocks.max.sm",
+              "clocks.mem", "clocks.max.mem", "power.limit", "power.max_limit",
+              "mig.mode.current", "ecc.mode.current", "persistence_mode", "temperature.gpu")  # fmt: skip
+
+
+def parse_smi(text: str, uuid: str | None, index: int) -> dict[str, str] | None:
+    """The row of ``nvidia-smi --query-gpu=SMI_FIELDS --format=csv,noheader`` output that is
+    this GPU: the one whose UUID ends with torch's ``uuid``, else the ``index``-th row."""
+    rows = [[c.strip() for c in line.split(",")] for line in text.strip().splitlines() if line.strip()]
+    rows = [dict(zip(SMI_FIELDS, r, strict=False)) for r in rows if len(r) == len(SMI_FIELDS)]
+    if not rows:
+        return None
+    if uuid:
+        for row in rows:
+            if row["uuid"].removeprefix("GPU-") == uuid.removeprefix("GPU-"):
+                return row
+    return rows[index] if index < len(rows) else None
+
+
+def nvidia_smi(uuid: str | None, index: int) -> dict[str, str] | None:
     try:
         done = subprocess.run(
-            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            ["nvidia-smi", f"--query-gpu={','.join(SMI_FIELDS)}", "--format=csv,noheader"],
             capture_output=True,
             text=True,
             timeout=10,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return done.stdout.strip().splitlines()[0] if done.returncode == 0 and done.stdout else None
+    return parse_smi(done.stdout, uuid, index) if done.returncode == 0 else None

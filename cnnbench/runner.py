@@ -32,7 +32,7 @@ import torch
 from . import models
 from .config import RunConfig
 from .env import collect_env
-from .measure import memory, roofline
+from .measure import memory, roofline, workload
 from .measure._device import is_oom, release
 from .measure.harnesses import HARNESSES, Context
 from .measure.train import Unsupported
@@ -88,6 +88,8 @@ def _base_spec(config: RunConfig, model: str) -> Spec:
         compiled=False,
         # CPU: the thread count every worker uses (set from --threads, else torch's default)
         threads=None if config.device.startswith("cuda") else wl.threads or torch.get_num_threads(),
+        tf32=wl.tf32 if config.device.startswith("cuda") and wl.dtype == "fp32" else None,
+        cast=None if wl.dtype == "fp32" else wl.cast,
     )
 
 
@@ -124,42 +126,102 @@ def _measure_unit(unit: Unit, ctx: Context) -> Record:
 
 
 def _setup_process(config: RunConfig) -> None:
-    """Per-process settings every measurement depends on (recorded in the spec and env.json)."""
-    if config.workload.threads:
-        torch.set_num_threads(config.workload.threads)
+    """Per-process settings every measurement depends on (recorded in the spec and env.json).
+
+    Both TF32 flags are set, never left to the defaults: cuDNN allows TF32 by default and cuBLAS
+    does not, so an fp32 run would otherwise time its convolutions in TF32 and its matmuls in
+    fp32. ``cuda:N`` becomes the current device, so that streams and events are N's."""
+    wl = config.workload
+    if wl.threads:
+        torch.set_num_threads(wl.threads)
+    torch.backends.cuda.matmul.allow_tf32 = wl.tf32
+    torch.backends.cudnn.allow_tf32 = wl.tf32
     if config.device.startswith("cuda"):
-        torch.backends.cudnn.benchmark = config.workload.cudnn_benchmark
+        torch.backends.cudnn.benchmark = wl.cudnn_benchmark
+        torch.cuda.set_device(torch.device(config.device))
     memory.set_memory_cap(config.memory.cap_bytes, config.device)
 
 
-def _execute(ctx: Context, units: list[Unit]) -> Iterator[tuple[str, object]]:
-    """Measure ``units`` in order, yielding ``start``/``skip``/``record`` events; a batch sweep
-    stops at its first OOM for that mode."""
+def process_flags() -> dict:
+    """The settings of this process that decide speed, as a worker runs with them (env.json)."""
+    return {
+        "torch_threads": torch.get_num_threads(),
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+        "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "current_cuda_device": torch.cuda.current_device() if torch.cuda.is_initialized() else None,
+    }
+
+
+def _worker_flags(config: RunConfig) -> dict:
+    _setup_process(config)
+    return process_flags()
+
+
+ELEMENT_LIMIT = 2**31 - 1  # past this many elements in one tensor, kernels index with 64 bits
+# or not at all; a sweep does not build such tensors
+PLATEAU_GAIN = 0.03  # a doubling that adds less images/s than this ...
+PLATEAU_DOUBLINGS = 2  # ... this many times in a row ends a sweep: the device is saturated
+
+
+def _execute(ctx: Context, units: list[Unit], first_round: bool = True) -> Iterator[tuple[str, object]]:
+    """Measure ``units`` in order, yielding ``start``/``skip``/``record`` events.
+
+    A batch sweep ends at its first out-of-memory batch; in the first round (which decides how
+    far a sweep goes) also where images/s has plateaued (the last record says so in
+    ``sweep_end``) and before a batch whose largest tensor would pass ``ELEMENT_LIMIT`` (an
+    ``unsupported`` record says so)."""
     sweeping = ctx.config.batches.sweep
-    stopped: set[tuple[str, str]] = set()  # (metric, mode) sweeps that ran out of memory
+    stopped: set[tuple[str, str]] = set()  # (metric, mode) sweeps that ended
+    rates: dict[tuple[str, str], list[float]] = {}  # images/s along each latency sweep
+    largest: dict[str, int] = {}  # model → elements of its largest tensor per image
     for unit in units:
         key = (unit.metric, unit.spec.mode)
-        if sweeping and HARNESSES[unit.metric].sweep and key in stopped:
-            yield "skip", unit  # larger batches of a sweep that already ran out of memory
+        in_sweep = sweeping and HARNESSES[unit.metric].sweep
+        if in_sweep and key in stopped:
+            yield "skip", unit  # larger batches of a sweep that already ended
             continue
+        if in_sweep and first_round:
+            if unit.spec.model not in largest:
+                largest[unit.spec.model] = workload.largest_tensor_elements(unit.spec)
+            elements = largest[unit.spec.model] * unit.spec.batch_size
+            if elements > ELEMENT_LIMIT:
+                stopped.add(key)
+                yield "record", Record.failed(
+                    unit.metric, unit.spec, "unsupported",
+                    f"sweep ends before batch {unit.spec.batch_size}: its largest tensor would "
+                    f"hold {elements:,} elements, past 2^31 - 1",
+                )  # fmt: skip
+                continue
         yield "start", unit
         record = _measure_unit(unit, ctx)
         if record.status == "oom":
             stopped.add(key)
+        elif in_sweep and first_round and record.status == "ok" and unit.metric == "latency":
+            seen = rates.setdefault(key, [])
+            seen.append(record.values["images_per_s"])
+            gains = [b / a - 1 for a, b in zip(seen, seen[1:])][-PLATEAU_DOUBLINGS:]
+            if len(gains) == PLATEAU_DOUBLINGS and all(g < PLATEAU_GAIN for g in gains):
+                stopped.add(key)
+                why = (f"images/s plateaued: {', '.join(f'{g:+.1%}' for g in gains)} over the "
+                       f"last {PLATEAU_DOUBLINGS} doublings")  # fmt: skip
+                record = dataclasses.replace(record, values={**record.values, "sweep_end": why})
         yield "record", record
 
 
-def _worker(emit, ctx: Context, units: list[Unit]) -> None:
+def _worker(emit, ctx: Context, units: list[Unit], first_round: bool) -> None:
     """A model's worker process: set up like every worker, then measure its units."""
     _setup_process(ctx.config)
-    for kind, payload in _execute(ctx, units):
+    for kind, payload in _execute(ctx, units, first_round):
         emit(kind, payload)
 
 
-def _events(ctx: Context, units: list[Unit]) -> Iterator[tuple[str, object]]:
+def _events(ctx: Context, units: list[Unit], first_round: bool) -> Iterator[tuple[str, object]]:
     if ctx.config.isolation == "process":
-        return run_in_worker(_worker, ctx, units)
-    return _execute(ctx, units)  # this process was set up once, by run()
+        return run_in_worker(_worker, ctx, units, first_round)
+    return _execute(ctx, units, first_round)  # this process was set up once, by run()
 
 
 def _pooled(harness, unit: Unit, rounds: list[Record], config: RunConfig) -> Record:
@@ -175,7 +237,8 @@ def _peaks_worker(config: RunConfig):
 
 
 def _measure_peaks_here(config: RunConfig):
-    return roofline.measure_peaks(torch.device(config.device), config.workload.dtype)
+    return roofline.measure_peaks(torch.device(config.device), config.workload.dtype,
+                                  tf32=config.workload.tf32)  # fmt: skip
 
 
 def _measure_peaks(config: RunConfig) -> Context:
@@ -190,6 +253,30 @@ def _measure_peaks(config: RunConfig) -> Context:
     except Exception as exc:
         return Context(config, None, error_line(exc))
     return Context(config, peaks)
+
+
+def _sweep_key(metric: str, spec: Spec) -> tuple:
+    """What identifies one batch sweep: the spec without its batch."""
+    return (metric, dataclasses.replace(spec, batch_size=0))
+
+
+def _ends_sweep(r: Record) -> bool:
+    return (
+        r.status == "oom"
+        or (r.status == "unsupported" and (r.reason or "").startswith("sweep ends"))
+        or (r.status == "ok" and bool(r.values.get("sweep_end")))
+    )
+
+
+def _sweep_stops(records) -> dict[tuple, int]:
+    """For each sweep that ended (out of memory, the tensor-size limit, a plateau): the batch
+    where it ended. A resumed sweep does not go past it, as the sweep itself did not."""
+    stops: dict[tuple, int] = {}
+    for r in records:
+        if HARNESSES.get(r.metric) and HARNESSES[r.metric].sweep and _ends_sweep(r):
+            key = _sweep_key(r.metric, r.spec)
+            stops[key] = min(stops.get(key, r.spec.batch_size), r.spec.batch_size)
+    return stops
 
 
 def _check_resume(store: RunStore, env: dict) -> None:
@@ -300,8 +387,20 @@ def preflight(config: RunConfig) -> None:
             raise RunRefused(f"{name} {n} is not a multiple of the 10 classes (balanced subsets)")
     if tr.optimizer != "sgd" and tr.momentum:
         raise RunRefused(f"--momentum applies to SGD; --optimizer {tr.optimizer} has its own")
+    cuda = config.device.startswith("cuda")
+    for flag, given, why in (
+        ("--tf32", wl.tf32 and not cuda, "applies to CUDA (a CPU has no TF32)"),
+        ("--tf32", wl.tf32 and wl.dtype != "fp32", f"applies to fp32; --dtype {wl.dtype} is "
+         "reduced precision already"),
+        ("--cuda-graphs", wl.cuda_graphs and not cuda, "needs --device cuda"),
+        ("--cuda-graphs", wl.cuda_graphs and wl.compile, "and --compile: choose one (torch.compile "
+         "with mode='reduce-overhead' captures graphs itself)"),
+        ("--cast weights", wl.cast == "weights" and wl.dtype == "fp32", "needs --dtype bf16 or fp16"),
+    ):  # fmt: skip
+        if given:
+            raise RunRefused(f"{flag} {why}")
     cpus = os.cpu_count() or 1
-    if wl.threads and wl.threads > cpus and not config.device.startswith("cuda"):
+    if wl.threads and wl.threads > cpus and not cuda:
         raise RunRefused(f"--threads {wl.threads}: this machine has {cpus} CPU(s)")
     _check_sizes(config)
     if "accuracy" in config.metrics:
@@ -329,12 +428,15 @@ def run(
     env = collect_env(config.device)
     env["config"] = dataclasses.asdict(config)
     done_keys: set[tuple] = set()
+    stopped_at: dict[tuple, int] = {}  # resumed sweeps that ended: the batch where they did
     previous = {}
     if config.resume:
         _check_resume(store, env)
         # error records are retried; every other status is a result and is kept. Reading first
         # refuses a corrupt file (CorruptStore) before anything in the folder is rewritten.
-        done_keys = {r.key for r in store.records() if r.status != "error"}
+        kept = [r for r in store.records() if r.status != "error"]
+        done_keys = {r.key for r in kept}
+        stopped_at = _sweep_stops(kept) if config.batches.sweep else {}
         previous = store.read_env()
     repaired = store.repair_torn_tail()
     if repaired:
@@ -347,6 +449,8 @@ def run(
         for u in units:
             if Record(u.metric, u.spec, "ok").key in done_keys:
                 skipped.append(u)
+            elif u.spec.batch_size > stopped_at.get(_sweep_key(u.metric, u.spec), u.spec.batch_size):
+                skipped.append(u)  # past where this sweep ended last time
             else:
                 todo.setdefault(model, []).append(u)
     if config.isolation != "process":
@@ -355,7 +459,16 @@ def run(
     if any(u.metric == "roofline" for units in todo.values() for u in units):
         ctx = _measure_peaks(config)
         if ctx.peaks is not None:  # a fact about the machine: recorded, never read back
-            env["peaks"] = {f"{config.device} {config.workload.dtype}": dataclasses.asdict(ctx.peaks)}
+            env["peaks"] = {f"{config.device} {ctx.peaks.math_mode}": dataclasses.asdict(ctx.peaks)}
+    # what the workers run with (the parent is not set up like them)
+    try:
+        env["worker_flags"] = (
+            call_in_worker(_worker_flags, config, name="cnnbench-flags")
+            if config.isolation == "process"
+            else process_flags()
+        )
+    except Exception as exc:
+        env["worker_flags"] = {"error": error_line(exc)}
     if previous:
         env = {**previous, "resumed": previous.get("resumed", []) + [env]}
     store.write_env(env)
@@ -380,7 +493,7 @@ def run(
             if not mine:
                 continue  # nothing of this model is timed in rounds: no worker to start
             pending = list(mine)
-            for kind, payload in _events(ctx, mine):
+            for kind, payload in _events(ctx, mine, r == 0):
                 if kind == "record":
                     unit = Unit(payload.metric, payload.spec)
                     pending.remove(unit)
@@ -394,8 +507,12 @@ def run(
                             write(_pooled(harness, unit, partial.pop(unit), config))
                 elif kind == "skip":
                     pending.remove(payload)
-                    partial.pop(payload, None)
-                    notify(kind, payload)
+                    if partial.pop(payload, None):  # measured in earlier rounds, not in this one
+                        write(Record.failed(payload.metric, payload.spec, "oom",
+                                            f"not measured in round {r + 1} of {rounds}: a smaller "
+                                            "batch of this sweep ran out of memory in that round"))  # fmt: skip
+                    else:
+                        notify(kind, payload)
                 elif kind in ("died", "raised"):
                     why = payload if kind == "died" else payload[0]
                     for u in pending:  # the worker is gone: say what it did not finish

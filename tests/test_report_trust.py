@@ -12,6 +12,7 @@ from cnnbench.cli import main
 from cnnbench.report.compare import compare_runs
 from cnnbench.report.fmt import ABOVE_ROOF
 from cnnbench.report.render import write_report
+from cnnbench.results import Record
 from tests import trust_records as t
 
 MiB = 2**20
@@ -205,13 +206,25 @@ def test_compare_does_not_call_a_precise_change_below_the_minimum_effect(tmp_pat
     assert not lat.significant and lat.verdict == "within noise"  # ... but 3% is below 5%
 
 
-def test_compare_reports_accuracy_in_points_and_no_call_on_one_seed(tmp_path):
+def test_compare_reports_accuracy_in_points_and_one_seed_only_beyond_the_floor(tmp_path):
+    """One seed has no spread, and a GPU run is not deterministic: a change is called only past
+    the stated floor (2 pp), never by a zero spread."""
+    from cnnbench.report.compare import ACCURACY_FLOOR
+
+    assert ACCURACY_FLOOR == 0.02
     a = t.write_run(tmp_path / "a", [t.accuracy("nin", 72, [0.50])])
-    b = t.write_run(tmp_path / "b", [t.accuracy("nin", 72, [0.547])])
-    r = compare_runs(a, b)
-    acc = r[r.value == "test_accuracy_mean"].iloc[0]
-    assert acc.change_shown == "+4.7 pp" and not acc.significant
-    assert acc.noise_shown == "1 seed: no spread"
+    for acc_b, shown, flagged in ((0.547, "+4.7 pp", True), (0.515, "+1.5 pp", False),
+                                  (0.485, "-1.5 pp", False), (0.47, "-3.0 pp", True)):  # fmt: skip
+        b = t.write_run(tmp_path / f"b{acc_b}", [t.accuracy("nin", 72, [acc_b])])
+        r = compare_runs(a, b)
+        acc = r[r.value == "test_accuracy_mean"].iloc[0]
+        assert acc.change_shown == shown and bool(acc.significant) is flagged, (acc_b, acc.verdict)
+        assert acc.noise_shown == "1 seed: no spread; floor 2.0 pp (< 3 seeds)"
+    # three seeds on each side: their spread alone decides (1.5 pp against a 0.5 pp std)
+    a3 = t.write_run(tmp_path / "a3", [t.accuracy("nin", 72, [0.50, 0.505, 0.495])])
+    b3 = t.write_run(tmp_path / "b3", [t.accuracy("nin", 72, [0.515, 0.52, 0.51])])
+    acc = compare_runs(a3, b3).query("value == 'test_accuracy_mean'").iloc[0]
+    assert acc.significant and acc.verdict == "higher" and "floor" not in acc.noise_shown
 
 
 def test_latency_figure_shades_the_interval_when_samples_exist(tmp_path):
@@ -281,6 +294,24 @@ def test_the_data_sheet_roof_shows_its_source_and_factors(tmp_path):
     peaks = table(md, "The peaks behind the roof: every probe, and the data sheet")[0]
     assert peaks["data-sheet factors"] == "cores 2, fma_units 2, lanes 16, clock_hz unknown"
     assert peaks["probes GFLOP/s"] == "matmul 1536 80.0; conv 3x3 100.0"
+
+
+def test_a_data_sheet_below_the_measured_peak_is_called_underestimated(tmp_path):
+    """A probe cannot run faster than the hardware: a data-sheet figure below it has a wrong
+    factor (on a VM, the nominal clock), and the report says so instead of using it as a roof."""
+    import dataclasses
+
+    base = t.roofline("nin", 0.4, datasheet_factors={"clock_source": "cpu MHz (nominal on a VM)"})
+    for ratio, shown, claimed in ((0.6, "1.67 (data sheet underestimated)", True), (1.5, "0.67", False)):
+        sheet = dataclasses.replace(base.result.peaks, datasheet_flops=ratio * t.PEAK)
+        rec = Record.of("roofline", base.spec, dataclasses.replace(
+            base.result, peaks=sheet, datasheet_flops=sheet.datasheet_flops))  # fmt: skip
+        md = render(tmp_path / str(ratio), [rec])
+        row = table(md, "The peaks behind the roof: every probe, and the data sheet")[0]
+        assert row["best probe / data sheet"] == shown
+        said = "The data-sheet roof (60 GFLOP/s) lies below what the probes measured (100)"
+        assert (said in md) is claimed
+        assert ("the clock is cpu MHz (nominal on a VM)" in md) is claimed
 
 
 # --- one word, one meaning; units; answers; conditions; escaping ---------------------------------

@@ -1,5 +1,6 @@
 """The run pipeline end to end through the CLI: records, env.json, resume, failures, OOM."""
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -84,6 +85,10 @@ def test_env_json_describes_the_run(smoke_run):
     assert env["config"]["overrides"] == ["threads"]
     assert env["config"]["command_line"].startswith("cnnbench run --profile smoke")
     assert "git_commit" in env
+    # the flags the workers ran with, not the parent's: both TF32 flags set (off by default)
+    flags = env["worker_flags"]
+    assert flags["torch_threads"] == 1  # --threads 1 reached the workers
+    assert flags["matmul_allow_tf32"] is False and flags["cudnn_allow_tf32"] is False
 
 
 def test_resume_skips_what_is_recorded(smoke_run, tmp_path, capsys):
@@ -232,3 +237,60 @@ def test_missing_data_makes_accuracy_unsupported_and_the_rest_runs(tmp_path, mon
     assert status["accuracy"].status == "unsupported"
     assert "apt-get install dataset-fashion-mnist" in status["accuracy"].reason
     assert not result.failed  # unsupported is a recorded fact, not a failure of the run
+
+
+def _sweep_config(out, max_batch):
+    from cnnbench.config import make_config
+
+    config = make_config(models=("googlenet",), metrics=("latency",), device="cpu", profile="smoke",
+                         out_dir=str(out), isolation="none",
+                         given={"sweep": True, "rounds": 3, "image_size": 32, "threads": 1})  # fmt: skip
+    return dataclasses.replace(
+        config, batches=dataclasses.replace(config.batches, sweep_max_batch=max_batch)
+    )
+
+
+def _memory_runs_out(monkeypatch, limit):
+    """The latency harness, real, except that ``limit(spec, round)`` says when memory runs out."""
+    from cnnbench.measure import harnesses, latency
+
+    calls: list = []
+
+    def measure_unit(spec, ctx):
+        calls.append(spec)
+        if limit(spec, calls.count(spec) - 1):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate (synthetic)")
+        return latency.measure_unit(spec, ctx)
+
+    harness = dataclasses.replace(harnesses.HARNESSES["latency"], measure_unit=measure_unit)
+    monkeypatch.setitem(harnesses.HARNESSES, "latency", harness)
+    return calls
+
+
+def test_a_sweep_short_of_memory_in_a_later_round_still_records_every_batch(tmp_path, monkeypatch):
+    """Batch 2 fits in round 1 and not in round 2; batch 4, which fit in round 1, is not tried in
+    round 2 (the sweep stops at its first oom): it must end as a record, not vanish."""
+    from cnnbench import runner
+
+    _memory_runs_out(monkeypatch, lambda spec, rnd: spec.batch_size == 8 or
+                     (spec.batch_size == 2 and rnd == 1))  # fmt: skip
+    result = runner.run(_sweep_config(tmp_path / "run", 8))
+    got = {(r.spec.mode, r.spec.batch_size): r for r in result.records}
+    assert sorted(got) == [(m, b) for m in ("inference", "train") for b in (1, 2, 4, 8)]
+    for mode in ("inference", "train"):
+        assert got[mode, 1].status == "ok" and got[mode, 1].result.rounds == 3
+        assert [got[mode, b].status for b in (2, 4, 8)] == ["oom"] * 3
+        assert got[mode, 4].reason.startswith("not measured in round 2 of 3")
+
+
+def test_a_resumed_sweep_does_not_try_past_its_oom(tmp_path, monkeypatch):
+    from cnnbench import runner
+
+    calls = _memory_runs_out(monkeypatch, lambda spec, rnd: spec.batch_size >= 2)
+    first = runner.run(_sweep_config(tmp_path / "run", 4))
+    assert {(r.spec.batch_size, r.status) for r in first.records} == {(1, "ok"), (2, "oom")}
+    calls.clear()
+    resumed = dataclasses.replace(_sweep_config(tmp_path / "run", 16), resume=True)
+    again = runner.run(resumed)
+    assert calls == [] and again.records == ()  # batches 4, 8 and 16 lie past the oom at 2
+    assert again.skipped == 2 * 5  # both modes: 1 and 2 recorded, 4, 8, 16 past the stop

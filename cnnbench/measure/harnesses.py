@@ -21,7 +21,7 @@ from ..results import Spec
 from ..results.types import DevicePeaks
 from . import flops, latency, memory, params, roofline, shapes, train
 
-__all__ = ["Context", "Harness", "HARNESSES", "MODES", "EQUAL_RESOLUTION"]
+__all__ = ["Context", "Harness", "HARNESSES", "MODES", "EQUAL_RESOLUTION", "in_mode"]
 
 MODES = ("inference", "train")
 
@@ -60,10 +60,19 @@ def _flops_units(config: RunConfig, base: Spec) -> list[Spec]:
     return [base, dataclasses.replace(base, image_size=EQUAL_RESOLUTION)]
 
 
+def in_mode(base: Spec, mode: str, **changes) -> Spec:
+    """``base`` in ``mode``: a training step keeps fp32 weights under autocast (a weights cast
+    applies to inference only) and is never replayed from a CUDA graph."""
+    if mode == "train":
+        changes.update(cuda_graph=False, cast=None if base.cast is None else "autocast")
+    return dataclasses.replace(base, mode=mode, **changes)
+
+
 def _latency_units(config: RunConfig, base: Spec) -> list[Spec]:
     batches = config.batches.latency_batches(config.device)
+    graph = config.workload.cuda_graphs and config.device.startswith("cuda")
     return [
-        dataclasses.replace(base, batch_size=b, mode=mode, compiled=config.workload.compile)
+        in_mode(base, mode, batch_size=b, compiled=config.workload.compile, cuda_graph=graph)
         for mode in MODES
         for b in batches
         if not (mode == "train" and b == 1 and not config.batches.train_at_batch_1)
@@ -72,7 +81,7 @@ def _latency_units(config: RunConfig, base: Spec) -> list[Spec]:
 
 def _memory_units(config: RunConfig, base: Spec) -> list[Spec]:
     return [
-        dataclasses.replace(base, batch_size=b, mode=mode)
+        in_mode(base, mode, batch_size=b)
         for mode in MODES
         for b in config.batches.memory_batch_sizes
     ]
@@ -85,9 +94,9 @@ def _roofline_units(config: RunConfig, base: Spec) -> list[Spec]:
 def _accuracy_units(config: RunConfig, base: Spec) -> list[Spec]:
     size = train.image_size_for(config, base.model)
     return [
-        dataclasses.replace(
-            base, image_size=size, batch_size=train.config_for(config, base.model).batch_size,
-            mode="train", compiled=config.workload.compile,
+        in_mode(
+            base, "train", image_size=size, compiled=config.workload.compile,
+            batch_size=train.config_for(config, base.model).batch_size,
         )
     ]  # fmt: skip
 

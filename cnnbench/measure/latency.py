@@ -83,10 +83,16 @@ class CpuContention:
         self.other_share = max(0.0, busy - own) / (wall * cpus) if wall > 0 else 0.0
 
 
+HOST_BOUND = 0.9  # host time per iteration / device time per iteration above this: launch-bound
+
+
 def time_iterations(
-    fn: Callable[[], object], device: torch.device, cfg: TimingConfig
+    fn: Callable[[], object], device: torch.device, cfg: TimingConfig,
+    host_ms: list[float] | None = None,
 ) -> tuple[list[float], str]:
-    """Per-iteration times in milliseconds, after warm-up, and the timer used."""
+    """Per-iteration times in milliseconds, after warm-up, and the timer used. On CUDA the
+    events are recorded on ``device``'s current stream, and ``host_ms`` (when given) receives
+    the host's time to issue each iteration."""  # fmt: skip
     for _ in range(cfg.warmup_runs):
         fn()
     synchronize(device)
@@ -96,13 +102,21 @@ def time_iterations(
     estimate = max(time.perf_counter() - t0, 1e-6)
     n = min(cfg.max_runs, max(cfg.min_runs, math.ceil(cfg.min_time_s / estimate)))
     if device.type == "cuda":
+        # the device's own stream: Event.record() without one records on the *current device's*
+        # stream, which is not cuda:N's unless N was made current
+        stream = torch.cuda.current_stream(device)
         starts = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
         ends = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
+        issued = []
         for start, end in zip(starts, ends, strict=True):
-            start.record()
+            t = time.perf_counter()
+            start.record(stream)
             fn()
-            end.record()
+            end.record(stream)
+            issued.append((time.perf_counter() - t) * 1e3)
         torch.cuda.synchronize(device)
+        if host_ms is not None:
+            host_ms.extend(issued)
         return [s.elapsed_time(e) for s, e in zip(starts, ends, strict=True)], "cuda_event"
     times = []
     for _ in range(n):
@@ -149,6 +163,7 @@ def measure(
         synchronize(device)
         compile_s = time.perf_counter() - t0
     attempts = 0
+    host: list[float] = []
     while True:
         attempts += 1
         if device.type == "cpu":
@@ -156,7 +171,8 @@ def measure(
                 times, timer = time_iterations(step, device, cfg)
             other = load.other_share
         else:
-            times, timer = time_iterations(step, device, cfg)
+            host.clear()
+            times, timer = time_iterations(step, device, cfg, host)
             other = None
         contended = other is not None and other > cfg.contended_share
         if not contended or attempts >= 2:
@@ -164,6 +180,7 @@ def measure(
     times = [round(t, 5) for t in times]  # 10 ns: below any timer's resolution; keeps JSON short
     stats = timing_stats(times, spec.batch_size)  # derived from exactly the samples kept
     interval = median_interval(times)
+    host_p50 = float(np.median(host)) if host else None
     return LatencyResult(
         timer=timer,
         warmup_runs=cfg.warmup_runs,
@@ -178,6 +195,9 @@ def measure(
         round_medians_ms=(stats["latency_ms_p50"],),
         latency_ms_p50_ci_low=interval.low,
         latency_ms_p50_ci_high=interval.high,
+        host_ms_p50=host_p50,
+        host_bound=None if host_p50 is None else bool(host_p50 >= HOST_BOUND * stats["latency_ms_p50"]),
+        dynamo=workload.dynamo_counters() if spec.compiled else None,
         **stats,
     )
 
@@ -202,6 +222,8 @@ def pool(rounds: list[LatencyResult], spec: Spec, cfg: TimingConfig) -> LatencyR
     ``cnnbench/stats.py``) and each round's own median beside it."""
     times = [t for r in rounds for t in r.times_ms]
     sizes = tuple(len(r.times_ms) for r in rounds)
+    hosts = [r.host_ms_p50 for r in rounds if r.host_ms_p50 is not None]
+    host_p50 = float(np.median(hosts)) if hosts else None
     stats = timing_stats(times, spec.batch_size)
     interval = median_interval(times, sizes)
     first = rounds[0]
@@ -223,5 +245,17 @@ def pool(rounds: list[LatencyResult], spec: Spec, cfg: TimingConfig) -> LatencyR
         latency_ms_p50_ci_low=interval.low,
         latency_ms_p50_ci_high=interval.high,
         optimizer=first.optimizer,
+        host_ms_p50=host_p50,
+        host_bound=None if host_p50 is None else bool(host_p50 >= HOST_BOUND * stats["latency_ms_p50"]),
+        dynamo=_sum_counters([r.dynamo for r in rounds]),
+        sweep_end=first.sweep_end,
         **stats,
     )
+
+
+def _sum_counters(counters: list[dict | None]) -> dict | None:
+    """Dynamo's counters over the rounds (each round compiled afresh in its own worker)."""
+    given = [c for c in counters if c]
+    if not given:
+        return None
+    return {k: sum(c.get(k, 0) for c in given) for k in given[0]}

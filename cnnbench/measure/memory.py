@@ -2,9 +2,11 @@
 
 Measured:
 
-- CUDA: the caching allocator's own statistics. Peak statistics are reset, then a few iterations
-  run in a loop of their own (never inside the latency loop); ``measured_bytes`` is
-  ``max_memory_allocated`` and ``reserved_bytes`` is ``max_memory_reserved``.
+- CUDA: the caching allocator's own statistics. One warm-up step (cuDNN's autotuning trials),
+  a synchronize, then the peak statistics are reset and a few iterations run in a loop of their
+  own (never inside the latency loop); ``measured_bytes`` is ``max_memory_allocated`` minus what
+  was allocated before the model was built (``baseline_bytes``), ``reserved_bytes`` is
+  ``max_memory_reserved``.
 - CPU: peak resident set size of a fresh worker process that does nothing but this measurement,
   so that one model's allocations do not pollute another's. Once Python and torch are loaded the
   worker resets the kernel's high-water mark (``/proc/self/clear_refs``, value 5) so that import
@@ -144,15 +146,22 @@ def _result(source, measured, peak, baseline, reserved, b: Breakdown) -> MemoryR
 
 
 def _measure_cuda(spec: Spec, opt: tuple[str, float, float]) -> MemoryResult:
+    """One warm-up step first, synchronized, and only then the peak statistics reset: cuDNN's
+    autotuning tries algorithms with workspaces of their own on a cold cache, and those trials
+    are not what the step needs. What was allocated before the model (leftovers, workspaces of
+    earlier units) is the baseline, recorded and subtracted."""
     device = torch.device(spec.device)
     release(device)
-    torch.cuda.reset_peak_memory_stats(device)
     baseline = torch.cuda.memory_allocated(device)
     w = workload.build(spec, optimizer=opt[0], lr=opt[1], momentum=opt[2])
+    w.step()  # warm: autotuning, cuBLAS workspace, lazily created optimizer state
+    synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
     _run(w)
     peak = torch.cuda.max_memory_allocated(device)
     reserved = torch.cuda.max_memory_reserved(device)
-    return _result("cuda_allocator", peak, peak, baseline, reserved, analytic_breakdown(w))
+    return _result("cuda_allocator", peak - baseline, peak, baseline, reserved,
+                   analytic_breakdown(w))  # fmt: skip
 
 
 def set_memory_cap(cap_bytes: int | None, device: str = "cpu") -> None:

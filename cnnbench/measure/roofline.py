@@ -30,6 +30,7 @@ from ..results import Spec
 from ..results.types import DevicePeaks, LayerRoof, RooflineResult
 from . import workload
 from .flops import analysis, example_input, layer_table
+from ._device import synchronize
 from .latency import time_iterations
 
 __all__ = [
@@ -39,11 +40,35 @@ __all__ = [
     "measure",
     "measure_unit",
     "DATASHEET",
+    "datasheet",
+    "layer_times",
+    "math_mode",
 ]
 
-# NVIDIA data sheets, dense: name fragment → (FP32 TFLOP/s, BF16 TFLOP/s, TB/s)
-DATASHEET = {"H100 80GB HBM3": (67.0, 989.0, 3.35), "H100 SXM": (67.0, 989.0, 3.35),
-             "H100 PCIe": (51.0, 756.0, 2.0), "H200": (67.0, 989.0, 4.8)}  # fmt: skip
+# NVIDIA data sheets, dense (no sparsity): name fragment → TFLOP/s by math mode, and TB/s.
+# fp16 equals bf16 on these parts; TF32 is the tensor-core rate, FP32 the CUDA-core rate.
+DATASHEET = {
+    "H100 80GB HBM3": ({"fp32": 67.0, "tf32": 494.7, "bf16": 989.4, "fp16": 989.4}, 3.35),
+    "H100 SXM": ({"fp32": 67.0, "tf32": 494.7, "bf16": 989.4, "fp16": 989.4}, 3.35),
+    "H100 PCIe": ({"fp32": 51.0, "tf32": 378.0, "bf16": 756.0, "fp16": 756.0}, 2.0),
+    "H200": ({"fp32": 67.0, "tf32": 494.7, "bf16": 989.4, "fp16": 989.4}, 4.8),
+}
+
+
+def math_mode(device: torch.device, dtype: str, tf32: bool | None = None) -> str:
+    """The math a step runs in: the dtype, except CUDA fp32 with TF32 allowed, which is "tf32"
+    (the tensor cores, ~7x the fp32 data-sheet figure on an H100). CPU fp32 is fp32."""
+    if device.type == "cuda" and dtype == "fp32" and tf32:
+        return "tf32"
+    return dtype
+
+
+def datasheet(device_name: str, mode: str) -> tuple[float, float, str] | None:
+    """(FLOP/s in ``mode``, bytes/s, source) from NVIDIA's data sheet, or None when unknown."""
+    for key, (flops, tbs) in DATASHEET.items():
+        if key in device_name and mode in flops:
+            return flops[mode] * 1e12, tbs * 1e12, f"NVIDIA data sheet ({key}, {mode}, dense)"
+    return None
 
 
 # FMA pipes per core and their datapath width in bits, by CPU vendor and family: what the CPU's
@@ -125,12 +150,27 @@ def _probe_flops(device: torch.device, torch_dtype, cuda: bool) -> dict[str, flo
     return out
 
 
-def measure_peaks(device: torch.device, dtype: str = "fp32") -> DevicePeaks:
+@contextlib.contextmanager
+def _tf32(allowed: bool):
+    """Both TF32 flags set to ``allowed`` (cuBLAS's default is off, cuDNN's on: a probe left to
+    the defaults measures its matmul in fp32 and its convolution in TF32), then restored."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = allowed
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def measure_peaks(device: torch.device, dtype: str = "fp32", tf32: bool = False) -> DevicePeaks:
+    """The device's peaks in the math mode of ``dtype`` (and, CUDA fp32, ``tf32``)."""
     cuda = device.type == "cuda"
     torch_dtype = workload.TORCH_DTYPES[dtype]
     if not cuda:
         torch_dtype = torch.float32  # reduced-precision matmul on CPU is emulated: not a peak
-    probes = _probe_flops(device, torch_dtype, cuda)
+    mode = math_mode(device, dtype, tf32)
+    with _tf32(mode == "tf32"):
+        probes = _probe_flops(device, torch_dtype, cuda)
     peak = max(probes.values())
     if not cuda:
         # Also at one thread per core: when the run oversubscribes the cores, that is the
@@ -158,13 +198,9 @@ def measure_peaks(device: torch.device, dtype: str = "fp32") -> DevicePeaks:
     sheet_flops = sheet_bw = None
     source, factors = None, None
     if cuda:
-        name = torch.cuda.get_device_name(device)
-        for key, (f32, b16, tbs) in DATASHEET.items():
-            if key in name:
-                sheet_flops = (f32 if dtype == "fp32" else b16) * 1e12
-                sheet_bw = tbs * 1e12
-                source = f"NVIDIA data sheet ({key}, dense)"
-                break
+        found = datasheet(torch.cuda.get_device_name(device), mode)
+        if found:
+            sheet_flops, sheet_bw, source = found
     else:
         sheet_flops, factors, source = cpu_roof(torch.get_num_threads())
     mine = {k: v for k, v in probes.items() if "threads" not in k}
@@ -184,6 +220,8 @@ def measure_peaks(device: torch.device, dtype: str = "fp32") -> DevicePeaks:
         datasheet_source=source,
         datasheet_factors=factors,
         probes=probes,
+        math_mode=mode,
+        tf32_flags={"matmul": mode == "tf32", "cudnn": mode == "tf32"} if cuda else None,
     )
 
 
@@ -208,8 +246,10 @@ def _quiet_native_stderr():
 
 
 def _profile_layers(
-    model: nn.Module, x: torch.Tensor, device: torch.device, runs: int = 5
+    model: nn.Module, forward, device: torch.device, runs: int = 5
 ) -> tuple[dict, str]:
+    """ms per call of each leaf layer of ``model`` while ``forward()`` runs (the measured step:
+    its dtype, cast and memory format), and of the whole forward (``WHOLE``)."""
     from torch.profiler import ProfilerActivity, profile, record_function
 
     names = {m: n for n, m in workload.leaf_modules(model)}
@@ -228,44 +268,85 @@ def _profile_layers(
     ]
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     try:
-        with torch.inference_mode():
-            for _ in range(2):
-                model(x)
-            torch.cuda.synchronize(device) if device.type == "cuda" else None
-            with _quiet_native_stderr(), profile(activities=activities) as prof:
-                for _ in range(runs):
-                    with record_function(f"layer::{WHOLE}"):
-                        model(x)
-                torch.cuda.synchronize(device) if device.type == "cuda" else None
+        for _ in range(2):
+            forward()
+        synchronize(device)
+        with _quiet_native_stderr(), profile(activities=activities) as prof:
+            for _ in range(runs):
+                with record_function(f"layer::{WHOLE}"):
+                    forward()
+            synchronize(device)
     finally:
         for h in handles:
             h.remove()
+    return layer_times(prof.key_averages(), device.type, runs), (
+        "device_time" if device.type == "cuda" else "cpu_time"
+    )
+
+
+def layer_times(events, device_type: str, runs: int) -> dict[str, float]:
+    """ms per call of each ``layer::`` range from the profiler's averaged events.
+
+    Only the CPU-side row of a range counts: on CUDA a ``record_function`` range yields a CPU row,
+    whose device time is its kernels' time joined by correlation id, and a GPU-annotation row
+    spanning the range on the GPU timeline (gaps included); the latter must not overwrite it."""
+    from torch.autograd import DeviceType
+
     times: dict[str, float] = {}
-    timing = "device_time" if device.type == "cuda" else "cpu_time"
-    for evt in prof.key_averages():
-        if not evt.key.startswith("layer::"):
+    for evt in events:
+        if not evt.key.startswith("layer::") or evt.device_type != DeviceType.CPU:
             continue
-        if device.type == "cuda":
+        if device_type == "cuda":
             total_us = getattr(evt, "device_time_total", None) or getattr(evt, "cuda_time_total", 0)
         else:
             total_us = evt.cpu_time_total
         times[evt.key[len("layer::") :]] = total_us / runs / 1e3  # ms per forward
-    return times, timing
+    return times
+
+
+def _layer_bytes(model: nn.Module, forward) -> dict[str, tuple[int, int, int]]:
+    """(input, output, weight) bytes of each leaf layer in one call of ``forward``, from the
+    tensors' own element sizes: bf16/fp16 activations are 2 bytes, not 4. Under autocast a layer
+    reads its weights as cast copies in the output's dtype; with cast weights they are that dtype."""
+    out: dict[str, tuple[int, int, int]] = {}
+
+    def hook_for(name):
+        def hook(module, inputs, output):
+            ins = sum(i.numel() * i.element_size() for i in inputs if torch.is_tensor(i))
+            outs = output.numel() * output.element_size() if torch.is_tensor(output) else 0
+            size = output.element_size() if torch.is_tensor(output) else 4
+            weights = sum(p.numel() for p in module.parameters(recurse=False)) * size
+            out[name] = (ins, outs, weights)
+
+        return hook
+
+    handles = [m.register_forward_hook(hook_for(n)) for n, m in workload.leaf_modules(model)]
+    try:
+        forward()
+    finally:
+        for h in handles:
+            h.remove()
+    return out
 
 
 def measure(model: nn.Module, spec: Spec, peaks: DevicePeaks | None = None) -> RooflineResult:
+    """The roofline of ``spec``'s forward pass as measured (dtype, cast, memory format), judged
+    against ``peaks``, which must be of the same math mode."""
     device = torch.device(spec.device)
-    peaks = peaks or measure_peaks(device, spec.dtype)
-    forward = workload.build(spec, model=model).forward  # moves the model, eval mode
+    mode = math_mode(device, spec.dtype, spec.tf32)
+    peaks = peaks or measure_peaks(device, spec.dtype, tf32=bool(spec.tf32))
+    if peaks.math_mode is not None and peaks.math_mode != mode:
+        raise ValueError(f"peaks measured in {peaks.math_mode}, the layers run in {mode}")
+    w = workload.build(spec, model=model)  # moves (and casts) the model, eval mode
     times, _ = time_iterations(
-        forward, device, TimingConfig(warmup_runs=2, min_runs=5, min_time_s=0.5)
+        w.forward, device, TimingConfig(warmup_runs=2, min_runs=5, min_time_s=0.5)
     )
     model_ms = statistics.median(times)
-    x = example_input(spec, device)
     with torch.no_grad():
-        by_module = analysis(model, x).by_module()
-        layers = layer_table(model, x, by_module)
-    layer_ms, timing = _profile_layers(model, x, device)
+        by_module = analysis(model, w.x).by_module()
+        layers = layer_table(model, w.x, by_module)
+    moved_by_layer = _layer_bytes(model, w.forward)
+    layer_ms, timing = _profile_layers(model, w.forward, device)
     batch = spec.batch_size
     rows = []
     total_macs = 0
@@ -274,16 +355,19 @@ def measure(model: nn.Module, spec: Spec, peaks: DevicePeaks | None = None) -> R
         if not (lay.layer.startswith("Conv") or lay.layer == "Linear"):
             continue
         ms = layer_ms.get(lay.name)
-        moved = batch * (lay.input_bytes + lay.output_bytes) + lay.weight_bytes
+        if not ms:  # a layer that ran has a time: none means the join or the profiler broke
+            raise RuntimeError(f"the profiler gave layer {lay.name} no {timing} ({ms!r})")
+        ins, outs, weights = moved_by_layer[lay.name]
+        moved = ins + outs + weights
         flop = 2 * lay.macs * batch
         intensity = flop / moved
         roof = min(peaks.peak_flops, peaks.peak_bytes_per_s * intensity)
-        achieved = flop / (ms / 1e3) if ms else None
+        achieved = flop / (ms / 1e3)
         rows.append(LayerRoof(
             name=lay.name, layer=lay.layer, kernel=lay.kernel, macs=lay.macs * batch,
             bytes_moved=moved, time_ms=ms, achieved_flops=achieved, intensity=intensity, roof_flops=roof,
             bound="memory" if intensity < peaks.ridge else "compute",
-            fraction_of_roof=achieved / roof if achieved else None,
+            fraction_of_roof=achieved / roof,
         ))  # fmt: skip
     achieved_model = 2 * total_macs * batch / (model_ms / 1e3)
     mfu = achieved_model / peaks.peak_flops

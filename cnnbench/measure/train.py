@@ -126,8 +126,9 @@ def _train_seed(
     device = torch.device(spec.device)
     torch.manual_seed(seed)
     model = workload.build_model(spec)
-    run = torch.compile(model) if spec.compiled else model
+    run = workload.compiled(model) if spec.compiled else model
     opt = workload.make_optimizer(model.parameters(), cfg.optimizer, lr, cfg.momentum)
+    scaler = workload.grad_scaler(device, spec.dtype)  # fp16: loss scaling, else None
     common = dict(image_size=spec.image_size, device=device, channels_last=spec.channels_last)
     train_loader = DeviceLoader(
         data.train_images[train_idx], data.train_labels[train_idx],
@@ -157,8 +158,9 @@ def _train_seed(
         t0 = time.perf_counter()
         for step, (x, y) in enumerate(train_loader):
             loss, out = workload.train_step(
-                run, opt, x, y, dtype=spec.dtype, label_smoothing=cfg.label_smoothing
-            )
+                run, opt, x, y, dtype=spec.dtype, label_smoothing=cfg.label_smoothing,
+                scaler=scaler,
+            )  # fmt: skip
             if compile_s is None and spec.compiled:
                 synchronize(device)
                 compile_s = time.perf_counter() - t0
@@ -204,6 +206,8 @@ def _train_seed(
         time_to_target_s=to_target,
         compile_s=compile_s,
         curve=tuple(p for p in curve if math.isfinite(p.train_loss)),
+        # a partial last batch and the evaluation batch each compile a graph of their own
+        dynamo=workload.dynamo_counters() if spec.compiled else None,
     )
 
 

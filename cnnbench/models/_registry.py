@@ -11,8 +11,8 @@ that a broken plugin is an error the caller can report — a one-line :class:`Pl
 the module — rather than an import-time traceback. Loading is idempotent: each module is
 imported once per process; one that failed raises the same :class:`PluginError` on every later
 call while ``$CNNBENCH_PLUGINS`` still names it, and the models it registered before failing are
-removed. The runner's workers are spawned fresh and import the zoo, so they load the same plugins
-on their first lookup and a failing plugin fails there the same way.
+removed. The runner's workers start fresh, with the parent's environment, and import the zoo, so
+they load the same plugins on their first lookup and a failing plugin fails there the same way.
 """
 
 from __future__ import annotations

@@ -563,6 +563,11 @@ def _probe_rows(frames: Frames) -> list[dict]:
             "data-sheet GB/s": fmt(p.datasheet_bytes_per_s, 1, scale=1e9),
             "data-sheet source": p.datasheet_source or MISSING,
             "data-sheet factors": ", ".join(f"{k} {v}" for k, v in factors.items()) or MISSING,
+            "best probe / data sheet": (
+                MISSING if not p.datasheet_flops else
+                f"{p.peak_flops / p.datasheet_flops:.2f}"
+                + (" (data sheet underestimated)" if sheet_below_probe(p) else "")
+            ),
         })  # fmt: skip
     return rows
 
@@ -653,8 +658,29 @@ def rooflines(frames: Frames) -> Section:
     if timed:
         bound = sum(1 for lay in timed if lay.bound == "memory")
         answer.append(f"{bound} of {len(timed)} timed layers are memory-bound by the ridge point.")
+    low_sheet = [r.result.peaks for r in records if r.result.peaks and sheet_below_probe(r.result.peaks)]
+    if low_sheet:
+        p = low_sheet[0]
+        answer.append(
+            f"The data-sheet roof ({p.datasheet_flops / 1e9:.0f} GFLOP/s) lies below what the "
+            f"probes measured ({p.peak_flops / 1e9:.0f}): one of its factors is low "
+            f"({_sheet_suspect(p)}), so it is not an upper bound here and no utilization is "
+            "given against it."
+        )
     section.answer = " ".join(answer)
     return section
+
+
+def sheet_below_probe(p) -> bool:
+    """The data-sheet figure is below a measured probe: a factor of it is wrong, not the probe."""
+    return bool(p.datasheet_flops) and p.peak_flops > p.datasheet_flops
+
+
+def _sheet_suspect(p) -> str:
+    source = (p.datasheet_factors or {}).get("clock_source", "")
+    if "nominal" in str(source):
+        return f"the clock is {source}, and the CPU boosts above it"
+    return "see the factors below"
 
 
 def sections(frames: Frames) -> list[Section]:

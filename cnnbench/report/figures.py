@@ -413,9 +413,11 @@ def roofline(frames: Frames, out: Path, conditions: str) -> Figure | None:
     source = first.peaks.datasheet_source if first.peaks else None
     if sheet_f:
         ys = [min(sheet_f, sheet_b * x) if sheet_b else sheet_f for x in xs]
+        low = sheet_f < peak  # a probe ran above it: one of its factors (the clock) is low
         ax.plot(xs, [y / 1e9 for y in ys], color="grey", ls="--", lw=1,
                 label=f"data-sheet roof{f' ({source})' if source else ''}"
-                + ("" if sheet_b else ", compute only"))  # fmt: skip
+                + ("" if sheet_b else ", compute only")
+                + (": below the measured peak, underestimated" if low else ""))  # fmt: skip
     for i, (spec, v) in enumerate(roof):
         pts = [lay for lay in v.layers if lay.achieved_flops]
         mfu = utilization(v.mfu, above_roof(v))

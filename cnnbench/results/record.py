@@ -40,6 +40,12 @@ class Spec:
     compiled: bool = False  # torch.compile applied (never for counting)
     threads: int | None = None  # torch intra-op threads on CPU; None on CUDA
     mode: str = "inference"  # "inference" (eval, no grad) or "train" (forward + backward + step)
+    # CUDA fp32: whether TF32 was allowed for matmuls and convolutions (both flags); None on CPU
+    tf32: bool | None = None
+    # bf16/fp16: "autocast" (fp32 weights, cast on each call) or "weights" (model.to(dtype));
+    # None for fp32
+    cast: str | None = None
+    cuda_graph: bool = False  # inference replayed from a captured CUDA graph
 
 
 @dataclass(frozen=True)

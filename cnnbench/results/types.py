@@ -117,12 +117,23 @@ class LatencyResult:
     # the training step's optimizer ("sgd 0.01", "adam 0.0005"): the accuracy run's, so that
     # a step's cost and the accuracy describe the same training; None for inference
     optimizer: str | None = None
+    # CUDA: the host's time per iteration to issue the work (perf_counter around the call,
+    # without synchronizing), median; at ~the event-timed latency the GPU waited for Python
+    # (launch-bound: a CUDA graph or torch.compile helps, a faster GPU does not)
+    host_ms_p50: float | None = None
+    host_bound: bool | None = None
+    # torch.compile: what Dynamo did (workload.dynamo_counters): frames compiled and failed,
+    # graphs, graph breaks, recompiles; a failed frame ran eagerly
+    dynamo: dict | None = None
+    # a batch sweep that ended here, and why (the first round decides: "images/s plateaued ...")
+    sweep_end: str | None = None
 
 
 @dataclass(frozen=True)
 class MemoryResult:
     source: str  # "cuda_allocator", "rss_worker" (peak reset after imports) or "rss_worker_maxrss"
-    measured_bytes: int  # CUDA: peak allocated; CPU: peak anonymous RSS above baseline_bytes
+    measured_bytes: int  # peak above baseline_bytes (CUDA: allocated, after a warm-up step;
+    # CPU: anonymous RSS)
     peak_bytes: int  # CUDA: peak allocated; CPU: peak anonymous RSS of the worker, absolute
     baseline_bytes: int  # CUDA: allocated before the model; CPU: anonymous RSS before it
     reserved_bytes: int | None  # CUDA: peak reserved by the caching allocator
@@ -167,6 +178,7 @@ class SeedRun:
     time_to_target_s: float | None  # training time until test accuracy first reached the target
     compile_s: float | None  # first step with torch.compile, compilation included
     curve: tuple[CurvePoint, ...] = ()  # about 20 points per epoch (schema 2)
+    dynamo: dict | None = None  # torch.compile: what Dynamo did (workload.dynamo_counters)
 
 
 @dataclass(frozen=True)
@@ -215,6 +227,10 @@ class DevicePeaks:
     datasheet_source: str | None = None
     datasheet_factors: dict[str, Any] | None = None
     probes: dict[str, float] | None = None  # every probe shape → FLOP/s; peak_flops is the best
+    # the math the probes ran in: "fp32" (CUDA: TF32 off), "tf32", "bf16" or "fp16"; a layer is
+    # judged against the peak of the mode it ran in (None: records before the mode was kept)
+    math_mode: str | None = None
+    tf32_flags: dict[str, bool] | None = None  # CUDA: cuBLAS and cuDNN TF32 flags while probing
 
     @property
     def ridge(self) -> float:
