@@ -18,7 +18,7 @@ from rich.console import Console
 
 from . import config as config_fields
 from . import models
-from .config import METRICS, PROFILES, make_config
+from .config import DEFAULT_METRICS, METRICS, PROFILES, make_config
 from .report import console
 from .results import CorruptStore, RunStore, Spec
 
@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="where to write (default: the first run folder)")
     p.add_argument("--benchmark-json", action="append", default=[],
                    help="a pytest-benchmark --benchmark-json file to render beside the runs")  # fmt: skip
+    p.add_argument("--allow-mixed", action="store_true",
+                   help="put runs of different software or devices in one report (refused "
+                   "otherwise: shards of one run must have measured alike)")  # fmt: skip
 
     p = sub.add_parser("compare", help="two runs side by side, changes beyond noise flagged")
     p.add_argument("run_a", metavar="RUN_A")
@@ -75,12 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="measure models and save the results in a run folder")
     p.add_argument("--models", default=None, help="selection (default: the four chapter models)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if present)")
-    p.add_argument("--metrics", default=None, help=f"comma list of {', '.join(METRICS)} (default: all)")  # fmt: skip
+    p.add_argument("--metrics", default=None, help=f"comma list of {', '.join(METRICS)} (default: all but scaling)")  # fmt: skip
     p.add_argument("--profile", choices=sorted(PROFILES), help="quick on CPU, full on CUDA")
     _add_config_options(p)
     p.add_argument("--data-dir", help="where Fashion-MNIST is (default: searched, see README)")
     p.add_argument("--out", help="run folder (default: runs/<time>-<device>)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR, skipping what it has")
+    p.add_argument("--shard", metavar="K/N", default=None,
+                   help="measure only shard K of N (0 ≤ K < N) of the run's units, e.g. one task of "
+                   "a Slurm job array; `cnnbench report DIR ...` merges the shards")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the records as JSON on stdout")
     p.add_argument("--no-report", action="store_true", help="skip rendering the report at the end")
     return parser
@@ -138,12 +144,24 @@ def _resolve_device(requested: str | None) -> str:
 
 def _resolve_metrics(text: str | None) -> tuple[str, ...]:
     if text is None:
-        return METRICS
+        return DEFAULT_METRICS
     chosen = tuple(m.strip() for m in text.split(",") if m.strip())
     bad = [m for m in chosen if m not in METRICS]
     if bad or not chosen:
         raise UsageError(f"unknown metric '{','.join(bad)}'; choose from: {', '.join(METRICS)}")
     return chosen
+
+
+def _parse_shard(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        k, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        k, n = -1, 0
+    if not 0 <= k < n:
+        raise UsageError(f"--shard {text}: expected K/N with 0 ≤ K < N, e.g. 0/4")
+    return k, n
 
 
 def config_from_args(args, argv: Sequence[str] | None):
@@ -168,6 +186,7 @@ def config_from_args(args, argv: Sequence[str] | None):
         given=given,
         data_dir=args.data_dir,
         resume=bool(args.resume),
+        shard=_parse_shard(args.shard),
         command_line="cnnbench " + shlex.join(list(argv) if argv is not None else sys.argv[1:]),
     )
 
@@ -286,10 +305,14 @@ def _run_folders(*dirs: str) -> None:
 
 
 def _cmd_report(args, out: Console, err: Console) -> int:
-    from .report.render import write_report
+    from .report.render import MixedRuns, write_report
 
     _run_folders(*args.runs)
-    paths = write_report(args.runs, args.out, benchmark_json=args.benchmark_json)
+    try:
+        paths = write_report(args.runs, args.out, benchmark_json=args.benchmark_json,
+                             allow_mixed=args.allow_mixed)  # fmt: skip
+    except MixedRuns as exc:
+        raise UsageError(str(exc)) from None
     out.print(f"report: {paths['md']}, {paths['html']}; table: {paths['csv']}; figures: {paths['figures']}")  # fmt: skip
     return 0
 

@@ -18,6 +18,7 @@ from typing import Any
 
 __all__ = [
     "METRICS",
+    "DEFAULT_METRICS",
     "DTYPES",
     "EQUAL_RESOLUTION",
     "PROFILES",
@@ -35,7 +36,10 @@ __all__ = [
     "make_config",
 ]
 
-METRICS = ("params", "flops", "minsize", "latency", "memory", "roofline", "accuracy")
+METRICS = ("params", "flops", "minsize", "latency", "memory", "roofline", "accuracy", "scaling")
+# what a run measures unless --metrics says otherwise: scaling launches a process group per world
+# size and is asked for by name
+DEFAULT_METRICS = METRICS[:-1]
 DTYPES = ("fp32", "bf16", "fp16")
 # the chapter's AlexNet/VGG/NiN input: where FLOPs are also counted so networks compare alike
 EQUAL_RESOLUTION = 224
@@ -235,12 +239,30 @@ class TrainConfig:
 
 
 # (RunConfig field, its dataclass, the title of its options in --help)
+@dataclass(frozen=True)
+class ScalingConfig:
+    """Data-parallel scaling (``measure/scaling.py``): DDP across world sizes."""
+
+    world_sizes: tuple[int, ...] | None = opt(
+        None, "DDP world sizes, e.g. 1,2,4 (default: 1 up to the visible GPUs; CPU: 1,2)",
+        parse=positive_int_list,
+    )  # fmt: skip
+    batch_size: int = opt(16, "per-rank batch of weak scaling", flag="--scaling-batch",
+                          parse=positive_int)  # fmt: skip
+    global_batch: int | None = opt(None, "global batch of strong scaling (default: the per-rank "
+                                   "batch x the largest world size)", parse=positive_int)  # fmt: skip
+    threads_per_rank: int = 1  # CPU: each rank one core, so W ranks use W cores
+    timeout_s: float = 120.0  # process group and rendezvous
+    fail_rank: int | None = None  # tests: this rank raises (the failure path)
+
+
 SECTIONS: tuple[tuple[str, type, str], ...] = (
     ("workload", WorkloadConfig, "workload"),
     ("batches", BatchConfig, "batches"),
     ("timing", TimingConfig, "timing"),
     ("memory", MemoryConfig, "memory"),
     ("train", TrainConfig, "accuracy (short Fashion-MNIST training)"),
+    ("scaling", ScalingConfig, "scaling (data-parallel, torch.distributed)"),
 )
 
 
@@ -301,9 +323,11 @@ class RunConfig:
     timing: TimingConfig = TimingConfig()
     memory: MemoryConfig = MemoryConfig()
     train: TrainConfig = TrainConfig()
+    scaling: ScalingConfig = ScalingConfig()
     data_dir: str | None = None  # where to look for Fashion-MNIST (see data.py)
     isolation: str = "process"  # "process": a fresh worker per model; "none": in this process
     resume: bool = False  # skip what results.jsonl in out_dir already holds
+    shard: tuple[int, int] | None = None  # (K, N): measure only shard K of N of the units
     overrides: tuple[str, ...] = ()  # options whose value differs from the profile's
     command_line: str = ""  # what the user typed, for env.json
 

@@ -39,7 +39,7 @@ from .measure.train import Unsupported
 from .measure.worker import WorkerError, call_in_worker, error_line, run_in_worker
 from .results import Record, RunStore, Spec
 
-__all__ = ["Unit", "RunResult", "plan", "preflight", "run", "RunRefused", "ResumeMismatch"]
+__all__ = ["Unit", "RunResult", "plan", "preflight", "run", "shard", "RunRefused", "ResumeMismatch"]
 
 
 @dataclass(frozen=True)
@@ -279,6 +279,23 @@ def _sweep_stops(records) -> dict[tuple, int]:
     return stops
 
 
+def shard(units: dict[str, list[Unit]], config: RunConfig) -> dict[str, list[Unit]]:
+    """Shard K of N of the run's units: groups in plan order, group i to shard i mod N. A group
+    is one unit, except that a batch sweep (model, metric, mode) stays whole, since where it
+    ends depends on its smaller batches. Deterministic: every shard computes the same plan."""
+    k, n = config.shard
+    groups: dict[tuple, int] = {}
+    mine: dict[str, list[Unit]] = {}
+    for model, planned in units.items():
+        for u in planned:
+            sweeping = config.batches.sweep and HARNESSES[u.metric].sweep
+            key = _sweep_key(u.metric, u.spec) if sweeping else (u.metric, u.spec)
+            index = groups.setdefault(key, len(groups))
+            if index % n == k:
+                mine.setdefault(model, []).append(u)
+    return mine
+
+
 def _check_resume(store: RunStore, env: dict) -> None:
     old = store.read_env()
     if not old:
@@ -443,6 +460,8 @@ def run(
         notify("warning", repaired)
 
     all_units = {m: plan(config, m) for m in config.models}
+    if config.shard:
+        all_units = shard(all_units, config)
     todo: dict[str, list[Unit]] = {}
     skipped: list[Unit] = []
     for model, units in all_units.items():

@@ -55,6 +55,8 @@ ROWS = [
     ("cuda graphs on a CPU", ["run", "--cuda-graphs"], ["--cuda-graphs needs --device cuda"]),
     ("weights cast at fp32", ["run", "--cast", "weights"], ["--cast weights needs --dtype bf16 or fp16"]),
     ("unknown cast", ["run", "--cast", "half"], ["--cast", "autocast", "weights"]),
+    ("shard past the count", ["run", "--shard", "2/2"], ["--shard 2/2", "0 ≤ K < N"]),
+    ("shard not K/N", ["run", "--shard", "half"], ["--shard half", "K/N"]),
     ("empty selection", ["run", "--models", ""], ["no model"]),
     ("unknown model", ["run", "--models", "googlent"], ["unknown model 'googlent'", "googlenet"]),
     ("unknown metric", ["run", "--metrics", "speed"], ["unknown metric 'speed'", "latency"]),

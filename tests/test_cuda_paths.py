@@ -426,3 +426,16 @@ def test_a_sweep_stops_before_a_tensor_past_2_31_elements(tmp_path, monkeypatch)
 def test_largest_tensor_elements_is_the_largest_activation_per_image():
     # the chapter prints NiN's first block as (1, 96, 54, 54): its widest tensor per image
     assert workload.largest_tensor_elements(Spec("nin", 224, batch_size=8)) == 96 * 54 * 54
+
+
+def test_onednn_primitive_failure_is_oom_only_under_a_cap(monkeypatch):
+    """Under an address-space cap oneDNN reports a refused allocation as a failed primitive
+    (seen in the acceptance dry run); without a cap it is some other error."""
+    from cnnbench.measure import _device
+
+    exc = RuntimeError("could not create a primitive")
+    monkeypatch.setattr(_device, "_address_space_capped", lambda: True)
+    assert _device.is_oom(exc)
+    monkeypatch.setattr(_device, "_address_space_capped", lambda: False)
+    assert not _device.is_oom(exc)
+    assert _device.is_oom(RuntimeError("DefaultCPUAllocator: can't allocate memory"))

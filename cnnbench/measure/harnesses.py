@@ -19,7 +19,7 @@ from ..config import EQUAL_RESOLUTION, RunConfig
 from ..models import get_spec
 from ..results import Spec
 from ..results.types import DevicePeaks
-from . import flops, latency, memory, params, roofline, shapes, train
+from . import flops, latency, memory, params, roofline, scaling, shapes, train
 
 __all__ = ["Context", "Harness", "HARNESSES", "MODES", "EQUAL_RESOLUTION", "in_mode"]
 
@@ -101,6 +101,17 @@ def _accuracy_units(config: RunConfig, base: Spec) -> list[Spec]:
     ]  # fmt: skip
 
 
+def _scaling_units(config: RunConfig, base: Spec) -> list[Spec]:
+    """One unit per model: every world size, at the side the network is trained at (the quick
+    profile's small networks on a CPU, the chapter's sizes in the full one)."""
+    cpu = not config.device.startswith("cuda")
+    return [
+        in_mode(base, "train", image_size=train.image_size_for(config, base.model),
+                batch_size=config.scaling.batch_size,
+                threads=config.scaling.threads_per_rank if cpu else None)
+    ]  # fmt: skip
+
+
 def _training_outcome(result) -> tuple[str, str | None]:
     if result.diverged_seeds:
         seeds = ", ".join(map(str, result.diverged_seeds))
@@ -118,5 +129,6 @@ HARNESSES: dict[str, Harness] = {
         Harness("memory", _memory_units, memory.measure_unit),
         Harness("roofline", _roofline_units, roofline.measure_unit),
         Harness("accuracy", _accuracy_units, train.measure_unit, outcome=_training_outcome),
+        Harness("scaling", _scaling_units, scaling.measure_unit),
     )
 }

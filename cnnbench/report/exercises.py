@@ -683,7 +683,81 @@ def _sheet_suspect(p) -> str:
     return "see the factors below"
 
 
+def _exposed(p) -> str:
+    """One rank communicates nothing; a negative difference of medians is noise, not a time."""
+    if p.world_size == 1:
+        return "— (1 rank)"
+    if p.exposed_comm_ms < 0:
+        return f"≈0 (−{-p.exposed_comm_ms:.1f}, within noise)"
+    return fmt(p.exposed_comm_ms, 1)
+
+
+def scaling(frames: Frames) -> Section:
+    """Data-parallel scaling: efficiency per world size, gradient bytes against compute, and
+    which networks scale — exercise 4's parameter counts as exercise 5's interconnect traffic."""
+    section = Section(
+        "Scaling — data-parallel training (DDP)",
+        "The training step under DistributedDataParallel, one process per rank (torch.distributed's "
+        "elastic launcher), timed on rank 0 after a barrier, alternating with the same step under "
+        "no_sync() (no gradient all-reduce). Weak scaling keeps the per-rank batch, strong scaling "
+        "the global batch; efficiency = images/s at W ranks / (W x images/s at 1 rank), from the "
+        "same unit. Exposed communication = median step − median no_sync step; predicted = a ring "
+        "all-reduce, 2(W−1)/W x gradient bytes / the bus bandwidth a timed all-reduce of a large "
+        "tensor reached on the same group. On a CPU each rank has one thread: W ranks, W cores.",
+        figure="scaling",
+    )
+    records = ok_records(frames.records, "scaling")
+    rows, best = [], []
+    for r in records:
+        v = r.result
+        for p in sorted(v.points, key=lambda p: (p.kind, p.world_size)):
+            rows.append({
+                "model": r.spec.model, "input": r.spec.image_size, "backend": v.backend,
+                "scaling": p.kind, "ranks": p.world_size, "batch per rank": p.per_rank_batch,
+                "global batch": p.global_batch,
+                "step ms (95% CI)": f"{fmt(p.step_ms_p50, 1)} ({fmt(p.step_ms_ci_low, 1)}–{fmt(p.step_ms_ci_high, 1)})",
+                "no_sync step ms": fmt(p.local_step_ms_p50, 1),
+                "images/s": fmt(p.images_per_s, 1), "speed-up": fmt(p.speedup, 2),
+                "efficiency %": percent(p.efficiency, suffix=""),
+                "gradient MiB / step": fmt(v.grad_bytes / 2**20, 1),
+                "exposed comm ms": _exposed(p),
+                "predicted comm ms": fmt(p.predicted_comm_ms, 1),
+            })  # fmt: skip
+        weak = [p for p in v.points if p.kind == "weak" and p.world_size > 1]
+        if weak:
+            top = max(weak, key=lambda p: p.world_size)
+            best.append((r.spec.model, v, top))
+    section.add_table("Scaling: every world size, weak and strong", rows,
+                      "No scaling records in these runs (metric scaling, e.g. --metrics scaling).")  # fmt: skip
+    if best:
+        best.sort(key=lambda t: -t[2].efficiency)
+        hi, lo = best[0], best[-1]
+        parts = [
+            f"At {hi[2].world_size} ranks ({hi[1].backend}, weak scaling) {hi[0]} keeps "
+            f"{100 * hi[2].efficiency:.0f}% efficiency with {hi[1].grad_bytes / 2**20:.1f} MiB of "
+            f"gradients ({hi[1].trainable_params / 1e6:.1f}M parameters) all-reduced per step"
+        ]
+        if lo is not hi:
+            parts.append(
+                f"{lo[0]}, with {lo[1].grad_bytes / 2**20:.1f} MiB "
+                f"({lo[1].trainable_params / 1e6:.1f}M parameters), keeps "
+                f"{100 * lo[2].efficiency:.0f}%"
+            )
+        tail = (
+            f"; its exposed communication is {lo[2].exposed_comm_ms:.1f} ms per step against "
+            f"{lo[2].predicted_comm_ms:.1f} ms predicted for a ring all-reduce — "
+            + ("close to the bandwidth bound." if lo[2].exposed_comm_ms >= 0.7 * lo[2].predicted_comm_ms
+               else "below it: the buckets' overlap with backward hides part of it.")
+        )  # fmt: skip
+        section.answer = "; ".join(parts) + tail + (
+            " The networks with more parameters (exercise 4) move more bytes per step "
+            "(exercise 5's bandwidth), and that, not their arithmetic, is what limits scaling."
+            if lo is not hi and lo[1].grad_bytes > hi[1].grad_bytes else ""
+        )
+    return section
+
+
 def sections(frames: Frames) -> list[Section]:
     """Every exercise section, in report order."""
-    makers = (lineage, minimum_sizes, native_28, exercise4, exercise5, rooflines)
+    makers = (lineage, minimum_sizes, native_28, exercise4, exercise5, rooflines, scaling)
     return [make(frames) for make in makers]

@@ -518,7 +518,43 @@ def lineage(frames: Frames, out: Path, conditions: str) -> Figure | None:
     return _save(fig, out, Figure("lineage", "GoogLeNet lineage", f"{note}. {conditions}"))
 
 
+def scaling(frames: Frames, out: Path, conditions: str) -> Figure | None:
+    """Efficiency against world size (weak and strong), and per step the gradient bytes against
+    the compute time (the no_sync step) at the largest world size."""
+    records = ok_records(frames.records, "scaling")
+    if not records:
+        return None
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4.2))
+    for i, r in enumerate(records):
+        color = COLORS[i % len(COLORS)]
+        for kind, style in (("weak", "-"), ("strong", "--")):
+            pts = sorted((p for p in r.result.points if p.kind == kind), key=lambda p: p.world_size)
+            a1.plot([p.world_size for p in pts], [100 * p.efficiency for p in pts], style,
+                    marker="o", color=color, label=f"{r.spec.model} {kind}")  # fmt: skip
+        top = max((p for p in r.result.points if p.kind == "weak"), key=lambda p: p.world_size)
+        a2.scatter(top.local_step_ms_p50, r.result.grad_bytes / 2**20, color=color, s=40)
+        a2.annotate(f"{r.spec.model} (W={top.world_size}: {100 * top.efficiency:.0f}%)",
+                    (top.local_step_ms_p50, r.result.grad_bytes / 2**20), fontsize=8,
+                    xytext=(5, 3), textcoords="offset points")  # fmt: skip
+    sizes = sorted({p.world_size for r in records for p in r.result.points})
+    a1.set_xticks(sizes)
+    a1.set_xticklabels([str(s) for s in sizes])
+    a1.set_xlabel("world size (ranks)")
+    a1.set_ylabel("efficiency % (images/s / (W x images/s at 1))")
+    a1.axhline(100, color="grey", lw=0.8)
+    a1.set_title("Scaling efficiency; solid: weak, dashed: strong", fontsize=10)
+    a1.legend(fontsize=7)
+    a1.grid(alpha=0.3)
+    a2.set_xlabel("compute per step, ms (no_sync step, per-rank batch)")
+    a2.set_ylabel("gradient MiB all-reduced per step")
+    a2.set_title("What each step must move against what it computes", fontsize=10)
+    a2.grid(alpha=0.3)
+    fig.tight_layout()
+    _stamp(fig, conditions)
+    return _save(fig, out, Figure("scaling", "Data-parallel scaling", conditions))
+
+
 def make_figures(frames: Frames, out: Path, conditions: str) -> list[Figure]:
     makers = (accuracy_vs_gmacs, latency_vs_batch, memory_breakdown, by_layer_type, training_curves,
-              roofline, lineage)  # fmt: skip
+              roofline, lineage, scaling)  # fmt: skip
     return [f for f in (m(frames, out, conditions) for m in makers) if f is not None]

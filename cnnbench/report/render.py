@@ -11,6 +11,7 @@ import base64
 import html
 import re
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import pandas as pd
@@ -283,15 +284,55 @@ def _glossary() -> pd.DataFrame:
     return pd.DataFrame([{"term": t, "meaning": m} for t, m in GLOSSARY])
 
 
-def build_report(run_dirs: list[Path], out: Path) -> tuple[Report, list[Record]]:
+class MixedRuns(ValueError):
+    """Run folders measured on different software or devices, put in one report unasked."""
+
+
+# what must agree between run folders merged into one report (shards of one run)
+MERGE_KEYS = (("torch", ("versions", "torch")), ("torchvision", ("versions", "torchvision")),
+              ("fvcore", ("versions", "fvcore")), ("device", ("device_name",)))  # fmt: skip
+
+
+def _merge_key(env: dict) -> dict[str, Any]:
+    out = {}
+    for name, path in MERGE_KEYS:
+        value: Any = env
+        for part in path:
+            value = (value or {}).get(part) if isinstance(value, dict) else None
+        out[name] = value
+    return out
+
+
+def check_mergeable(envs: dict[Path, dict]) -> None:
+    """Refuse folders that measured on different software or device kinds (one line naming the
+    first difference); ``--allow-mixed`` skips this."""
+    keys = {d: _merge_key(e) for d, e in envs.items()}
+    first_dir, first = next(iter(keys.items()))
+    for d, k in keys.items():
+        for name in first:
+            if k[name] != first[name]:
+                raise MixedRuns(
+                    f"{d} measured with {name} {k[name]!r}, {first_dir} with {first[name]!r}: "
+                    "not shards of one run; pass --allow-mixed to put them in one report anyway"
+                )
+
+
+def build_report(
+    run_dirs: list[Path], out: Path, *, allow_mixed: bool = False
+) -> tuple[Report, list[Record]]:
     records: list[Record] = []
     conditions, short = [], []
+    envs = {}
     for d in run_dirs:
         store = RunStore(d)
         if not store.results_path.exists():
             raise FileNotFoundError(f"{d}: no results.jsonl (is it a cnnbench run folder?)")
-        records += store.records()
-        brief, full = _conditions(store.read_env(), Path(d))
+        envs[Path(d)] = store.read_env()
+    if len(envs) > 1 and not allow_mixed:
+        check_mergeable(envs)
+    for d, env in envs.items():
+        records += RunStore(d).records()
+        brief, full = _conditions(env, d)
         short.append(brief)
         conditions.append(full)
     frames = Frames(records)
@@ -512,12 +553,13 @@ def write_report(
     out: str | Path | None = None,
     *,
     benchmark_json: list[str | Path] = (),
+    allow_mixed: bool = False,
 ) -> dict[str, Path]:
     """Write report.md, report.html, results.csv and figures/ into ``out`` (the first run folder)."""
     run_dirs = [Path(d) for d in run_dirs]
     out = Path(out) if out else run_dirs[0]
     out.mkdir(parents=True, exist_ok=True)
-    report, records = build_report(run_dirs, out)
+    report, records = build_report(run_dirs, out, allow_mixed=allow_mixed)
     for path in benchmark_json:
         caption, table = benchmark_table(path)
         report.blocks += [("h2", "pytest-benchmark results"), ("table", caption, table)]

@@ -36,7 +36,10 @@ class RunStore:
         self.env_path = self.root / "env.json"
 
     def create(self) -> RunStore:
+        """The folder, and an empty results.jsonl in it if there is none: a run with nothing to
+        measure (a shard that drew no unit) is still a run folder."""
         self.root.mkdir(parents=True, exist_ok=True)
+        self.results_path.touch(exist_ok=True)
         return self
 
     def repair_torn_tail(self) -> str | None:

@@ -28,6 +28,8 @@ __all__ = [
     "DevicePeaks",
     "LayerRoof",
     "RooflineResult",
+    "ScalingPoint",
+    "ScalingResult",
     "RESULT_TYPES",
     "from_values",
 ]
@@ -277,6 +279,41 @@ class RooflineResult:
     mfu_datasheet: float | None = None
 
 
+@dataclass(frozen=True)
+class ScalingPoint:
+    """One world size of weak or strong scaling, timed on rank 0 (ms per step)."""
+
+    world_size: int
+    kind: str  # "weak" (per-rank batch fixed) or "strong" (global batch fixed)
+    per_rank_batch: int
+    global_batch: int
+    step_ms_p50: float  # the DDP step: forward, backward with the bucketed all-reduce, optimizer
+    step_ms_ci_low: float | None
+    step_ms_ci_high: float | None
+    local_step_ms_p50: float  # the same step under no_sync(): no gradient all-reduce
+    local_step_ms_ci_low: float | None
+    local_step_ms_ci_high: float | None
+    exposed_comm_ms: float  # step − local step (medians): communication the overlap left exposed
+    images_per_s: float  # global batch / median step
+    speedup: float  # images/s over images/s at world size 1, same kind
+    efficiency: float  # speedup / world size
+    times_ms: tuple[float, ...]
+    local_times_ms: tuple[float, ...]
+    allreduce_bus_bytes_per_s: float | None  # ring all-reduce bus bandwidth on this group
+    predicted_comm_ms: float  # 2(W-1)/W x gradient bytes / that bandwidth (0 at W = 1)
+
+
+@dataclass(frozen=True)
+class ScalingResult:
+    grad_bytes: int  # all-reduced per step: trainable parameters x gradient element size
+    trainable_params: int
+    backend: str  # "gloo" or "nccl"
+    ddp: dict[str, Any]  # bucket size, gradient_as_bucket_view, static_graph, ranks per node, ...
+    hosts: tuple[str, ...]
+    global_batch: int  # strong scaling's
+    points: tuple[ScalingPoint, ...]
+
+
 RESULT_TYPES: dict[str, type] = {
     "params": ParamCount,
     "flops": FlopCount,
@@ -285,6 +322,7 @@ RESULT_TYPES: dict[str, type] = {
     "memory": MemoryResult,
     "accuracy": TrainResult,
     "roofline": RooflineResult,
+    "scaling": ScalingResult,
 }
 
 

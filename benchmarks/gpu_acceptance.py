@@ -1,0 +1,907 @@
+"""One-call acceptance run of cnnbench on one H100/H200: nine stages, each a function, each check
+a verdict, everything written under one folder.
+
+    python benchmarks/gpu_acceptance.py --out DIR [--device cuda] [--dry-run] [--only STAGE[,STAGE]]
+
+Writes ``DIR/verdicts.json`` (a list of {stage, check, goal, measured, unit, verdict, seconds,
+note}), ``DIR/verdicts.md`` (the same as a table, the device's name in its title), ``DIR/env.json``
+(``cnnbench.env.collect_env``), ``DIR/run/`` (a cnnbench run folder with its report), the other
+run folders the stages make (``oom/``, ``recipe/``) and ``DIR/log.txt`` (every subprocess's output
+and every traceback). Exit status 0 when no check failed or errored, 1 otherwise, 2 for bad usage.
+
+The real run needs CUDA and is sized to finish in about 8 minutes on an H200. ``--dry-run`` runs
+every stage's code at tiny sizes (on the CPU unless ``--device`` says otherwise, in well under 2
+minutes on 2 cores) and judges no performance goal: a check that ran and produced finite,
+positive numbers is "ran (dry run)"; structural checks (exit statuses, records, files) are still
+judged there. Every stage's sizes sit in ``SIZES`` below, every goal in ``GOALS``.
+
+A stage that raises becomes one "error" verdict with the message; the other stages still run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gzip
+import importlib.util
+import json
+import math
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a file: benchmarks/ is on sys.path, the package is not
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from cnnbench import models  # noqa: E402
+from cnnbench.config import TimingConfig  # noqa: E402
+from cnnbench.env import collect_env  # noqa: E402
+from cnnbench.measure import latency, memory, roofline, workload  # noqa: E402
+from cnnbench.measure._device import release, synchronize  # noqa: E402
+from cnnbench.measure.worker import call_in_worker, error_line  # noqa: E402
+from cnnbench.results import RunStore, Spec  # noqa: E402
+
+# --- the one table of sizes ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """What every stage runs at. REAL: one H100/H200, about 8 minutes in all; DRY: 2 CPU cores."""
+
+    # 1 timing: a busy workload, so that the queue never drains between iterations
+    timing_model: str
+    timing_image: int
+    timing_batch: int
+    timing_cfg: TimingConfig
+    # 3 roofline, fp32 (TF32 off) and bf16
+    roofline_model: str
+    roofline_image: int
+    roofline_batch: int
+    # 4 memory: a training step, cold then warm cuDNN cache in one fresh worker
+    memory_model: str
+    memory_image: int
+    memory_batch: int
+    # 5 oom: a capped CLI sweep; on CUDA also an OOM provoked in this process
+    oom_model: str
+    oom_cap_gb: float
+    oom_timing: tuple[str, ...]  # CLI timing flags of the sweep
+    provoke_model: str
+    provoke_image: int
+    provoke_batch: int  # a training step far beyond provoke_headroom_gb
+    provoke_headroom_gb: float  # what the allocator may reserve beyond what it holds already
+    # 6 run: `cnnbench run` flags (device and --out added)
+    run_args: tuple[str, ...]
+    # 7 recipe: `cnnbench run` flags of the training, and the input-pipeline comparison
+    recipe_args: tuple[str, ...]
+    pipeline_batches: int  # timed SGD steps per pipeline
+    pipeline_batch: int
+    pipeline_image: int
+    pipeline_dtype: str
+    pipeline_channels_last: bool
+    # 8 throughput: training images/s at the best of these batches
+    throughput_model: str
+    throughput_image: int
+    throughput_batches: tuple[int, ...]
+    throughput_dtype: str
+    throughput_channels_last: bool
+    throughput_cfg: TimingConfig
+    # the longest any one subprocess may take, seconds
+    subprocess_timeout_s: int
+
+
+SIZES = {
+    "real": Sizes(
+        timing_model="googlenet", timing_image=96, timing_batch=256,
+        timing_cfg=TimingConfig(warmup_runs=5, min_runs=20, min_time_s=1.0, max_runs=500),
+        roofline_model="googlenet", roofline_image=224, roofline_batch=128,
+        memory_model="alexnet", memory_image=224, memory_batch=64,
+        # GoogLeNet, not AlexNet, and 0.25 GiB, not 4: the sweep also ends where images/s stops
+        # growing (runner.PLATEAU_GAIN), which AlexNet's inference reaches on an H200 long before
+        # 4 GiB. GoogLeNet at 96 is launch-bound up to ~64 images and needs ~1.2 MB an image for
+        # inference, ~12 MB for a training step: out of memory near batch 256 and 32.
+        oom_model="googlenet", oom_cap_gb=0.25,
+        oom_timing=("--rounds", "1", "--min-time", "0.05", "--warmup", "2", "--min-runs", "5"),
+        provoke_model="googlenet", provoke_image=96, provoke_batch=4096, provoke_headroom_gb=1.0,
+        run_args=("--models", "googlenet,alexnet",
+                  "--metrics", "params,flops,latency,memory,roofline",
+                  "--batch-sizes", "1,64", "--rounds", "2", "--min-time", "0.1"),
+        recipe_args=("--models", "googlenet", "--metrics", "accuracy", "--profile", "full",
+                     "--seeds", "0", "--dtype", "bf16", "--channels-last"),
+        pipeline_batches=100, pipeline_batch=128, pipeline_image=96,
+        pipeline_dtype="bf16", pipeline_channels_last=True,
+        throughput_model="googlenet", throughput_image=96, throughput_batches=(256, 512, 1024),
+        throughput_dtype="bf16", throughput_channels_last=True,
+        throughput_cfg=TimingConfig(warmup_runs=3, min_runs=10, min_time_s=1.0, max_runs=200),
+        subprocess_timeout_s=300,
+    ),  # fmt: skip
+    "dry": Sizes(
+        timing_model="googlenet28", timing_image=32, timing_batch=2,
+        timing_cfg=TimingConfig(warmup_runs=1, min_runs=5, min_time_s=0.05, max_runs=20),
+        roofline_model="googlenet28", roofline_image=32, roofline_batch=2,
+        memory_model="googlenet28", memory_image=32, memory_batch=2,
+        # a CPU cap is on address space: at 0.25 GiB oneDNN fails to create its primitives
+        # ("could not create a primitive", an error record) before any allocation fails
+        oom_model="googlenet28", oom_cap_gb=0.5,
+        oom_timing=("--rounds", "1", "--min-time", "0.01", "--warmup", "0", "--min-runs", "1"),
+        provoke_model="googlenet28", provoke_image=32, provoke_batch=4096, provoke_headroom_gb=0.1,
+        run_args=("--profile", "smoke", "--models", "googlenet28",
+                  "--metrics", "params,flops,latency,memory,roofline"),
+        recipe_args=("--models", "googlenet28", "--metrics", "accuracy", "--profile", "smoke",
+                     "--seeds", "0"),
+        pipeline_batches=2, pipeline_batch=8, pipeline_image=64,
+        pipeline_dtype="fp32", pipeline_channels_last=False,
+        # fp32: bf16 autocast on a CPU is ~10x slower, and the code path is the same
+        throughput_model="googlenet", throughput_image=64, throughput_batches=(2,),
+        throughput_dtype="fp32", throughput_channels_last=True,
+        throughput_cfg=TimingConfig(warmup_runs=1, min_runs=2, min_time_s=0.01, max_runs=5),
+        subprocess_timeout_s=300,
+    ),  # fmt: skip
+}
+
+# the chapter's recipe as the full profile must train it (shared/REFERENCE.md: d2l 1.0, 8.4)
+CHAPTER_RECIPE = dict(epochs=10, batch=128, optimizer="sgd", lr=0.01, momentum=0.0,
+                      train_images=60_000, test_images=10_000, image_size=96)  # fmt: skip
+TRAIN_OPTIMIZER = ("sgd", 0.01)  # the memory stage's step: the chapter's plain SGD
+
+# --- the goals -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Goal:
+    """An interval a measured number must fall in; bounds inclusive unless marked open."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    label: str = ""  # how the goal reads in the table; built from the bounds when empty
+
+    @classmethod
+    def at_least(cls, x: float) -> Goal:
+        return cls(low=x)
+
+    @classmethod
+    def above(cls, x: float) -> Goal:
+        return cls(low=x, low_open=True)
+
+    @classmethod
+    def below(cls, x: float) -> Goal:
+        return cls(high=x, high_open=True)
+
+    @classmethod
+    def between(cls, low: float, high: float) -> Goal:
+        return cls(low=low, high=high)
+
+    @classmethod
+    def equals(cls, x: float) -> Goal:
+        return cls(low=x, high=x)
+
+    @classmethod
+    def within(cls, tolerance: float) -> Goal:
+        """A ratio that agrees with 1 within ``tolerance`` (0.10: 10%)."""
+        low, high = 1 - tolerance, 1 + tolerance
+        text = f"within {tolerance:.0%} (ratio in [{low:g}, {high:g}])"
+        return cls(low=low, high=high, label=text)
+
+    def met(self, x: float) -> bool:
+        if self.low is not None and (x <= self.low if self.low_open else x < self.low):
+            return False
+        if self.high is not None and (x >= self.high if self.high_open else x > self.high):
+            return False
+        return True
+
+    @property
+    def text(self) -> str:
+        if self.label:
+            return self.label
+        if self.low is not None and self.high is not None:
+            if self.low == self.high:
+                return f"= {self.low:g}"
+            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+            return f"in {left}{self.low:g}, {self.high:g}{right}"
+        if self.low is not None:
+            return f"{'>' if self.low_open else '≥'} {self.low:g}"
+        if self.high is not None:
+            return f"{'<' if self.high_open else '≤'} {self.high:g}"
+        return "any"
+
+
+def judge(measured: float | None, goal: Goal) -> str:
+    """"pass" when ``measured`` is a finite number inside ``goal``, else "fail"."""
+    if measured is None or not math.isfinite(measured):
+        return "fail"
+    return "pass" if goal.met(measured) else "fail"
+
+
+GOALS = {
+    "timing_agreement": Goal.within(0.10),  # event median / wall-clock mean
+    "bandwidth_of_datasheet": Goal.at_least(0.70),
+    "bf16_matmul_of_datasheet": Goal.at_least(0.60),
+    "fp32_matmul_of_datasheet": Goal.below(1.0),  # TF32 would land far above 1
+    "tf32_matmul_of_fp32_datasheet": Goal.above(1.0),  # TF32 really reached the tensor cores
+    "bf16_over_fp32_forward": Goal.below(1.0),
+    "memory_warm_over_cold": Goal.within(0.05),
+    "memory_measured_over_analytic": Goal.between(0.9, 1.5),
+    "oom_back_to_baseline": Goal.equals(0),  # bytes still allocated after release
+    "recipe_accuracy": Goal.between(0.854, 0.902),  # shared/REFERENCE.md, GoogLeNet's builds
+    "recorded": Goal(low=0, low_open=True, label="> 0 (recorded)"),
+    "pipeline_speedup": Goal.at_least(5.0),
+    "train_images_per_s": Goal.at_least(40_000),
+    "exit_zero": Goal.equals(0),
+    "none": Goal.equals(0),
+    "total_s": Goal(high=480, label="≤ 480 s (8 minutes)"),
+}
+
+# units whose numbers are measurements: finite and positive, or the stage is broken
+POSITIVE_UNITS = frozenset({"ratio", "x", "s", "ms", "images/s", "accuracy", "layers", "bytes"})
+DRY_VERDICT = "ran (dry run)"
+VERDICTS = ("pass", "fail", "skipped", "error", DRY_VERDICT)
+STAGES = ("timing", "peaks", "roofline", "memory", "oom", "run", "recipe", "throughput", "pytest")
+
+# --- verdicts ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Verdict:
+    stage: str
+    check: str
+    goal: str
+    measured: float | None
+    unit: str
+    verdict: str  # one of VERDICTS
+    seconds: float  # the whole stage's wall time (every check of a stage shares it)
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Ctx:
+    """What every stage gets: where to write, the device, the sizes and whether goals count."""
+
+    out: Path
+    device: str
+    dry: bool
+    sizes: Sizes
+    log: Path
+    _peaks: dict = field(default_factory=dict)  # (dtype, tf32) → DevicePeaks, measured once
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.startswith("cuda")
+
+    @property
+    def torch_device(self) -> torch.device:
+        return torch.device(self.device)
+
+    def spec(self, model: str, image: int, batch: int, *, dtype: str = "fp32",
+             mode: str = "inference", channels_last: bool = False) -> Spec:  # fmt: skip
+        """A Spec as the runner writes one: TF32 off on CUDA fp32, autocast for bf16."""
+        return Spec(
+            model=model, image_size=image, batch_size=batch, device=self.device, dtype=dtype,
+            channels_last=channels_last, threads=None if self.cuda else torch.get_num_threads(),
+            mode=mode, tf32=False if self.cuda and dtype == "fp32" else None,
+            cast=None if dtype == "fp32" else "autocast",
+        )  # fmt: skip
+
+    def peaks(self, dtype: str, tf32: bool):
+        """The device's peaks in one math mode, measured once and shared by peaks and roofline."""
+        key = (dtype, tf32)
+        if key not in self._peaks:
+            self._peaks[key] = roofline.measure_peaks(self.torch_device, dtype, tf32=tf32)
+        return self._peaks[key]
+
+    def check(
+        self, stage: str, check: str, goal: Goal | str, measured: float | None, unit: str,
+        note: str = "", *, met: bool | None = None, must: bool = False,
+    ) -> Verdict:  # fmt: skip
+        """One check: ``met`` when given, else ``measured`` judged against ``goal``. A performance
+        goal is not judged in the dry run; a ``must`` (structural) check is judged everywhere."""
+        measured = None if measured is None else float(measured)
+        finite_positive = measured is not None and math.isfinite(measured) and measured > 0
+        if unit in POSITIVE_UNITS and not must and not finite_positive and (
+            self.dry or measured is not None
+        ):  # a measurement that is not a finite positive number is a broken stage, not a result
+            raise AssertionError(f"{check}: measured {measured!r} {unit}, not finite and > 0")
+        passed = met if met is not None else judge(measured, goal) == "pass"
+        if measured is not None and not math.isfinite(measured):
+            note, measured = f"{note}; measured {measured} (not finite)", None  # JSON has no NaN
+        verdict = "pass" if passed else "fail"
+        if self.dry:
+            verdict = "fail" if must and not passed else DRY_VERDICT
+        text = goal.text if isinstance(goal, Goal) else goal
+        return Verdict(stage, check, text, measured, unit, verdict, 0.0, note)
+
+    def skip(self, stage: str, check: str, goal: Goal | str, why: str, unit: str = "") -> Verdict:
+        text = goal.text if isinstance(goal, Goal) else goal
+        return Verdict(stage, check, text, None, unit, "skipped", 0.0, why)
+
+    def cli(self, args: list[str], name: str) -> int:
+        """``python -m cnnbench ARGS`` in a session of its own, output appended to the log; its
+        exit status (on timeout the whole process group is killed and 124 returned)."""
+        return run_logged([sys.executable, "-m", "cnnbench", *args], self.log, name,
+                          self.sizes.subprocess_timeout_s)  # fmt: skip
+
+
+def run_logged(cmd: list[str], log: Path, name: str, timeout_s: int) -> int:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}  # fmt: skip
+    with open(log, "a") as f:
+        f.write(f"\n===== {name}: {' '.join(cmd)}\n")
+        f.flush()
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
+        try:
+            rc = proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # its workers too: they share its session
+            proc.wait()
+            rc = 124
+        f.write(f"===== {name}: exit status {rc}\n")
+    return rc
+
+
+def _set_process_flags(device: str) -> None:
+    """As the runner's workers run: cuDNN autotuning on (its trials fall in warm-up), TF32 off
+    for both cuBLAS and cuDNN (cuDNN's default is on), ``cuda:N`` current."""
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    if device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(device))
+
+
+def _fmt(x: float | None) -> str:
+    if x is None:
+        return "—"
+    if abs(x) >= 1e4:
+        return f"{x:,.0f}"
+    return f"{x:.4g}"
+
+
+# --- 1 timing ------------------------------------------------------------------------------------
+
+
+def stage_timing(ctx: Ctx) -> list[Verdict]:
+    """CUDA events around each iteration against one synchronized wall-clock loop of the same
+    number of iterations: on a workload that keeps the GPU busy the two must agree."""
+    s, dev = ctx.sizes, ctx.torch_device
+    step = workload.build(ctx.spec(s.timing_model, s.timing_image, s.timing_batch)).step
+    times, timer = latency.time_iterations(step, dev, s.timing_cfg)
+    n = len(times)
+    event_ms = statistics.median(times)
+    synchronize(dev)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        step()
+    synchronize(dev)
+    wall_ms = (time.perf_counter() - t0) / n * 1e3
+    note = (f"{timer} median {event_ms:.4g} ms, wall clock {wall_ms:.4g} ms per iteration, "
+            f"{n} iterations each; {s.timing_model} at {s.timing_image}, batch {s.timing_batch}, "
+            "fp32 inference")  # fmt: skip
+    return [ctx.check("timing", "event-timed median / synchronized wall clock",
+                      GOALS["timing_agreement"], event_ms / wall_ms, "ratio", note)]  # fmt: skip
+
+
+# --- 2 peaks -------------------------------------------------------------------------------------
+
+
+def _flags_text(p) -> str:
+    return f"{p.math_mode}: {p.tf32_flags}"
+
+
+def stage_peaks(ctx: Ctx) -> list[Verdict]:
+    """Measured peaks in three math modes against the data sheet."""
+    fp32, tf32, bf16 = ctx.peaks("fp32", False), ctx.peaks("fp32", True), ctx.peaks("bf16", False)
+    out = []
+    name = "copy bandwidth / data sheet"
+    if fp32.datasheet_bytes_per_s is None:
+        out.append(ctx.skip("peaks", name, GOALS["bandwidth_of_datasheet"],
+                            f"no data-sheet bandwidth for {fp32.device}; measured "
+                            f"{fp32.peak_bytes_per_s / 1e12:.3g} TB/s"))  # fmt: skip
+    else:
+        out.append(ctx.check(
+            "peaks", name, GOALS["bandwidth_of_datasheet"],
+            fp32.peak_bytes_per_s / fp32.datasheet_bytes_per_s, "ratio",
+            f"{fp32.peak_bytes_per_s / 1e12:.3g} TB/s measured (copy of "
+            f"{fp32.copy_bytes / 2**30:.3g} GiB, read + write), data sheet "
+            f"{fp32.datasheet_bytes_per_s / 1e12:.3g} TB/s",
+        ))  # fmt: skip
+    matmuls = (
+        ("bf16 matmul / bf16 data sheet", bf16, bf16, "bf16_matmul_of_datasheet"),
+        ("fp32 matmul (TF32 off) / fp32 data sheet", fp32, fp32, "fp32_matmul_of_datasheet"),
+        ("fp32 matmul with TF32 on / fp32 data sheet", tf32, fp32, "tf32_matmul_of_fp32_datasheet"),
+    )
+    for name, probe, sheet, goal in matmuls:
+        if sheet.datasheet_flops is None:
+            out.append(ctx.skip("peaks", name, GOALS[goal],
+                                f"data sheet unknown ({sheet.datasheet_source}); measured "
+                                f"{probe.matmul_flops / 1e12:.3g} TFLOP/s"))  # fmt: skip
+            continue
+        out.append(ctx.check(
+            "peaks", name, GOALS[goal], probe.matmul_flops / sheet.datasheet_flops, "ratio",
+            f"{probe.matmul_flops / 1e12:.4g} TFLOP/s (matmul {probe.matmul_n}), data sheet "
+            f"{sheet.datasheet_flops / 1e12:.4g} ({sheet.datasheet_source}); {_flags_text(probe)}",
+        ))  # fmt: skip
+    name, goal = "TF32 flags as each probe set them", "fp32 off/off, tf32 on/on, bf16 off/off"
+    if not ctx.cuda:
+        out.append(ctx.skip("peaks", name, goal, "CUDA only: no TF32 on a CPU (flags None)"))
+    else:
+        want = ((fp32, False), (tf32, True), (bf16, False))
+        ok = all(p.tf32_flags == {"matmul": v, "cudnn": v} for p, v in want)
+        out.append(ctx.check("peaks", name, goal, None, "", "; ".join(
+            _flags_text(p) for p in (fp32, tf32, bf16)), met=ok, must=True))  # fmt: skip
+    return out
+
+
+# --- 3 roofline ----------------------------------------------------------------------------------
+
+
+def stage_roofline(ctx: Ctx) -> list[Verdict]:
+    """Per-layer rooflines in fp32 (TF32 off) and bf16, each against peaks of its own mode."""
+    s = ctx.sizes
+    out, results = [], {}
+    for dtype in ("fp32", "bf16"):
+        spec = ctx.spec(s.roofline_model, s.roofline_image, s.roofline_batch, dtype=dtype)
+        model = models.create(s.roofline_model, image_size=s.roofline_image)
+        name = f"every conv/linear layer has a time ({dtype})"
+        try:
+            r = roofline.measure(model, spec, ctx.peaks(dtype, False))
+        except RuntimeError as exc:  # measure raises when the profiler gave a layer no time
+            out.append(ctx.check("roofline", name, "all timed", None, "layers", error_line(exc),
+                                 met=False, must=True))  # fmt: skip
+            continue
+        finally:
+            del model
+            release(ctx.torch_device)
+        results[dtype] = r
+        timed = sum(1 for lay in r.layers if lay.time_ms is not None and lay.time_ms > 0)
+        out.append(ctx.check(
+            "roofline", name, f"all {len(r.layers)} timed", timed, "layers",
+            f"forward {r.model_ms:.4g} ms, MFU {r.mfu:.3g}"
+            f"{' (peak underestimated)' if r.roof_underestimated else ''}, {r.timing}",
+            met=len(r.layers) > 0 and timed == len(r.layers), must=True,
+        ))  # fmt: skip
+    name, goal = "bf16 forward / fp32 forward", GOALS["bf16_over_fp32_forward"]
+    if len(results) < 2:
+        out.append(ctx.skip("roofline", name, goal, "needs both rooflines; one failed above"))
+    else:
+        f, b = results["fp32"], results["bf16"]
+        out.append(ctx.check(
+            "roofline", name, goal, b.model_ms / f.model_ms, "ratio",
+            f"{s.roofline_model} at {s.roofline_image}, batch {s.roofline_batch}: bf16 "
+            f"{b.model_ms:.4g} ms, fp32 {f.model_ms:.4g} ms",
+        ))  # fmt: skip
+    return out
+
+
+# --- 4 memory ------------------------------------------------------------------------------------
+
+
+def _cold_then_warm(spec: Spec, optimizer: str, lr: float):
+    """In a fresh worker: the same training-step memory measurement twice, the first on a cold
+    cuDNN cache (nothing autotuned yet in this process), the second warm."""
+    _set_process_flags(spec.device)
+    cold = memory.measure(spec, optimizer=optimizer, lr=lr)
+    warm = memory.measure(spec, optimizer=optimizer, lr=lr)
+    return cold, warm
+
+
+def stage_memory(ctx: Ctx) -> list[Verdict]:
+    s = ctx.sizes
+    spec = ctx.spec(s.memory_model, s.memory_image, s.memory_batch, mode="train")
+    cold, warm = call_in_worker(_cold_then_warm, spec, *TRAIN_OPTIMIZER, name="acceptance-memory")
+    mib = 2**20
+    where = f"{s.memory_model} at {s.memory_image}, batch {s.memory_batch}, training step (SGD)"
+    return [
+        ctx.check(
+            "memory", "peak memory, warm / cold cuDNN cache", GOALS["memory_warm_over_cold"],
+            warm.measured_bytes / cold.measured_bytes, "ratio",
+            f"cold {cold.measured_bytes / mib:.1f} MiB, warm {warm.measured_bytes / mib:.1f} MiB "
+            f"({warm.source}); {where}",
+        ),
+        ctx.check(
+            "memory", "measured / analytic, training step", GOALS["memory_measured_over_analytic"],
+            warm.measured_over_analytic, "ratio",
+            f"measured {warm.measured_bytes / mib:.1f} MiB, analytic "
+            f"{warm.analytic_bytes / mib:.1f} MiB (params {warm.param_bytes / mib:.1f}, "
+            f"grads {warm.grad_bytes / mib:.1f}, "
+            f"activations {warm.activation_bytes / mib:.1f}); {where}",
+        ),
+    ]  # fmt: skip
+
+
+# --- 5 oom ---------------------------------------------------------------------------------------
+
+
+def sweep_verdict(records, mode: str) -> tuple[int, bool, str]:
+    """(oom records, whether the sweep ended in exactly one of them with nothing measured past it
+    and nothing failed otherwise, a note) for the latency sweep of ``mode``."""
+    mine = sorted((r for r in records if r.metric == "latency" and r.spec.mode == mode),
+                  key=lambda r: r.spec.batch_size)  # fmt: skip
+    ooms = [r for r in mine if r.status == "oom"]
+    ok = [r.spec.batch_size for r in mine if r.status == "ok"]
+    others = [r for r in mine if r.status not in ("ok", "oom")]
+    note = f"ok at {ok}"
+    if others:
+        note += (f"; {len(others)} {others[0].status} (first at batch {others[0].spec.batch_size}: "
+                 f"{(others[0].reason or '')[:100]})")  # fmt: skip
+    if not ooms:
+        ends = [r.values["sweep_end"] for r in mine if r.values.get("sweep_end")]
+        return 0, False, note + f"; no oom record (sweep ended: {ends or 'at its last batch'})"
+    at = ooms[0].spec.batch_size
+    past = [r.spec.batch_size for r in mine if r.spec.batch_size > at]
+    note += f"; oom at batch {at} ({(ooms[0].reason or '')[:100]})"
+    if past:
+        note += f"; measured past it at {past}"
+    return len(ooms), len(ooms) == 1 and not past and not others, note
+
+
+def _provoke_oom(spec: Spec) -> str | None:
+    """A training step far too large for the cap; the OOM's message, or None if none came. The
+    exception (and with it every frame that held the step's tensors) is gone on return."""
+    try:
+        workload.build(spec).step()
+        synchronize(torch.device(spec.device))
+    except torch.OutOfMemoryError as exc:
+        return error_line(exc)
+    return None
+
+
+def _oom_round_trip(ctx: Ctx) -> tuple[int, int, str | None]:
+    """(allocated before, allocated after release, the OOM's message) of an OOM provoked under
+    a per-process memory fraction."""
+    s, dev = ctx.sizes, ctx.torch_device
+    # warm first: cuBLAS and cuDNN keep their handles' workspaces allocated for the process's
+    # life, and a first use inside the provoked step would count as memory never given back
+    workload.build(ctx.spec(s.provoke_model, s.provoke_image, 2, mode="train")).step()
+    synchronize(dev)
+    release(dev)
+    before = torch.cuda.memory_allocated(dev)
+    total = torch.cuda.get_device_properties(dev).total_memory
+    cap = torch.cuda.memory_reserved(dev) + int(s.provoke_headroom_gb * 2**30)
+    torch.cuda.set_per_process_memory_fraction(min(1.0, cap / total), dev)
+    try:
+        message = _provoke_oom(ctx.spec(s.provoke_model, s.provoke_image, s.provoke_batch,
+                                        mode="train"))  # fmt: skip
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0, dev)
+    release(dev)
+    return before, torch.cuda.memory_allocated(dev), message
+
+
+def stage_oom(ctx: Ctx) -> list[Verdict]:
+    s = ctx.sizes
+    out_dir = ctx.out / "oom"
+    # --no-report: the records are what is judged; the report of the run is DIR/run's
+    rc = ctx.cli(["run", "--models", s.oom_model, "--metrics", "latency", "--sweep",
+                  "--memory-cap-gb", f"{s.oom_cap_gb:g}", "--device", ctx.device, *s.oom_timing,
+                  "--no-report", "--out", str(out_dir)], "oom sweep")  # fmt: skip
+    records = RunStore(out_dir).records()
+    if rc not in (0, 1) or not records:  # 1: some record is an error, judged per mode below
+        raise RuntimeError(f"capped sweep: exit status {rc}, {len(records)} records (log.txt)")
+    out = []
+    for mode in ("inference", "train"):
+        count, ended, note = sweep_verdict(records, mode)
+        out.append(ctx.check(
+            "oom", f"capped sweep ends in one oom record ({mode})",
+            "exactly 1, nothing measured past it", count, "oom records",
+            f"{s.oom_model}, cap {s.oom_cap_gb:g} GiB: {note}", met=ended,
+        ))  # fmt: skip
+    name = "allocated memory back to baseline after an OOM"
+    if not ctx.cuda:
+        out.append(ctx.skip("oom", name, GOALS["oom_back_to_baseline"], "CUDA only", "bytes"))
+        return out
+    before, after, message = _oom_round_trip(ctx)
+    if message is None:
+        why = f"batch {s.provoke_batch} did not run out of memory"
+        out.append(ctx.check("oom", name, "an OOM provoked", None, "bytes above baseline", why,
+                             met=False))  # fmt: skip
+    else:
+        out.append(ctx.check(
+            "oom", name, GOALS["oom_back_to_baseline"], after - before, "bytes above baseline",
+            f"{before:,} bytes before, {after:,} after release; {message[:160]}",
+        ))  # fmt: skip
+    return out
+
+
+# --- 6 run ---------------------------------------------------------------------------------------
+
+
+def stage_run(ctx: Ctx) -> list[Verdict]:
+    out_dir = ctx.out / "run"
+    rc = ctx.cli(["run", *ctx.sizes.run_args, "--device", ctx.device, "--out", str(out_dir)],
+                 "run")  # fmt: skip
+    records = RunStore(out_dir).records()
+    errors = [r for r in records if r.status == "error"]
+    report = out_dir / "report.md"
+    first = ""
+    if errors:
+        first = f"; first: {errors[0].metric} {errors[0].spec.model}: {errors[0].reason}"
+    return [
+        ctx.check("run", "cnnbench run exit status", GOALS["exit_zero"], rc, "exit status",
+                  f"{len(records)} records", must=True),
+        ctx.check("run", "error records", GOALS["none"], len(errors), "error records",
+                  f"of {len(records)}{first}", met=bool(records) and not errors, must=True),
+        ctx.check("run", "report.md written", "exists, not empty",
+                  report.stat().st_size if report.exists() else None, "bytes", str(report),
+                  met=report.exists() and report.stat().st_size > 0, must=True),
+    ]  # fmt: skip
+
+
+# --- 7 recipe ------------------------------------------------------------------------------------
+
+
+def _input_pipeline_module():
+    """benchmarks/bench_input_pipeline.py (benchmarks/ is no package: loaded from its path)."""
+    path = ROOT / "benchmarks" / "bench_input_pipeline.py"
+    spec = importlib.util.spec_from_file_location("bench_input_pipeline", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _torchvision_root(dst: Path) -> Path:
+    """torchvision's layout (<root>/FashionMNIST/raw, decompressed) from the located files, as
+    the benchmark's raw_root fixture makes it (a fixture cannot be called outside pytest)."""
+    from cnnbench.data import IDX_FILES, load_fashion_mnist
+
+    loc = load_fashion_mnist().location
+    raw = dst / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for key, spec in IDX_FILES.items():
+        src = loc.files[key]
+        opener = gzip.open if src.suffix == ".gz" else open
+        with opener(src, "rb") as f, open(raw / spec.stem, "wb") as out:
+            shutil.copyfileobj(f, out)
+    return dst
+
+
+def pipeline_rates(ctx: Ctx) -> tuple[float, float]:
+    """End-to-end training images/s of the d2l-style DataLoader and of cnnbench's device loader,
+    same model, step, dtype and device; (d2l, cnnbench)."""
+    s, dev = ctx.sizes, ctx.torch_device
+    pipe = _input_pipeline_module()
+    # the module's batch and size are globals its functions read at call time: the dry run
+    # shrinks them (GoogLeNet at 96, batch 128, on 2 cores is seconds a step)
+    pipe.BATCH, pipe.IMAGE_SIZE = s.pipeline_batch, s.pipeline_image
+    with tempfile.TemporaryDirectory(prefix="acceptance-tv-") as tmp:
+        root = _torchvision_root(Path(tmp))
+        d2l = pipe.train_slice(pipe.d2l_batches(root, dev), dev, s.pipeline_batches,
+                               s.pipeline_dtype, s.pipeline_channels_last)  # fmt: skip
+        ours = pipe.train_slice(pipe.cnnbench_batches(dev, s.pipeline_channels_last), dev,
+                                s.pipeline_batches, s.pipeline_dtype,
+                                s.pipeline_channels_last)  # fmt: skip
+    release(dev)
+    return d2l, ours
+
+
+def _is_chapter_recipe(result, spec: Spec) -> tuple[bool, str]:
+    want = CHAPTER_RECIPE
+    got = dict(epochs=result.epochs, batch=spec.batch_size, optimizer=result.optimizer,
+               lr=result.lr, momentum=result.momentum, train_images=result.train_images,
+               test_images=result.test_images, image_size=spec.image_size)  # fmt: skip
+    off = {k: got[k] for k in want if got[k] != want[k]}
+    text = ", ".join(f"{k} {v}" for k, v in got.items())
+    return not off, text + (f"; differs: {sorted(off)}" if off else "")
+
+
+def stage_recipe(ctx: Ctx) -> list[Verdict]:
+    s = ctx.sizes
+    out_dir = ctx.out / "recipe"
+    rc = ctx.cli(["run", *s.recipe_args, "--device", ctx.device, "--no-report",
+                  "--out", str(out_dir)], "recipe")  # fmt: skip
+    records = [r for r in RunStore(out_dir).records() if r.metric == "accuracy"]
+    if rc != 0 or len(records) != 1 or records[0].status != "ok":
+        why = [(r.status, r.reason) for r in records]
+        raise RuntimeError(f"recipe run: exit status {rc}, accuracy records {why} (log.txt)")
+    record = records[0]
+    result = record.result  # TrainResult
+    run = result.runs[0]
+    chapter, recipe_text = _is_chapter_recipe(result, record.spec)
+    conditions = (f"{record.spec.model} at {record.spec.image_size}, {record.spec.dtype}"
+                  f"{', channels_last' if record.spec.channels_last else ''}, record says recipe "
+                  f"'{result.recipe}'")  # fmt: skip
+    out = [
+        ctx.check("recipe", "the full profile trains the chapter's recipe",
+                  ", ".join(f"{k} {v}" for k, v in CHAPTER_RECIPE.items()), None, "",
+                  recipe_text, met=chapter),
+        ctx.check("recipe", "test accuracy after training", GOALS["recipe_accuracy"],
+                  run.final_test_accuracy, "accuracy",
+                  f"seed {run.seed}, {len(run.epochs)} epochs; {conditions}"),
+        ctx.check("recipe", "training wall time", GOALS["recorded"], run.train_time_s, "s",
+                  f"{_fmt(result.images_per_s_mean)} images/s end to end (data included)"),
+    ]  # fmt: skip
+    d2l, ours = pipeline_rates(ctx)
+    out.append(ctx.check(
+        "recipe", "cnnbench loader / d2l DataLoader, images/s end to end",
+        GOALS["pipeline_speedup"], ours / d2l, "x",
+        f"cnnbench {ours:,.0f} images/s, d2l-style {d2l:,.0f}; googlenet at "
+        f"{s.pipeline_image}, batch {s.pipeline_batch}, {s.pipeline_batches} SGD steps each, "
+        f"{s.pipeline_dtype}{', channels_last' if s.pipeline_channels_last else ''}",
+    ))  # fmt: skip
+    return out
+
+
+# --- 8 throughput --------------------------------------------------------------------------------
+
+
+def stage_throughput(ctx: Ctx) -> list[Verdict]:
+    s = ctx.sizes
+    rates = {}
+    for batch in s.throughput_batches:
+        spec = ctx.spec(s.throughput_model, s.throughput_image, batch, dtype=s.throughput_dtype,
+                        mode="train", channels_last=s.throughput_channels_last)  # fmt: skip
+        model = models.create(s.throughput_model, image_size=s.throughput_image)
+        rates[batch] = latency.measure(model, spec, s.throughput_cfg).images_per_s
+        del model
+        release(ctx.torch_device)
+    best = max(rates, key=rates.get)
+    return [ctx.check(
+        "throughput", "training images/s at the best batch", GOALS["train_images_per_s"],
+        rates[best], "images/s",
+        f"best batch {best}; " + ", ".join(f"b{b} {r:,.0f}" for b, r in rates.items())
+        + f"; {s.throughput_model} at {s.throughput_image}, {s.throughput_dtype}"
+        + (", channels_last" if s.throughput_channels_last else "") + ", SGD step",
+    )]  # fmt: skip
+
+
+# --- 9 pytest ------------------------------------------------------------------------------------
+
+
+def stage_pytest(ctx: Ctx) -> list[Verdict]:
+    py, timeout = [sys.executable, "-m", "pytest"], ctx.sizes.subprocess_timeout_s
+    if ctx.dry:
+        # CI runs the dry run from inside pytest: collecting is the check that fits there
+        rc = run_logged([*py, "--collect-only", "-q", "-m", "cuda", "tests"], ctx.log,
+                        "pytest collect", timeout)  # fmt: skip
+        return [ctx.check("pytest", "pytest --collect-only -m cuda tests", "exit status 0 or 5",
+                          rc, "exit status", "5: nothing collected", met=rc in (0, 5),
+                          must=True)]  # fmt: skip
+    out = []
+    for name, args in (
+        ("pytest -m cuda tests", ["-m", "cuda", "-q", "tests"]),
+        ("pytest --benchmark-only --device cuda -k googlenet benchmarks",
+         ["--benchmark-only", "--device", ctx.device, "-k", "googlenet", "-q", "benchmarks"]),
+    ):  # fmt: skip
+        rc = run_logged([*py, *args], ctx.log, name, timeout)
+        out.append(ctx.check("pytest", name, GOALS["exit_zero"], rc, "exit status",
+                             "output in log.txt", must=True))  # fmt: skip
+    return out
+
+
+STAGE_FUNCTIONS: dict[str, Callable[[Ctx], list[Verdict]]] = {
+    "timing": stage_timing,
+    "peaks": stage_peaks,
+    "roofline": stage_roofline,
+    "memory": stage_memory,
+    "oom": stage_oom,
+    "run": stage_run,
+    "recipe": stage_recipe,
+    "throughput": stage_throughput,
+    "pytest": stage_pytest,
+}
+assert tuple(STAGE_FUNCTIONS) == STAGES
+
+# --- running and writing -------------------------------------------------------------------------
+
+
+def run_stage(ctx: Ctx, name: str) -> list[Verdict]:
+    """One stage, timed; an exception becomes one "error" verdict and the run goes on."""
+    t0 = time.perf_counter()
+    try:
+        verdicts = STAGE_FUNCTIONS[name](ctx)
+    except Exception as exc:  # every failure of a stage is a verdict, never the end of the run
+        with open(ctx.log, "a") as f:
+            f.write(f"\n===== stage {name} raised\n{traceback.format_exc()}")
+        verdicts = [Verdict(name, "stage ran", "no exception", None, "", "error", 0.0,
+                            error_line(exc))]  # fmt: skip
+    finally:
+        release(ctx.torch_device)
+        _set_process_flags(ctx.device)  # whatever a stage changed, the next starts alike
+    seconds = round(time.perf_counter() - t0, 2)
+    return [dataclasses.replace(v, seconds=seconds) for v in verdicts]
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def write_markdown(path: Path, verdicts: list[Verdict], title: str, preface: str) -> None:
+    lines = [f"# {title}", "", preface, "",
+             "| stage | check | goal | measured | unit | verdict | s | note |",
+             "| --- | --- | --- | ---: | --- | --- | ---: | --- |"]  # fmt: skip
+    for v in verdicts:
+        lines.append("| " + " | ".join(_cell(c) for c in (
+            v.stage, v.check, v.goal, _fmt(v.measured), v.unit, v.verdict, f"{v.seconds:.1f}",
+            v.note)) + " |")  # fmt: skip
+    path.write_text("\n".join(lines) + "\n")
+
+
+def failed(verdicts: list[Verdict]) -> list[Verdict]:
+    return [v for v in verdicts if v.verdict in ("fail", "error")]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True, help="folder for verdicts, env.json and run folders")
+    p.add_argument("--device", help="cuda, cuda:N or cpu (default: cuda; cpu with --dry-run)")
+    p.add_argument("--dry-run", action="store_true", help="tiny sizes, every stage, no goals")
+    p.add_argument("--only", help=f"comma list of stages: {','.join(STAGES)}")
+    args = p.parse_args(argv)
+    args.device = args.device or ("cpu" if args.dry_run else "cuda")
+    args.stages = tuple(STAGES)
+    if args.only:
+        wanted = [s.strip() for s in args.only.split(",") if s.strip()]
+        unknown = [s for s in wanted if s not in STAGES]
+        if unknown or not wanted:
+            p.error(f"--only: unknown stage(s) {unknown}; stages: {','.join(STAGES)}")
+        args.stages = tuple(s for s in STAGES if s in wanted)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        p.error(f"--device {args.device}: CUDA is not available here (a CPU takes --dry-run)")
+    if not args.dry_run and not args.device.startswith("cuda"):
+        p.error("the real run needs CUDA; on a CPU use --dry-run")
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        p.error(f"--out {out}: exists and is not an empty folder (the run folders inside it "
+                "must be new)")  # fmt: skip
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    sizes = SIZES["dry" if args.dry_run else "real"]
+    ctx = Ctx(out=out, device=args.device, dry=args.dry_run, sizes=sizes, log=out / "log.txt")
+    _set_process_flags(ctx.device)
+    env = collect_env(ctx.device)
+    env["acceptance"] = {"dry_run": ctx.dry, "stages": list(args.stages), "argv": sys.argv,
+                         "sizes": dataclasses.asdict(sizes)}  # fmt: skip
+    (out / "env.json").write_text(json.dumps(env, indent=2, default=str) + "\n")
+    t0 = time.perf_counter()
+    verdicts: list[Verdict] = []
+    for i, name in enumerate(args.stages, 1):
+        mine = run_stage(ctx, name)
+        verdicts += mine
+        counts = {k: sum(v.verdict == k for v in mine) for k in VERDICTS}
+        summary = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
+        print(f"[{i}/{len(args.stages)}] {name}: {mine[0].seconds:.1f} s — {summary}",
+              file=sys.stderr, flush=True)  # fmt: skip
+    total = time.perf_counter() - t0
+    if args.stages == STAGES:  # the 8-minute budget is the whole run's
+        verdicts.append(ctx.check("total", "acceptance run wall time", GOALS["total_s"],
+                                  round(total, 2), "s", f"{len(STAGES)} stages"))  # fmt: skip
+    verdicts = [dataclasses.replace(v, seconds=round(total, 2)) if v.stage == "total" else v
+                for v in verdicts]  # fmt: skip
+    (out / "verdicts.json").write_text(
+        json.dumps([dataclasses.asdict(v) for v in verdicts], indent=2, allow_nan=False) + "\n"
+    )
+    title = f"GPU acceptance: {env.get('device_name')} ({ctx.device})" + (
+        " — dry run" if ctx.dry else "")  # fmt: skip
+    preface = (f"{env.get('collected_at')}, commit {env.get('git_commit')}"
+               f"{' (dirty)' if env.get('git_dirty') else ''}, torch {torch.__version__}; "
+               f"{total:.1f} s in all. Stages: {', '.join(args.stages)}.")  # fmt: skip
+    write_markdown(out / "verdicts.md", verdicts, title, preface)
+    bad = failed(verdicts)
+    for v in verdicts:
+        print(f"{v.verdict:>13}  {v.stage:<10} {v.check}: {_fmt(v.measured)} {v.unit} "
+              f"(goal {v.goal})")  # fmt: skip
+    print(f"{len(verdicts)} checks, {len(bad)} failed or errored, {total:.1f} s; "
+          f"{out / 'verdicts.md'}")  # fmt: skip
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
