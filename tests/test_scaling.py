@@ -201,8 +201,41 @@ def test_the_report_has_a_scaling_section_from_the_records(scaling_run):
     section = md.split("## Scaling — data-parallel training (DDP)")[1].split("\n## ")[0]
     rec = next(r for r in result.records if r.metric == "scaling").result
     two = next(p for p in rec.points if p.world_size == 2 and p.kind == "weak")
-    assert f"At 2 ranks (gloo, weak scaling) googlenet28 keeps {100 * two.efficiency:.0f}% efficiency" in section
-    assert f"{rec.grad_bytes / 2**20:.1f} MiB of gradients" in section
+    assert "Weak scaling to 2 ranks (gloo): googlenet28 " in section
+    assert f"googlenet28 {100 * two.efficiency:.0f}% ({rec.grad_bytes / 2**20:.1f} MiB of gradients" in section
     rows = [ln for ln in section.splitlines() if ln.startswith("| googlenet28")]
     assert len(rows) == 4 and sum("— (1 rank)" in r for r in rows) == 2
     assert (out / "figures" / "scaling.png").exists()
+
+
+def _point(w, kind, eff, step, local, exposed, predicted):
+    from cnnbench.results.types import ScalingPoint
+
+    return ScalingPoint(w, kind, 16, 16 * w, step, None, None, local, None, None, exposed,
+                        16 * w / step * 1e3, eff * w, eff, (step,), (local,), None, predicted)  # fmt: skip
+
+
+def _result(grad_mib, eff):
+    from cnnbench.results.types import ScalingResult
+
+    points = (_point(1, "weak", 1.0, 100.0, 100.0, 0.0, 0.0),
+              _point(2, "weak", eff, 100.0 / eff, 110.0, 100.0 / eff - 110.0, 20.0))  # fmt: skip
+    return ScalingResult(int(grad_mib * 2**20), int(grad_mib * 2**18), "gloo", {}, ("h",), 32, points)
+
+
+def test_the_scaling_answer_says_whether_bytes_order_the_networks():
+    from cnnbench.report.exercises import _scaling_answer
+
+    def answer(models):
+        best = [(m, v, max(v.points, key=lambda p: p.world_size)) for m, v in models]
+        return _scaling_answer(best)
+
+    ordered = answer([("small", _result(8, 0.9)), ("big", _result(80, 0.6))])
+    assert "more parameters (exercise 4) move more bytes per step and scale worse" in ordered
+    assert ordered.startswith("Weak scaling to 2 ranks (gloo): small 90% (8.0 MiB") and "big 60%" in ordered
+    assert "+10.0%" in ordered  # compute at 2 ranks (110 ms) against 1 rank (100 ms)
+    crossed = answer([("small", _result(8, 0.6)), ("big", _result(80, 0.9))])
+    assert "Gradient bytes alone (exercise 4's parameters) do not order them here" in crossed
+    # big's exposed 1.1 ms (100/0.9 − 110) against 20 predicted: hidden by overlap
+    assert "big's exposed communication, 1.1 ms per step against 20.0 ms" in crossed
+    assert "below it: the buckets' overlap" in crossed

@@ -692,6 +692,59 @@ def _exposed(p) -> str:
     return fmt(p.exposed_comm_ms, 1)
 
 
+def _comm_verdict(p) -> str:
+    """Exposed communication against the ring all-reduce's bandwidth prediction."""
+    if p.exposed_comm_ms > 1.3 * p.predicted_comm_ms:
+        return "above what bandwidth alone predicts: per-message latency and synchronisation add to it"
+    if p.exposed_comm_ms >= 0.7 * p.predicted_comm_ms:
+        return "close to the bandwidth bound"
+    return "below it: the buckets' overlap with backward hides part of it"
+
+
+def _compute_change(v, p) -> str:
+    one = next((q for q in v.points if q.kind == p.kind and q.world_size == 1), None)
+    return change(p.local_step_ms_p50 / one.local_step_ms_p50 - 1) if one else MISSING
+
+
+def _scaling_answer(best: list) -> str:
+    """From (model, result, its weak point at the largest world size): who scales, and whether
+    gradient bytes alone (exercise 4's parameters) or bytes against compute explain it."""
+    best = sorted(best, key=lambda t: -t[2].efficiency)
+    w = best[0][2].world_size
+    listed = "; ".join(
+        f"{m} {100 * p.efficiency:.0f}% ({v.grad_bytes / 2**20:.1f} MiB of gradients, "
+        f"{p.local_step_ms_p50:.0f} ms of compute per step)" for m, v, p in best
+    )
+    out = [f"Weak scaling to {w} ranks ({best[0][1].backend}): {listed}."]
+    if len(best) > 1:
+        by_bytes = [m for m, _, _ in sorted(best, key=lambda t: t[1].grad_bytes)]
+        share = ", ".join(
+            f"{m} {100 * max(p.exposed_comm_ms, 0) / p.step_ms_p50:.0f}%" for m, _, p in best
+        )
+        slower = ", ".join(f"{m} {_compute_change(v, p)}" for m, v, p in best)
+        costs = (
+            f"exposed communication as a share of the step ({share}) and slower compute with "
+            f"{w} ranks sharing the machine (the no_sync step against 1 rank: {slower})"
+        )
+        if by_bytes == [m for m, _, _ in best]:
+            out.append(
+                "The networks with more parameters (exercise 4) move more bytes per step and "
+                f"scale worse. The losses: {costs}."
+            )
+        else:
+            out.append(
+                "Gradient bytes alone (exercise 4's parameters) do not order them here. The "
+                f"losses: {costs}."
+            )
+    heavy = max(best, key=lambda t: t[1].grad_bytes)
+    out.append(
+        f"{heavy[0]}'s exposed communication, {heavy[2].exposed_comm_ms:.1f} ms per step against "
+        f"{heavy[2].predicted_comm_ms:.1f} ms predicted for a ring all-reduce, is "
+        f"{_comm_verdict(heavy[2])}."
+    )
+    return " ".join(out)
+
+
 def scaling(frames: Frames) -> Section:
     """Data-parallel scaling: efficiency per world size, gradient bytes against compute, and
     which networks scale — exercise 4's parameter counts as exercise 5's interconnect traffic."""
@@ -730,30 +783,7 @@ def scaling(frames: Frames) -> Section:
     section.add_table("Scaling: every world size, weak and strong", rows,
                       "No scaling records in these runs (metric scaling, e.g. --metrics scaling).")  # fmt: skip
     if best:
-        best.sort(key=lambda t: -t[2].efficiency)
-        hi, lo = best[0], best[-1]
-        parts = [
-            f"At {hi[2].world_size} ranks ({hi[1].backend}, weak scaling) {hi[0]} keeps "
-            f"{100 * hi[2].efficiency:.0f}% efficiency with {hi[1].grad_bytes / 2**20:.1f} MiB of "
-            f"gradients ({hi[1].trainable_params / 1e6:.1f}M parameters) all-reduced per step"
-        ]
-        if lo is not hi:
-            parts.append(
-                f"{lo[0]}, with {lo[1].grad_bytes / 2**20:.1f} MiB "
-                f"({lo[1].trainable_params / 1e6:.1f}M parameters), keeps "
-                f"{100 * lo[2].efficiency:.0f}%"
-            )
-        tail = (
-            f"; its exposed communication is {lo[2].exposed_comm_ms:.1f} ms per step against "
-            f"{lo[2].predicted_comm_ms:.1f} ms predicted for a ring all-reduce — "
-            + ("close to the bandwidth bound." if lo[2].exposed_comm_ms >= 0.7 * lo[2].predicted_comm_ms
-               else "below it: the buckets' overlap with backward hides part of it.")
-        )  # fmt: skip
-        section.answer = "; ".join(parts) + tail + (
-            " The networks with more parameters (exercise 4) move more bytes per step "
-            "(exercise 5's bandwidth), and that, not their arithmetic, is what limits scaling."
-            if lo is not hi and lo[1].grad_bytes > hi[1].grad_bytes else ""
-        )
+        section.answer = _scaling_answer(best)
     return section
 
 
