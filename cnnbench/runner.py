@@ -138,7 +138,7 @@ def _setup_process(config: RunConfig) -> None:
     torch.backends.cudnn.allow_tf32 = wl.tf32
     if config.device.startswith("cuda"):
         torch.backends.cudnn.benchmark = wl.cudnn_benchmark
-        torch.cuda.set_device(torch.device(config.device))
+        torch.cuda.set_device(torch.device(config.device).index or 0)  # "cuda" has no index
     memory.set_memory_cap(config.memory.cap_bytes, config.device)
 
 
@@ -166,16 +166,20 @@ PLATEAU_GAIN = 0.03  # a doubling that adds less images/s than this ...
 PLATEAU_DOUBLINGS = 2  # ... this many times in a row ends a sweep: the device is saturated
 
 
-def _execute(ctx: Context, units: list[Unit], first_round: bool = True) -> Iterator[tuple[str, object]]:
+def _execute(
+    ctx: Context, units: list[Unit], first_round: bool = True, seen_rates: dict | None = None
+) -> Iterator[tuple[str, object]]:
     """Measure ``units`` in order, yielding ``start``/``skip``/``record`` events.
 
     A batch sweep ends at its first out-of-memory batch; in the first round (which decides how
     far a sweep goes) also where images/s has plateaued (the last record says so in
     ``sweep_end``) and before a batch whose largest tensor would pass ``ELEMENT_LIMIT`` (an
-    ``unsupported`` record says so)."""
+    ``unsupported`` record says so). ``seen_rates``: images/s of a resumed sweep's batches
+    measured before, so that a plateau that began there still ends it."""
     sweeping = ctx.config.batches.sweep
     stopped: set[tuple[str, str]] = set()  # (metric, mode) sweeps that ended
-    rates: dict[tuple[str, str], list[float]] = {}  # images/s along each latency sweep
+    # images/s along each latency sweep
+    rates: dict[tuple[str, str], list[float]] = {k: list(v) for k, v in (seen_rates or {}).items()}
     largest: dict[str, int] = {}  # model → elements of its largest tensor per image
     for unit in units:
         key = (unit.metric, unit.spec.mode)
@@ -185,7 +189,15 @@ def _execute(ctx: Context, units: list[Unit], first_round: bool = True) -> Itera
             continue
         if in_sweep and first_round:
             if unit.spec.model not in largest:
-                largest[unit.spec.model] = workload.largest_tensor_elements(unit.spec)
+                try:
+                    largest[unit.spec.model] = workload.largest_tensor_elements(unit.spec)
+                except Exception as exc:  # noqa: BLE001 - the sweep's record says why
+                    stopped.add(key)
+                    yield "record", Record.failed(unit.metric, unit.spec, "error",
+                                                  f"sizing the sweep: {error_line(exc)}")  # fmt: skip
+                    continue
+                finally:
+                    release(torch.device(unit.spec.device))
             elements = largest[unit.spec.model] * unit.spec.batch_size
             if elements > ELEMENT_LIMIT:
                 stopped.add(key)
@@ -211,17 +223,30 @@ def _execute(ctx: Context, units: list[Unit], first_round: bool = True) -> Itera
         yield "record", record
 
 
-def _worker(emit, ctx: Context, units: list[Unit], first_round: bool) -> None:
+def _worker(emit, ctx: Context, units: list[Unit], first_round: bool, seen: dict) -> None:
     """A model's worker process: set up like every worker, then measure its units."""
     _setup_process(ctx.config)
-    for kind, payload in _execute(ctx, units, first_round):
+    for kind, payload in _execute(ctx, units, first_round, seen):
         emit(kind, payload)
 
 
-def _events(ctx: Context, units: list[Unit], first_round: bool) -> Iterator[tuple[str, object]]:
+def _events(
+    ctx: Context, units: list[Unit], first_round: bool, seen: dict | None = None
+) -> Iterator[tuple[str, object]]:
     if ctx.config.isolation == "process":
-        return run_in_worker(_worker, ctx, units, first_round)
-    return _execute(ctx, units, first_round)  # this process was set up once, by run()
+        return run_in_worker(_worker, ctx, units, first_round, seen or {})
+    return _execute(ctx, units, first_round, seen)  # this process was set up once, by run()
+
+
+def _seen_rates(kept: list[Record], units: list[Unit]) -> dict[tuple[str, str], list[float]]:
+    """images/s of each latency sweep of ``units`` as recorded before, in batch order."""
+    keys = {_sweep_key(u.metric, u.spec): (u.metric, u.spec.mode) for u in units if u.metric == "latency"}
+    out: dict[tuple[str, str], list[tuple[int, float]]] = {}
+    for r in kept:
+        key = keys.get(_sweep_key(r.metric, r.spec))
+        if key and r.status == "ok":
+            out.setdefault(key, []).append((r.spec.batch_size, r.values["images_per_s"]))
+    return {k: [rate for _, rate in sorted(v)] for k, v in out.items()}
 
 
 def _pooled(harness, unit: Unit, rounds: list[Record], config: RunConfig) -> Record:
@@ -446,6 +471,7 @@ def run(
     env["config"] = dataclasses.asdict(config)
     done_keys: set[tuple] = set()
     stopped_at: dict[tuple, int] = {}  # resumed sweeps that ended: the batch where they did
+    kept: list[Record] = []
     previous = {}
     if config.resume:
         _check_resume(store, env)
@@ -512,7 +538,8 @@ def run(
             if not mine:
                 continue  # nothing of this model is timed in rounds: no worker to start
             pending = list(mine)
-            for kind, payload in _events(ctx, mine, r == 0):
+            seen = _seen_rates(kept, all_units[model]) if config.batches.sweep and kept else None
+            for kind, payload in _events(ctx, mine, r == 0, seen):
                 if kind == "record":
                     unit = Unit(payload.metric, payload.spec)
                     pending.remove(unit)

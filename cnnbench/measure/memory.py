@@ -156,6 +156,7 @@ def _measure_cuda(spec: Spec, opt: tuple[str, float, float]) -> MemoryResult:
     w = workload.build(spec, optimizer=opt[0], lr=opt[1], momentum=opt[2])
     w.step()  # warm: autotuning, cuBLAS workspace, lazily created optimizer state
     synchronize(device)
+    torch.cuda.empty_cache()  # the autotuning trials' cached segments out of the reserved peak
     torch.cuda.reset_peak_memory_stats(device)
     _run(w)
     peak = torch.cuda.max_memory_allocated(device)

@@ -65,6 +65,8 @@ def math_mode(device: torch.device, dtype: str, tf32: bool | None = None) -> str
 
 def datasheet(device_name: str, mode: str) -> tuple[float, float, str] | None:
     """(FLOP/s in ``mode``, bytes/s, source) from NVIDIA's data sheet, or None when unknown."""
+    if "NVL" in device_name:  # H100 NVL / H200 NVL: other clocks and power, not in this table
+        return None
     for key, (flops, tbs) in DATASHEET.items():
         if key in device_name and mode in flops:
             return flops[mode] * 1e12, tbs * 1e12, f"NVIDIA data sheet ({key}, {mode}, dense)"
@@ -168,7 +170,8 @@ def measure_peaks(device: torch.device, dtype: str = "fp32", tf32: bool = False)
     torch_dtype = workload.TORCH_DTYPES[dtype]
     if not cuda:
         torch_dtype = torch.float32  # reduced-precision matmul on CPU is emulated: not a peak
-    mode = math_mode(device, dtype, tf32)
+    # a CPU is probed in fp32 whatever the run's dtype: say so (its bf16 rooflines are refused)
+    mode = math_mode(device, dtype, tf32) if cuda else "fp32"
     with _tf32(mode == "tf32"):
         probes = _probe_flops(device, torch_dtype, cuda)
     peak = max(probes.values())
@@ -304,18 +307,27 @@ def layer_times(events, device_type: str, runs: int) -> dict[str, float]:
     return times
 
 
+def _moved(t: torch.Tensor, size: int) -> int:
+    """Bytes a layer computing in ``size``-byte elements moves for tensor ``t``: ``t`` itself, and
+    where autocast must cast it first (a wider tensor: fp32 weights or input into a bf16 layer),
+    the cast too — read at its size, write and read again at ``size`` — inside the layer's time."""
+    wide = t.element_size()
+    return t.numel() * (wide + 2 * size if wide > size else wide)
+
+
 def _layer_bytes(model: nn.Module, forward) -> dict[str, tuple[int, int, int]]:
     """(input, output, weight) bytes of each leaf layer in one call of ``forward``, from the
     tensors' own element sizes: bf16/fp16 activations are 2 bytes, not 4. Under autocast a layer
-    reads its weights as cast copies in the output's dtype; with cast weights they are that dtype."""
+    casts its fp32 weights (and an fp32 input) on every call, and those bytes count; with cast
+    weights there is nothing to cast."""
     out: dict[str, tuple[int, int, int]] = {}
 
     def hook_for(name):
         def hook(module, inputs, output):
-            ins = sum(i.numel() * i.element_size() for i in inputs if torch.is_tensor(i))
-            outs = output.numel() * output.element_size() if torch.is_tensor(output) else 0
             size = output.element_size() if torch.is_tensor(output) else 4
-            weights = sum(p.numel() for p in module.parameters(recurse=False)) * size
+            ins = sum(_moved(i, size) for i in inputs if torch.is_tensor(i))
+            outs = output.numel() * output.element_size() if torch.is_tensor(output) else 0
+            weights = sum(_moved(p, size) for p in module.parameters(recurse=False))
             out[name] = (ins, outs, weights)
 
         return hook
@@ -333,6 +345,11 @@ def measure(model: nn.Module, spec: Spec, peaks: DevicePeaks | None = None) -> R
     """The roofline of ``spec``'s forward pass as measured (dtype, cast, memory format), judged
     against ``peaks``, which must be of the same math mode."""
     device = torch.device(spec.device)
+    if device.type == "cpu" and spec.dtype != "fp32":
+        from .train import Unsupported
+
+        raise Unsupported(f"no {spec.dtype} peak on a CPU (reduced-precision probes are emulated "
+                          "there): a roofline would judge these layers against fp32")  # fmt: skip
     mode = math_mode(device, spec.dtype, spec.tf32)
     peaks = peaks or measure_peaks(device, spec.dtype, tf32=bool(spec.tf32))
     if peaks.math_mode is not None and peaks.math_mode != mode:

@@ -8,7 +8,10 @@ the run's optimizer, and two steps timed in alternation on rank 0 after a barrie
   step), and
 - the same step under ``no_sync()`` (no all-reduce: what each rank computes alone);
 
-their difference of medians is the communication the overlap did not hide (``exposed_comm_ms``).
+their difference of medians, less the same difference at one rank (DDP's own cost without any
+traffic, ``ddp_overhead_ms``), is the communication the overlap did not hide
+(``exposed_comm_ms``). DDP is built with ``broadcast_buffers=False`` so that the no_sync step
+moves nothing at all.
 Weak scaling keeps the per-rank batch (global batch = W x it); strong scaling keeps the global
 batch (per rank: global / W). ``images_per_s`` = global batch / median step; speed-up and
 efficiency are against W = 1 measured in the same unit: efficiency = images/s_W / (W x images/s_1).
@@ -74,8 +77,10 @@ class ScalingJob:
 
 
 def _rank_device(job: ScalingJob) -> torch.device:
+    """Local rank r on the r-th GPU from the spec's own (``cuda:N``: N + r)."""
     if job.spec.device.startswith("cuda"):
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        first = torch.device(job.spec.device).index or 0
+        return torch.device("cuda", first + int(os.environ.get("LOCAL_RANK", "0")))
     return torch.device("cpu")
 
 
@@ -86,6 +91,8 @@ def _setup_rank(job: ScalingJob) -> tuple[int, int, torch.device]:
     if job.fail_rank == rank:
         raise RuntimeError(f"rank {rank} raised on purpose (the failure path under test)")
     device = _rank_device(job)
+    # the math of the spec, both TF32 flags set (as every cnnbench worker does)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = bool(job.spec.tf32)
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
@@ -100,8 +107,11 @@ def _ddp(job: ScalingJob, device: torch.device):
 
     torch.manual_seed(0)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
     model = workload.build_model(dataclasses.replace(job.spec, device=str(device)))
+    # broadcast_buffers off: DDP's forward would otherwise sync buffers (BatchNorm statistics)
+    # even under no_sync(), and the no_sync step must be free of communication
     ddp = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
-              bucket_cap_mb=job.bucket_cap_mb, gradient_as_bucket_view=True)  # fmt: skip
+              bucket_cap_mb=job.bucket_cap_mb, gradient_as_bucket_view=True,
+              broadcast_buffers=False)  # fmt: skip
     opt = workload.make_optimizer(ddp.parameters(), job.optimizer, job.lr, job.momentum)
     return model, ddp, opt
 
@@ -131,7 +141,8 @@ def _time_pair(step, local_step, device, cfg: TimingConfig) -> tuple[list[float]
     synchronize(device)
     estimate = max(time.perf_counter() - t0, 1e-6)
     # every rank must run the same number of iterations: rank 0's estimate decides for all
-    n = torch.tensor([min(cfg.max_runs, max(cfg.min_runs, math.ceil(cfg.min_time_s / estimate)))])
+    n = torch.tensor([min(cfg.max_runs, max(cfg.min_runs, math.ceil(cfg.min_time_s / estimate)))],
+                     device=device)  # NCCL has no CPU tensors
     dist.broadcast(n, src=0)
     synced, local = [], []
     for _ in range(int(n.item())):
@@ -179,15 +190,16 @@ def _rank_main(job: ScalingJob) -> dict | None:
         model, ddp, opt = _ddp(job, device)
         grad_bytes = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
         points = []
+        scaler = workload.grad_scaler(device, job.spec.dtype)  # fp16: as every training step
         for kind, per_rank in (("weak", job.spec.batch_size), ("strong", job.global_batch // world)):
             x, labels = _batch(job, per_rank, device, rank)
 
             def step():
-                workload.train_step(ddp, opt, x, labels, dtype=job.spec.dtype)
+                workload.train_step(ddp, opt, x, labels, dtype=job.spec.dtype, scaler=scaler)
 
             def local_step():
                 with ddp.no_sync():  # the same step without the gradient all-reduce
-                    workload.train_step(ddp, opt, x, labels, dtype=job.spec.dtype)
+                    workload.train_step(ddp, opt, x, labels, dtype=job.spec.dtype, scaler=scaler)
 
             synced, local = _time_pair(step, local_step, device, job.timing)
             s50, slo, shi = _summary(synced)
@@ -213,7 +225,7 @@ def _rank_main(job: ScalingJob) -> dict | None:
             trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
             backend=dist.get_backend(),
             ddp=dict(bucket_cap_mb=job.bucket_cap_mb, gradient_as_bucket_view=True,
-                     static_graph=False, find_unused_parameters=False,
+                     static_graph=False, find_unused_parameters=False, broadcast_buffers=False,
                      ranks_per_node=int(os.environ.get("LOCAL_WORLD_SIZE", world)),
                      nodes=len(set(hosts)), threads_per_rank=job.threads_per_rank if
                      device.type == "cpu" else None,
@@ -265,11 +277,15 @@ def measure(job: ScalingJob, world_sizes: tuple[int, ...]) -> ScalingResult:
     sizes = sorted({1, *world_sizes})
     runs = {w: launch(job, w) for w in sizes}
     base = {p["kind"]: p["images_per_s"] for p in runs[1]["points"]}
+    # step − no_sync step at one rank: DDP's own cost (reducer, bucket copies), no traffic
+    overhead = {p["kind"]: p["exposed_comm_ms"] for p in runs[1]["points"]}
     points = []
     for w in sizes:
         for p in runs[w]["points"]:
             speedup = p["images_per_s"] / base[p["kind"]]
-            points.append(ScalingPoint(**p, speedup=speedup, efficiency=speedup / w))
+            exposed = 0.0 if w == 1 else p["exposed_comm_ms"] - overhead[p["kind"]]
+            points.append(ScalingPoint(**{**p, "exposed_comm_ms": exposed}, speedup=speedup,
+                                       efficiency=speedup / w, ddp_overhead_ms=overhead[p["kind"]]))  # fmt: skip
     first = runs[sizes[-1]]
     return ScalingResult(
         grad_bytes=first["grad_bytes"], trainable_params=first["trainable_params"],
@@ -297,7 +313,7 @@ def measure_unit(spec: Spec, ctx) -> ScalingResult:
 def default_world_sizes(device: str) -> tuple[int, ...]:
     """1 up to the visible GPUs (doubling), or 1 and 2 on a CPU."""
     if device.startswith("cuda"):
-        n, out = torch.cuda.device_count(), [1]
+        n, out = torch.cuda.device_count() - (torch.device(device).index or 0), [1]
         while out[-1] * 2 <= n:
             out.append(out[-1] * 2)
         return tuple(out)

@@ -680,7 +680,9 @@ def _sheet_suspect(p) -> str:
     source = (p.datasheet_factors or {}).get("clock_source", "")
     if "nominal" in str(source):
         return f"the clock is {source}, and the CPU boosts above it"
-    return "see the factors below"
+    if p.datasheet_factors:
+        return "see the factors below"
+    return f"{p.datasheet_source or 'the data sheet'} describes another part or clock"
 
 
 def _exposed(p) -> str:
@@ -706,9 +708,36 @@ def _compute_change(v, p) -> str:
     return change(p.local_step_ms_p50 / one.local_step_ms_p50 - 1) if one else MISSING
 
 
+def _efficiency_interval(v, p) -> tuple[float, float]:
+    """Bounds of ``p``'s efficiency from the 95% intervals of its median step and of the median
+    step at one rank (the point estimate when an interval is missing)."""
+    one = next((q for q in v.points if q.kind == p.kind and q.world_size == 1), None)
+    parts = (p.step_ms_ci_low, p.step_ms_ci_high, getattr(one, "step_ms_ci_low", None),
+             getattr(one, "step_ms_ci_high", None))  # fmt: skip
+    if one is None or any(x is None for x in parts):
+        return p.efficiency, p.efficiency
+    return (p.efficiency * p.step_ms_p50 / p.step_ms_ci_high * one.step_ms_ci_low / one.step_ms_p50,
+            p.efficiency * p.step_ms_p50 / p.step_ms_ci_low * one.step_ms_ci_high / one.step_ms_p50)  # fmt: skip
+
+
+def _bytes_verdict(best: list) -> str:
+    """Do gradient bytes order the efficiencies? "yes" only when every network with more bytes
+    is less efficient beyond both intervals, "no" when one with more bytes is more efficient
+    beyond them, else "noise"."""
+    ranked = sorted(best, key=lambda t: t[1].grad_bytes)
+    bounds = [_efficiency_interval(v, p) for _, v, p in ranked]
+    pairs = [(bounds[i], bounds[j]) for i in range(len(ranked)) for j in range(i + 1, len(ranked))
+             if ranked[i][1].grad_bytes < ranked[j][1].grad_bytes]  # fmt: skip
+    if any(more[0] > fewer[1] for fewer, more in pairs):
+        return "no"
+    if pairs and all(fewer[0] > more[1] for fewer, more in pairs):
+        return "yes"
+    return "noise"
+
+
 def _scaling_answer(best: list) -> str:
     """From (model, result, its weak point at the largest world size): who scales, and whether
-    gradient bytes alone (exercise 4's parameters) or bytes against compute explain it."""
+    gradient bytes alone (exercise 4's parameters) order them beyond the noise."""
     best = sorted(best, key=lambda t: -t[2].efficiency)
     w = best[0][2].world_size
     listed = "; ".join(
@@ -717,30 +746,30 @@ def _scaling_answer(best: list) -> str:
     )
     out = [f"Weak scaling to {w} ranks ({best[0][1].backend}): {listed}."]
     if len(best) > 1:
-        by_bytes = [m for m, _, _ in sorted(best, key=lambda t: t[1].grad_bytes)]
         share = ", ".join(
             f"{m} {100 * max(p.exposed_comm_ms, 0) / p.step_ms_p50:.0f}%" for m, _, p in best
         )
-        slower = ", ".join(f"{m} {_compute_change(v, p)}" for m, v, p in best)
+        compute = ", ".join(f"{m} {_compute_change(v, p)}" for m, v, p in best)
         costs = (
-            f"exposed communication as a share of the step ({share}) and slower compute with "
-            f"{w} ranks sharing the machine (the no_sync step against 1 rank: {slower})"
+            f"Exposed communication as a share of the step: {share}; compute per step at {w} "
+            f"ranks against 1 (the no_sync step): {compute}."
         )
-        if by_bytes == [m for m, _, _ in best]:
-            out.append(
-                "The networks with more parameters (exercise 4) move more bytes per step and "
-                f"scale worse. The losses: {costs}."
-            )
+        verdict = _bytes_verdict(best)
+        if verdict == "yes":
+            out.append("The networks with more parameters (exercise 4) move more bytes per step "
+                       "and scale worse, beyond the noise of their steps.")  # fmt: skip
+        elif verdict == "no":
+            out.append("Gradient bytes alone (exercise 4's parameters) do not order them here: a "
+                       "network with more bytes scales better, beyond the noise of their steps.")  # fmt: skip
         else:
-            out.append(
-                "Gradient bytes alone (exercise 4's parameters) do not order them here. The "
-                f"losses: {costs}."
-            )
+            out.append("Their efficiencies overlap within the noise of their steps, so this run "
+                       "cannot say whether gradient bytes order them.")  # fmt: skip
+        out.append(costs)
     heavy = max(best, key=lambda t: t[1].grad_bytes)
     out.append(
-        f"{heavy[0]}'s exposed communication, {heavy[2].exposed_comm_ms:.1f} ms per step against "
-        f"{heavy[2].predicted_comm_ms:.1f} ms predicted for a ring all-reduce, is "
-        f"{_comm_verdict(heavy[2])}."
+        f"{heavy[0]}'s exposed communication, {_exposed(heavy[2])} ms per step beyond DDP's own "
+        f"{heavy[2].ddp_overhead_ms:.1f} ms at one rank, against {heavy[2].predicted_comm_ms:.1f} "
+        f"ms predicted for a ring all-reduce, is {_comm_verdict(heavy[2])}."
     )
     return " ".join(out)
 

@@ -293,7 +293,9 @@ class ScalingPoint:
     local_step_ms_p50: float  # the same step under no_sync(): no gradient all-reduce
     local_step_ms_ci_low: float | None
     local_step_ms_ci_high: float | None
-    exposed_comm_ms: float  # step − local step (medians): communication the overlap left exposed
+    # (step − local step) − the same at one rank (medians): communication the overlap left
+    # exposed; 0 at one rank
+    exposed_comm_ms: float
     images_per_s: float  # global batch / median step
     speedup: float  # images/s over images/s at world size 1, same kind
     efficiency: float  # speedup / world size
@@ -301,6 +303,7 @@ class ScalingPoint:
     local_times_ms: tuple[float, ...]
     allreduce_bus_bytes_per_s: float | None  # ring all-reduce bus bandwidth on this group
     predicted_comm_ms: float  # 2(W-1)/W x gradient bytes / that bandwidth (0 at W = 1)
+    ddp_overhead_ms: float = 0.0  # step − local step at one rank: DDP's cost without traffic
 
 
 @dataclass(frozen=True)
