@@ -452,6 +452,10 @@ def stage_roofline(ctx: Ctx) -> list[Verdict]:
     s = ctx.sizes
     out, results = [], {}
     for dtype in ("fp32", "bf16"):
+        if dtype != "fp32" and not ctx.cuda:  # a CPU's probes run fp32: no bf16 roof to judge by
+            out.append(ctx.skip("roofline", f"every conv/linear layer has a time ({dtype})",
+                                "all timed", "CUDA only: cnnbench refuses a bf16 roofline on a CPU"))  # fmt: skip
+            continue
         spec = ctx.spec(s.roofline_model, s.roofline_image, s.roofline_batch, dtype=dtype)
         model = models.create(s.roofline_model, image_size=s.roofline_image)
         name = f"every conv/linear layer has a time ({dtype})"

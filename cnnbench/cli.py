@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_a", metavar="RUN_A")
     p.add_argument("run_b", metavar="RUN_B")
     p.add_argument("--out", help="where compare.md/.csv go (default: RUN_B)")
+    p.add_argument("--across-hardware", action="store_true",
+                   help="call speed changes even where the runs measured different hardware")  # fmt: skip
+    p.add_argument("--fail-on", metavar="regression[:THRESHOLD]", default=None,
+                   help="exit 1 when a called change is a regression: slower (or fewer images/s) "
+                   "beyond THRESHOLD (default 5%%, e.g. regression:10%%), lower accuracy, a changed "
+                   "count; never for a difference of hardware unless --across-hardware")  # fmt: skip
 
     p = sub.add_parser("data", help="where Fashion-MNIST is, and whether it verifies")
     p.add_argument("--data-dir", help="look here first")
@@ -320,12 +326,44 @@ def _cmd_report(args, out: Console, err: Console) -> int:
 def _cmd_compare(args, out: Console, err: Console) -> int:
     from .report.compare import compare_runs, write_compare
 
+    from .report.compare import hardware_differences, regressions
+
+    threshold = _parse_fail_on(args.fail_on)
     _run_folders(args.run_a, args.run_b)
-    frame = compare_runs(args.run_a, args.run_b)
+    hardware, _ = hardware_differences(args.run_a, args.run_b)
+    if hardware:
+        err.print(f"warning: {hardware}" + ("" if args.across_hardware else
+                  " (speed changes are not called; --across-hardware to call them)"))  # fmt: skip
+    frame = compare_runs(args.run_a, args.run_b, across_hardware=args.across_hardware)
     out.print(console.compare_table(frame, args.run_a, args.run_b))
     paths = write_compare(frame, Path(args.out or args.run_b), Path(args.run_a), Path(args.run_b))
     out.print(f"written: {paths['md']}, {paths['csv']}")
-    return 0
+    if threshold is None:
+        return 0
+    worse = regressions(frame, threshold)
+    for r in worse.to_dict("records"):
+        err.print(f"regression: {r['metric']} {r['model']} {r['mode']} b{r['batch']} {r['value']}: "
+                  f"{r['A']} → {r['B']} ({r['change_shown']})")  # fmt: skip
+    err.print(f"{len(worse)} regression(s) beyond the noise and {threshold:.0%}")
+    return 1 if len(worse) else 0
+
+
+def _parse_fail_on(text: str | None) -> float | None:
+    """``regression`` (5%) or ``regression:THRESHOLD`` (``10%`` or ``0.1``) → a fraction."""
+    if text is None:
+        return None
+    kind, _, value = text.partition(":")
+    try:
+        if kind != "regression":
+            raise ValueError
+        threshold = 0.05 if not value else (
+            float(value[:-1]) / 100 if value.endswith("%") else float(value))  # fmt: skip
+        if not 0 <= threshold < 10:
+            raise ValueError
+    except ValueError:
+        raise UsageError(f"--fail-on {text}: expected regression or regression:THRESHOLD "
+                         "(e.g. regression:10%)") from None  # fmt: skip
+    return threshold
 
 
 _COMMANDS = {

@@ -195,3 +195,98 @@ def nvidia_smi(uuid: str | None, index: int) -> dict[str, str] | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return parse_smi(done.stdout, uuid, index) if done.returncode == 0 else None
+
+
+# --- the fingerprint: what decides speed, and a short id of it -------------------------------------
+
+# fields whose difference means the runs measured different hardware (the rest: software, math)
+HARDWARE = ("cpu.", "gpu.", "memory_gib")
+_ISA_NAMES = {"avx2": "AVX2", "avx512f": "AVX-512", "avx512_bf16": "AVX-512 BF16",
+              "avx512_fp16": "AVX-512 FP16", "amx_tile": "AMX"}  # fmt: skip
+
+
+def fingerprint(env: dict) -> dict[str, Any]:
+    """The facts of ``env`` (an env.json) that decide speed, flat and named: CPU vendor, family,
+    model, stepping, ISA flags, cores, cache, memory; GPU name, SMs, memory, clocks, power limit,
+    driver, CUDA and cuDNN; torch, torchvision, fvcore; the workers' math flags and threads.
+    Missing facts (older env.json files) are None."""
+    cpu = env.get("cpu") or {}
+    facts = cpu.get("facts") or {}
+    cuda = env.get("cuda") or {}
+    smi = cuda.get("smi") or {}
+    flags = env.get("worker_flags") or {}
+    versions = env.get("versions") or {}
+    isa = set(facts.get("flags") or ())
+    out: dict[str, Any] = {
+        "cpu.vendor": facts.get("vendor"), "cpu.family": facts.get("family"),
+        "cpu.model": facts.get("model"), "cpu.stepping": facts.get("stepping"),
+        "cpu.name": facts.get("model_name") or cpu.get("model"),
+        "cpu.physical_cores": facts.get("physical_cores"),
+        "cpu.logical_cpus": facts.get("logical_cpus") or cpu.get("logical_cpus"),
+        "cpu.cache": facts.get("cache_size"),
+        "memory_gib": round(cpu["memory_bytes"] / 2**30) if cpu.get("memory_bytes") else None,
+    }  # fmt: skip
+    for flag, name in _ISA_NAMES.items():
+        out[f"cpu.{name}"] = (flag in isa) if facts.get("flags") is not None else None
+    if cuda:
+        out.update({
+            "gpu.name": cuda.get("name"), "gpu.sm_count": cuda.get("sm_count"),
+            "gpu.memory_gib": round(cuda["memory_bytes"] / 2**30) if cuda.get("memory_bytes") else None,
+            "gpu.capability": cuda.get("capability"), "gpu.driver": smi.get("driver_version"),
+            "gpu.cuda": cuda.get("cuda_runtime"), "gpu.cudnn": cuda.get("cudnn"),
+            "gpu.max_sm_clock": smi.get("clocks.max.sm"), "gpu.power_limit": smi.get("power.limit"),
+        })  # fmt: skip
+    out.update({
+        "torch": versions.get("torch"), "torchvision": versions.get("torchvision"),
+        "fvcore": versions.get("fvcore"),
+        "threads": flags.get("torch_threads", cpu.get("torch_threads")),
+        "tf32": (flags.get("matmul_allow_tf32"), flags.get("cudnn_allow_tf32")) if flags else None,
+        "cudnn_benchmark": flags.get("cudnn_benchmark"),
+    })  # fmt: skip
+    return out
+
+
+def fingerprint_id(env: dict) -> str:
+    """12 hex digits that change when anything in :func:`fingerprint` does."""
+    import hashlib
+    import json
+
+    text = json.dumps(fingerprint(env), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def differences(env_a: dict, env_b: dict) -> list[tuple[str, Any, Any]]:
+    """(field, A, B) for every fingerprint field that differs, where both runs recorded it."""
+    fa, fb = fingerprint(env_a), fingerprint(env_b)
+    return [(k, fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb))
+            if fa.get(k) is not None and fb.get(k) is not None and fa.get(k) != fb.get(k)]  # fmt: skip
+
+
+def is_hardware(field: str) -> bool:
+    return field.startswith(HARDWARE)
+
+
+def label(field: str) -> str:
+    """A fingerprint field in words: "CPU family", "AVX-512", "GPU power limit"."""
+    name = field.split(".", 1)[-1]
+    if name in _ISA_NAMES.values():
+        return name
+    prefix = {"cpu": "CPU ", "gpu": "GPU "}.get(field.split(".")[0], "") if "." in field else ""
+    return prefix + name.replace("_", " ").replace("memory gib", "memory GiB")
+
+
+def _shown(field: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return "present" if value else "absent"
+    return str(value)
+
+
+def hardware_sentence(diffs: list[tuple[str, Any, Any]]) -> str | None:
+    """"these runs measured different hardware: CPU family 25 → 26, AVX-512 absent → present;
+    speed changes below compare hardware, not code", or None when the hardware is the same."""
+    hw = [(k, a, b) for k, a, b in diffs if is_hardware(k)]
+    if not hw:
+        return None
+    names = ", ".join(f"{label(k)} {_shown(k, a)} → {_shown(k, b)}" for k, a, b in hw)
+    return (f"these runs measured different hardware: {names}; speed changes below compare "
+            "hardware, not code")  # fmt: skip

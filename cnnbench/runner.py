@@ -31,7 +31,7 @@ import torch
 
 from . import models
 from .config import RunConfig
-from .env import collect_env
+from .env import collect_env, fingerprint, fingerprint_id
 from .measure import memory, roofline, workload
 from .measure._device import is_oom, release
 from .measure.harnesses import HARNESSES, Context
@@ -514,6 +514,9 @@ def run(
         )
     except Exception as exc:
         env["worker_flags"] = {"error": error_line(exc)}
+    # what decides speed, and its short id: compare checks it before calling a speed change
+    env["fingerprint"] = fingerprint(env)
+    env["fingerprint_id"] = fingerprint_id(env)
     if previous:
         env = {**previous, "resumed": previous.get("resumed", []) + [env]}
     store.write_env(env)

@@ -86,6 +86,7 @@ def test_env_json_describes_the_run(smoke_run):
     assert env["config"]["command_line"].startswith("cnnbench run --profile smoke")
     assert "git_commit" in env
     # the flags the workers ran with, not the parent's: both TF32 flags set (off by default)
+    assert env["fingerprint"]["cpu.logical_cpus"] == os.cpu_count() and len(env["fingerprint_id"]) == 12
     flags = env["worker_flags"]
     assert flags["torch_threads"] == 1  # --threads 1 reached the workers
     assert flags["matmul_allow_tf32"] is False and flags["cudnn_allow_tf32"] is False

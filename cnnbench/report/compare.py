@@ -28,7 +28,8 @@ from .fmt import MISSING, change, fmt, percent, points
 from .frames import finished_seeds, seed_std
 from .noise import latency_change
 
-__all__ = ["ACCURACY_FLOOR", "FEW_SEEDS", "HEADLINES", "compare_runs", "write_compare"]
+__all__ = ["ACCURACY_FLOOR", "FEW_SEEDS", "HEADLINES", "compare_runs", "regressions",
+           "write_compare"]
 
 FEW_SEEDS = 3  # fewer seeds than this on either side: the floor below applies
 # 2 pp: the seed-to-seed spread of a short Fashion-MNIST training is about 1 pp (the full
@@ -100,7 +101,27 @@ def _row(a: Record, b: Record, field: str, va, vb) -> dict:
     return row
 
 
-def compare_runs(run_a: str | Path, run_b: str | Path) -> pd.DataFrame:
+# what a change of hardware changes: times, rates and measured memory (counts, analytic bytes
+# and test accuracy do not depend on the machine)
+SPEED_VALUES = ("latency_ms_p50", "images_per_s", "measured_bytes", "train_time_s_mean")
+
+
+def hardware_differences(run_a: str | Path, run_b: str | Path) -> tuple[str | None, list]:
+    """(the hardware sentence or None, every fingerprint field that differs) of two runs."""
+    from ..env import differences, hardware_sentence
+
+    diffs = differences(RunStore(run_a).read_env(), RunStore(run_b).read_env())
+    return hardware_sentence(diffs), diffs
+
+
+def compare_runs(
+    run_a: str | Path, run_b: str | Path, *, across_hardware: bool = False
+) -> pd.DataFrame:
+    """Every shared value side by side. Where the runs measured different hardware, speed
+    values are shown but not called changes unless ``across_hardware``; counts and accuracies
+    are compared either way."""
+    hardware, _ = hardware_differences(run_a, run_b)
+    hold = hardware is not None and not across_hardware
     a_records = {_pair_key(r): r for r in RunStore(run_a).records()}
     b_records = {_pair_key(r): r for r in RunStore(run_b).records()}
     rows = []
@@ -120,7 +141,10 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> pd.DataFrame:
             va, vb = getattr(a.result, field), getattr(b.result, field)
             if va is None or vb is None:
                 continue
-            rows.append({**base, **_row(a, b, field, va, vb)})
+            row = {**base, **_row(a, b, field, va, vb)}
+            if hold and field in SPEED_VALUES:
+                row.update(significant=False, verdict="different hardware")
+            rows.append(row)
     # object dtype: a count stays an int (a float64 column would print 46,764,746 as 4.676e+07)
     return pd.DataFrame(rows, dtype=object)
 
@@ -135,16 +159,46 @@ def flag(row: dict) -> str:
     applied and found none, '' for an unchanged count."""
     if row["significant"]:
         return "**!**" + (f" {row['verdict']}" if row["verdict"] not in ("", "changed") else "")
-    return row["verdict"] if row["verdict"] in ("within noise", "no spread to judge by") else ""
+    shown_verdicts = ("within noise", "no spread to judge by", "different hardware")
+    return row["verdict"] if row["verdict"] in shown_verdicts else ""
+
+
+def regressions(frame: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """The called changes that are worse: slower or less throughput beyond ``threshold`` (a
+    fraction), lower accuracy, longer training beyond it, any changed count or status. Changes
+    not called (within noise, or across hardware unless asked) are never regressions."""
+    worse = []
+    for r in frame.to_dict("records"):
+        if not r["significant"]:
+            continue
+        change_, value = r.get("change"), r["value"]
+        if value in ("latency_ms_p50", "train_time_s_mean", "measured_bytes"):
+            bad = change_ is not None and change_ > threshold
+        elif value == "images_per_s":
+            bad = change_ is not None and change_ < -threshold
+        elif value == "test_accuracy_mean":
+            bad = r["B"] < r["A"]
+        else:  # counts, analytic bytes, a status: any called change
+            bad = True
+        if bad:
+            worse.append(r)
+    return pd.DataFrame(worse, columns=frame.columns, dtype=object)
 
 
 def write_compare(frame: pd.DataFrame, out: Path, run_a: Path, run_b: Path) -> dict[str, Path]:
+    from ..env import label
+
     out.mkdir(parents=True, exist_ok=True)
     paths = {"md": out / "compare.md", "csv": out / "compare.csv"}
     frame.to_csv(paths["csv"], index=False)
-    lines = [
-        f"# cnnbench compare: A = `{run_a}`, B = `{run_b}`",
-        "",
+    hardware, diffs = hardware_differences(run_a, run_b)
+    lines = [f"# cnnbench compare: A = `{run_a}`, B = `{run_b}`", ""]
+    if hardware:
+        lines += [f"> **Warning**: {hardware[0].upper()}{hardware[1:]}.", ""]
+    if diffs:
+        lines += ["Fingerprint fields that differ (A → B): "
+                  + "; ".join(f"{label(k)} {a} → {b}" for k, a, b in diffs) + ".", ""]  # fmt: skip
+    lines += [
         "change = (B − A) / A; test accuracy in percentage points (pp). Flagged (**!**) only "
         "outside the runs' own noise: for latency and images/s the 95% bootstrap interval of the "
         "ratio of medians must exclude 1 and the change exceed the minimum effect (else 'within "
