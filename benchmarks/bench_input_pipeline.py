@@ -31,11 +31,10 @@ def slice_batches(device: torch.device) -> int:
     return 3 if device.type == "cpu" else 100
 
 
-@pytest.fixture(scope="module")
-def raw_root(tmp_path_factory):
-    """torchvision's layout (<root>/FashionMNIST/raw, decompressed) from the located files."""
+def torchvision_layout(root):
+    """torchvision's layout (<root>/FashionMNIST/raw, decompressed) from the located files; the
+    GPU acceptance script calls it too (a fixture cannot be called outside pytest)."""
     loc = load_fashion_mnist().location
-    root = tmp_path_factory.mktemp("tv")
     raw = root / "FashionMNIST" / "raw"
     raw.mkdir(parents=True)
     for key, spec in IDX_FILES.items():
@@ -44,6 +43,11 @@ def raw_root(tmp_path_factory):
         with opener(src, "rb") as f, open(raw / spec.stem, "wb") as out:
             shutil.copyfileobj(f, out)
     return root
+
+
+@pytest.fixture(scope="module")
+def raw_root(tmp_path_factory):
+    return torchvision_layout(tmp_path_factory.mktemp("tv"))
 
 
 def d2l_batches(root, device):

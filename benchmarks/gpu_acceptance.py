@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import gzip
 import importlib.util
 import json
 import math
 import os
-import shutil
 import signal
 import statistics
 import subprocess
@@ -656,22 +654,6 @@ def _input_pipeline_module():
     return module
 
 
-def _torchvision_root(dst: Path) -> Path:
-    """torchvision's layout (<root>/FashionMNIST/raw, decompressed) from the located files, as
-    the benchmark's raw_root fixture makes it (a fixture cannot be called outside pytest)."""
-    from cnnbench.data import IDX_FILES, load_fashion_mnist
-
-    loc = load_fashion_mnist().location
-    raw = dst / "FashionMNIST" / "raw"
-    raw.mkdir(parents=True)
-    for key, spec in IDX_FILES.items():
-        src = loc.files[key]
-        opener = gzip.open if src.suffix == ".gz" else open
-        with opener(src, "rb") as f, open(raw / spec.stem, "wb") as out:
-            shutil.copyfileobj(f, out)
-    return dst
-
-
 def pipeline_rates(ctx: Ctx) -> tuple[float, float]:
     """End-to-end training images/s of the d2l-style DataLoader and of cnnbench's device loader,
     same model, step, dtype and device; (d2l, cnnbench)."""
@@ -681,7 +663,7 @@ def pipeline_rates(ctx: Ctx) -> tuple[float, float]:
     # shrinks them (GoogLeNet at 96, batch 128, on 2 cores is seconds a step)
     pipe.BATCH, pipe.IMAGE_SIZE = s.pipeline_batch, s.pipeline_image
     with tempfile.TemporaryDirectory(prefix="acceptance-tv-") as tmp:
-        root = _torchvision_root(Path(tmp))
+        root = pipe.torchvision_layout(Path(tmp))
         d2l = pipe.train_slice(pipe.d2l_batches(root, dev), dev, s.pipeline_batches,
                                s.pipeline_dtype, s.pipeline_channels_last)  # fmt: skip
         ours = pipe.train_slice(pipe.cnnbench_batches(dev, s.pipeline_channels_last), dev,

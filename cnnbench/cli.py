@@ -324,9 +324,7 @@ def _cmd_report(args, out: Console, err: Console) -> int:
 
 
 def _cmd_compare(args, out: Console, err: Console) -> int:
-    from .report.compare import compare_runs, write_compare
-
-    from .report.compare import hardware_differences, regressions
+    from .report.compare import compare_runs, hardware_differences, regressions, write_compare
 
     threshold = _parse_fail_on(args.fail_on)
     _run_folders(args.run_a, args.run_b)
