@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -76,6 +77,25 @@ def build_parser() -> argparse.ArgumentParser:
                    "beyond THRESHOLD (default 5%%, e.g. regression:10%%), lower accuracy, a changed "
                    "count; never for a difference of hardware unless --across-hardware")  # fmt: skip
 
+    p = sub.add_parser("history", help="runs indexed in a SQLite file: trends across commits and machines")
+    hist = p.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    db_help = "the history file (default: $CNNBENCH_HISTORY, else runs/history.sqlite)"
+    h = hist.add_parser("add", help="index run folders into the history (a run added twice: no-op)")
+    h.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    h.add_argument("--db", help=db_help)
+    h = hist.add_parser("show", help="trend table and one trend figure per value")
+    h.add_argument("--metric", help="a metric (latency) or a value (images_per_s)")
+    h.add_argument("--model", help="models: names, comma lists or fnmatch patterns (googlenet*)")
+    h.add_argument("--db", help=db_help)
+    h.add_argument("--out", help="where history.md/.html, trend.csv and figures go (default: "
+                   "history/ beside the history file)")  # fmt: skip
+    h.add_argument("--fail-on", metavar="regression[:THRESHOLD]", default=None,
+                   help="exit 1 when a series' latest run is worse than its earlier runs (outside "
+                   "all their intervals) by more than THRESHOLD (default 5%%), or stopped being ok")  # fmt: skip
+    h = hist.add_parser("export", help="every value of every run as one tidy CSV")
+    h.add_argument("--db", help=db_help)
+    h.add_argument("--out", help="the CSV file (default: history.csv beside the history file)")
+
     p = sub.add_parser("data", help="where Fashion-MNIST is, and whether it verifies")
     p.add_argument("--data-dir", help="look here first")
     p.add_argument("--download", nargs="?", const="", metavar="DIR",
@@ -95,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "a Slurm job array; `cnnbench report DIR ...` merges the shards")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the records as JSON on stdout")
     p.add_argument("--no-report", action="store_true", help="skip rendering the report at the end")
+    p.add_argument("--history", metavar="FILE", default=None,
+                   help="add the finished run to this history (default: $CNNBENCH_HISTORY if set)")  # fmt: skip
     return parser
 
 
@@ -274,14 +296,19 @@ def _cmd_data(args, out: Console, err: Console) -> int:
 def _cmd_run(args, out: Console, err: Console, argv) -> int:
     from . import runner
     from .report.render import write_report
+    from .results.history import HISTORY_ENV, HistoryError, add_runs
+    from .results.history import check as check_history
 
     config = config_from_args(args, argv)
+    history_file = args.history or os.environ.get(HISTORY_ENV) or None
     try:
+        if history_file:  # a history that cannot take the run refuses it before anything is measured
+            check_history(history_file)
         runner.preflight(config)
         err.print(console.describe(config))
         with console.RunProgress(err) as progress:
             result = runner.run(config, progress.on_event)
-    except runner.RunRefused as exc:
+    except (runner.RunRefused, HistoryError) as exc:
         raise UsageError(str(exc)) from None
     except KeyboardInterrupt:
         err.print(f"interrupted; finished records are in {config.out_dir}/results.jsonl")
@@ -297,6 +324,13 @@ def _cmd_run(args, out: Console, err: Console, argv) -> int:
     if not args.no_report:
         paths = write_report([config.out_dir])
         shown.print(f"report: {paths['md']}, {paths['html']}")
+    if history_file:
+        try:
+            (added,) = add_runs(history_file, [config.out_dir])
+        except HistoryError as exc:
+            err.print(f"cnnbench: history not updated: {exc}", markup=False)
+            return 1
+        shown.print(f"history: {console.added_line(added)} in {history_file}")
     if result.failed:
         err.print(f"[red]{len(result.failed)} of {len(result.records)} measurements failed[/] "
                   f"(status error); see {config.out_dir}/results.jsonl")  # fmt: skip
@@ -346,6 +380,56 @@ def _cmd_compare(args, out: Console, err: Console) -> int:
     return 1 if len(worse) else 0
 
 
+def _cmd_history(args, out: Console, err: Console) -> int:
+    from .results import history
+
+    db = Path(args.db) if args.db else history.default_path()
+    threshold = _parse_fail_on(getattr(args, "fail_on", None))
+    try:
+        if args.action == "add":
+            _run_folders(*args.runs)
+            for added in history.add_runs(db, args.runs):
+                out.print(f"{added.folder}: {console.added_line(added)}", markup=False)
+            out.print(f"history: {db}")
+            return 0
+        if args.action == "export":
+            frame = history.read(db)
+            target = Path(args.out) if args.out else db.parent / "history.csv"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            frame.to_csv(target, index=False)
+            out.print(f"{len(frame)} values of {frame['run_id'].nunique()} run(s) written to {target}")
+            return 0
+        from .report.trend import write_history_report
+
+        models_ = [p.strip() for p in (args.model or "").split(",") if p.strip()]
+        frame = history.read(db, metric=args.metric, models=models_ or None)
+    except history.HistoryError as exc:
+        raise UsageError(str(exc)) from None
+    if frame.empty:
+        wanted = " ".join(f"--{k} {v}" for k, v in (("metric", args.metric), ("model", args.model)) if v)
+        raise UsageError(f"{db}: no values" + (f" for {wanted}" if wanted else "") +
+                         "; see: cnnbench history export, or add runs with cnnbench history add")  # fmt: skip
+    target = Path(args.out) if args.out else db.parent / "history"
+    with err.status("drawing the trend figures…"):
+        paths, table = write_history_report(frame, db, target)
+    out.print(f"history {db}: one row per series (a value of one configuration on one machine); "
+              "earlier: the median of up to 5 runs before the latest; worse/better only where the "
+              "latest 95% interval lies outside all of theirs and beyond 5%; trend: every run, "
+              "oldest first (× not ok)")  # fmt: skip
+    for t in console.trend_tables(table, out.width):
+        out.print(t)
+    out.print(f"report: {paths['md']}, {paths['html']}; table: {paths['csv']}; figures: {paths['figures']}")  # fmt: skip
+    if threshold is None:
+        return 0
+    worse = [r for r in table.to_dict("records") if r["_worse"]
+             and (r["_change"] is None or abs(r["_change"]) > threshold)]  # fmt: skip
+    for r in worse:
+        err.print(f"regression: {r['value']} {r['model']} {r['px']}px b{r['batch']} {r['mode']} on "
+                  f"{r['machine']}: {r['earlier']} → {r['latest value']} ({r['change']}, {r['verdict']})")  # fmt: skip
+    err.print(f"{len(worse)} regression(s) in the latest runs beyond every earlier run's interval and {threshold:.0%}")  # fmt: skip
+    return 1 if worse else 0
+
+
 def _parse_fail_on(text: str | None) -> float | None:
     """``regression`` (5%) or ``regression:THRESHOLD`` (``10%`` or ``0.1``) → a fraction."""
     if text is None:
@@ -371,6 +455,7 @@ _COMMANDS = {
     "report": _cmd_report,
     "minsize": _cmd_minsize,
     "compare": _cmd_compare,
+    "history": _cmd_history,
 }
 
 

@@ -13,7 +13,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["collect_env", "cpu_facts", "cpu_model", "device_name"]
+__all__ = ["collect_env", "cpu_facts", "cpu_model", "device_name", "differences", "fingerprint",
+           "fingerprint_id", "hardware_sentence", "label", "machine"]
 
 
 def _version(dist: str) -> str | None:
@@ -290,3 +291,24 @@ def hardware_sentence(diffs: list[tuple[str, Any, Any]]) -> str | None:
     names = ", ".join(f"{label(k)} {_shown(k, a)} → {_shown(k, b)}" for k, a, b in hw)
     return (f"these runs measured different hardware: {names}; speed changes below compare "
             "hardware, not code")  # fmt: skip
+
+
+def machine(fp: dict[str, Any]) -> str:
+    """A fingerprint in a few words, for a legend or a table: "NVIDIA H200 (132 SMs, 700 W);
+    AMD EPYC family 25 model 17, 2 CPUs, AVX-512; torch 2.14.1"."""
+    parts = []
+    if fp.get("gpu.name"):
+        extra = ", ".join(str(x) for x in (
+            f"{fp['gpu.sm_count']} SMs" if fp.get("gpu.sm_count") else None, fp.get("gpu.power_limit"))
+            if x)  # fmt: skip
+        parts.append(fp["gpu.name"] + (f" ({extra})" if extra else ""))
+    cpu = fp.get("cpu.name") or "CPU"
+    if fp.get("cpu.family") is not None:
+        cpu += f" family {fp['cpu.family']} model {fp.get('cpu.model')}"
+    if fp.get("cpu.logical_cpus"):
+        cpu += f", {fp['cpu.logical_cpus']} CPUs"
+    isa = next((name for name in ("AMX", "AVX-512", "AVX2") if fp.get(f"cpu.{name}")), None)
+    parts.append(cpu + (f", {isa}" if isa else ""))
+    if fp.get("torch"):
+        parts.append(f"torch {fp['torch']}")
+    return "; ".join(parts)

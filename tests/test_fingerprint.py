@@ -99,3 +99,17 @@ def test_fail_on_refuses_what_it_cannot_read(tmp_path, capsys):
     a, b = _runs(tmp_path, 1.0)
     assert main(["compare", str(a), str(b), "--fail-on", "slowdown"]) == 2
     assert "--fail-on slowdown: expected regression" in capsys.readouterr().err
+
+
+def test_the_gate_counts_a_new_failure_and_not_a_fixed_one(tmp_path, capsys):
+    from cnnbench.results import Record
+
+    ok = t.latency("googlenet", 96, 1, "inference", 10.0, seed=1)
+    oom = Record.failed("latency", ok.spec, "oom", "CUDA out of memory")
+    err = Record.failed("latency", ok.spec, "error", "RuntimeError: boom")
+    gate = ["--fail-on", "regression"]
+    fixed = [t.write_run(tmp_path / n, [r], env=_env()) for n, r in (("e", err), ("ok", ok))]
+    assert main(["compare", *map(str, fixed), "--out", str(tmp_path / "c1"), *gate]) == 0
+    broke = [t.write_run(tmp_path / n, [r], env=_env()) for n, r in (("ok2", ok), ("oom", oom))]
+    assert main(["compare", *map(str, broke), "--out", str(tmp_path / "c2"), *gate]) == 1
+    assert "regression: latency googlenet inference b1 status: ok → oom" in capsys.readouterr().err

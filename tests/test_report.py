@@ -15,8 +15,8 @@ import pytest
 from cnnbench.cli import main
 from cnnbench.report.compare import compare_runs
 from cnnbench.results import RunStore
+from tests import browser
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
@@ -147,33 +147,13 @@ def test_html_references_nothing_outside_itself(run_dir):
     assert "url(" not in html
 
 
-@pytest.mark.skipif(
-    CHROMIUM is None, reason="Debian's chromium is not installed (.ci/setup installs it)"
-)
+@pytest.mark.skipif(browser.CHROMIUM is None, reason=browser.MISSING)
 def test_html_renders_in_a_headless_browser(run_dir, tmp_path):
-    probe = (
-        "<script>window.__errors=[];"
-        "window.addEventListener('error',e=>window.__errors.push(String(e.message||(e.target&&e.target.src))),true);"
-        "const ce=console.error;console.error=(...a)=>{window.__errors.push(a.join(' '));ce(...a)};"
-        "window.addEventListener('load',()=>{document.body.setAttribute('data-check',JSON.stringify("
-        "{imgs:[...document.images].map(i=>i.complete&&i.naturalWidth),errors:window.__errors}))});</script>"
-    )
-    page = tmp_path / "page.html"
-    page.write_text((run_dir / "report.html").read_text().replace("<head>", "<head>" + probe, 1))
-    done = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
-         "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    match = re.search(r"data-check=\"([^\"]*)\"", done.stdout)
-    assert match, done.stderr[-2000:]
-    check = json.loads(match.group(1).replace("&quot;", '"'))
+    check, stderr = browser.load(run_dir / "report.html", tmp_path)
     assert check["errors"] == []
     figures = len(list((run_dir / "figures").glob("*.png")))
     assert len(check["imgs"]) == figures == 6 and all(w and w > 0 for w in check["imgs"])
-    assert "Uncaught" not in done.stderr and "CONSOLE" not in done.stderr
+    assert "Uncaught" not in stderr and "CONSOLE" not in stderr
 
 
 def test_compare_flags_changes_beyond_noise(run_dir, tmp_path, capsys):

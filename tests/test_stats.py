@@ -27,6 +27,17 @@ def test_the_median_interval_covers_a_known_median_about_95_percent_of_the_time(
     assert 0.90 <= covered / datasets <= 0.99, covered
 
 
+def test_the_mean_interval_of_a_few_seeds_covers_the_true_mean_95_percent_of_the_time():
+    # three and five "seeds" from a normal of known mean: Student's t makes the interval cover
+    # it in ~95% of datasets (a normal 1.96 would cover ~88% at three); one seed has no interval
+    rng = np.random.default_rng(56)
+    for n in (3, 5):
+        covered = sum(iv.low <= 0.8 <= iv.high for iv in (
+            stats.mean_interval(rng.normal(0.8, 0.01, n)) for _ in range(4000)))  # fmt: skip
+        assert 0.935 <= covered / 4000 <= 0.965, (n, covered)
+    assert stats.mean_interval([0.8]) is None
+
+
 def test_the_two_level_interval_covers_a_known_median_across_rounds():
     # three rounds, each with its own offset (drift between worker processes): the interval must
     # still cover the median of the process that generated them in 90-99% of datasets

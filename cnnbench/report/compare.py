@@ -165,7 +165,8 @@ def flag(row: dict) -> str:
 
 def regressions(frame: pd.DataFrame, threshold: float) -> pd.DataFrame:
     """The called changes that are worse: slower or less throughput beyond ``threshold`` (a
-    fraction), lower accuracy, longer training beyond it, any changed count or status. Changes
+    fraction), lower accuracy, longer training beyond it, any changed count, a record that is
+    ok in A and not in B. Changes
     not called (within noise, or across hardware unless asked) are never regressions."""
     worse = []
     for r in frame.to_dict("records"):
@@ -178,7 +179,9 @@ def regressions(frame: pd.DataFrame, threshold: float) -> pd.DataFrame:
             bad = change_ is not None and change_ < -threshold
         elif value == "test_accuracy_mean":
             bad = r["B"] < r["A"]
-        else:  # counts, analytic bytes, a status: any called change
+        elif value == "status":  # B failed where A did not; a failure that B fixed is no regression
+            bad = r["A"] == "ok" and r["B"] != "ok"
+        else:  # counts, analytic bytes: any called change
             bad = True
         if bad:
             worse.append(r)

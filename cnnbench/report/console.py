@@ -31,6 +31,8 @@ __all__ = [
     "minsize_table",
     "models_table",
     "run_summary",
+    "added_line",
+    "trend_tables",
 ]
 
 MACS_NOTE = "MACs by fvcore: one fused multiply-add counts once"
@@ -138,6 +140,55 @@ def compare_table(frame, run_a, run_b) -> Table:
         table.add_row(r["metric"], r["model"], r["mode"], str(r["batch"]), r["value"], shown(r["A"]),
                       shown(r["B"]), r["change_shown"], escape(str(r["noise_shown"])), mark)  # fmt: skip
     return table
+
+
+def added_line(added) -> str:
+    """What ``history add`` did with one run: "new run 3f2a…: 212 values added" or, for a run
+    it had, "known run 3f2a…: 0 new, 4 updated, 208 unchanged"."""
+    if not added.known:
+        return f"new run {added.run_id}: {added.new} values added"
+    return f"known run {added.run_id}: {added.new} new, {added.updated} updated, {added.unchanged} unchanged"
+
+
+def trend_tables(table, width: int = 120) -> list[Table]:
+    """``cnnbench history show``: the series table of ``report.trend.series_table``, one rich
+    table per value, worse in red (!), better in green; below 100 columns without the interval
+    (the report has it)."""
+    from .trend import described
+
+    tables = []
+    for value, rows in table.groupby("value", sort=False):
+        unit = rows["unit"].iloc[0]
+        better = rows["better"].iloc[0]
+        common = set.intersection(*(set(o.split(", ")) - {""} for o in rows["options"]))
+        out = Table(title=f"{value}" + (f" ({described(unit, better)})" if unit else "")
+                    + (f"; every row: {', '.join(sorted(common))}" if common else ""),
+                    box=box.SIMPLE_HEAD, title_justify="left")  # fmt: skip
+        out.add_column("configuration", overflow="fold", min_width=16, ratio=1)
+        columns = ["machine", "runs", "latest", "95% interval", "earlier", "change", "verdict", "trend"]
+        if width < 100:
+            columns.remove("95% interval")
+            columns.remove("earlier")
+        for col in columns:
+            out.add_column(col, no_wrap=True,
+                           justify="right" if col in ("runs", "latest", "earlier", "change") else "left")  # fmt: skip
+        for r in rows.to_dict("records"):
+            verdict = escape(r["verdict"])
+            if r["_worse"]:
+                verdict = f"[red]! {verdict}[/]"
+            elif r["_called"]:
+                verdict = f"[green]{verdict}[/]"
+            config = f"{r['model']} {r['px']}px b{r['batch']} {r['dtype']} {r['mode']}"
+            rest = [o for o in r["options"].split(", ") if o and o not in common]
+            config += f", {', '.join(rest)}" if rest else ""
+            interval = r["95% interval"].replace(" – ", "–")
+            cells = {"machine": r["machine"][:6], "runs": str(r["runs"]), "latest": escape(r["latest value"]),
+                     "95% interval": escape(interval), "earlier": escape(r["earlier"]),
+                     "change": r["change"], "verdict": verdict,
+                     "trend": r["trend"]}  # fmt: skip
+            out.add_row(escape(config), *(cells[c] for c in columns))
+        tables.append(out)
+    return tables
 
 
 def _best(value, batch) -> str:
