@@ -89,9 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--db", help=db_help)
     h.add_argument("--out", help="where history.md/.html, trend.csv and figures go (default: "
                    "history/ beside the history file)")  # fmt: skip
+    h.add_argument("--last", type=positive_int, help="only the newest N runs")
     h.add_argument("--fail-on", metavar="regression[:THRESHOLD]", default=None,
-                   help="exit 1 when a series' latest run is worse than its earlier runs (outside "
-                   "all their intervals) by more than THRESHOLD (default 5%%), or stopped being ok")  # fmt: skip
+                   help="exit 1 when the newest run of a machine is worse than the earlier runs "
+                   "beyond their noise and drift (3 or more earlier runs) and THRESHOLD (default "
+                   "5%%, the least a call can be), changed a count, or stopped being ok; values "
+                   "without an interval (memory, roofline, one seed) are never called")  # fmt: skip
     h = hist.add_parser("export", help="every value of every run as one tidy CSV")
     h.add_argument("--db", help=db_help)
     h.add_argument("--out", help="the CSV file (default: history.csv beside the history file)")
@@ -395,14 +398,17 @@ def _cmd_history(args, out: Console, err: Console) -> int:
         if args.action == "export":
             frame = history.read(db)
             target = Path(args.out) if args.out else db.parent / "history.csv"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            frame.to_csv(target, index=False)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                frame.to_csv(target, index=False)
+            except OSError as exc:
+                raise UsageError(f"--out {target}: cannot be written ({exc.strerror or exc})") from None
             out.print(f"{len(frame)} values of {frame['run_id'].nunique()} run(s) written to {target}")
             return 0
-        from .report.trend import write_history_report
+        from .report.trend import DRIFT_RUNS, VERDICT_RULE, gate, write_history_report
 
         models_ = [p.strip() for p in (args.model or "").split(",") if p.strip()]
-        frame = history.read(db, metric=args.metric, models=models_ or None)
+        frame = history.read(db, metric=args.metric, models=models_ or None, last=args.last)
     except history.HistoryError as exc:
         raise UsageError(str(exc)) from None
     if frame.empty:
@@ -410,23 +416,26 @@ def _cmd_history(args, out: Console, err: Console) -> int:
         raise UsageError(f"{db}: no values" + (f" for {wanted}" if wanted else "") +
                          "; see: cnnbench history export, or add runs with cnnbench history add")  # fmt: skip
     target = Path(args.out) if args.out else db.parent / "history"
-    with err.status("drawing the trend figures…"):
-        paths, table = write_history_report(frame, db, target)
-    out.print(f"history {db}: one row per series (a value of one configuration on one machine); "
-              "earlier: the median of up to 5 runs before the latest; worse/better only where the "
-              "latest 95% interval lies outside all of theirs and beyond 5%; trend: every run, "
-              "oldest first (× not ok)")  # fmt: skip
+    try:
+        with err.status("drawing the trend figures…"):
+            paths, table = write_history_report(frame, db, target)
+    except OSError as exc:
+        raise UsageError(f"--out {target}: cannot be written ({exc.strerror or exc})") from None
+    out.print(f"history {db}: " + VERDICT_RULE)
     for t in console.trend_tables(table, out.width):
         out.print(t)
     out.print(f"report: {paths['md']}, {paths['html']}; table: {paths['csv']}; figures: {paths['figures']}")  # fmt: skip
     if threshold is None:
         return 0
-    worse = [r for r in table.to_dict("records") if r["_worse"]
-             and (r["_change"] is None or abs(r["_change"]) > threshold)]  # fmt: skip
+    worse, unjudged = gate(table, threshold)
     for r in worse:
         err.print(f"regression: {r['value']} {r['model']} {r['px']}px b{r['batch']} {r['mode']} on "
-                  f"{r['machine']}: {r['earlier']} → {r['latest value']} ({r['change']}, {r['verdict']})")  # fmt: skip
-    err.print(f"{len(worse)} regression(s) in the latest runs beyond every earlier run's interval and {threshold:.0%}")  # fmt: skip
+                  f"{r['machine']}: {r['earlier']} → {r['latest value']} ({r['change']}, {r['verdict']})", soft_wrap=True)  # fmt: skip
+    if unjudged:
+        first = sum(r["_first"] for r in unjudged)
+        err.print(f"not judged: {first} series with no earlier run on this machine, "
+                  f"{len(unjudged) - first} call(s) with fewer than {DRIFT_RUNS} earlier runs (drift unknown)", soft_wrap=True)  # fmt: skip
+    err.print(f"{len(worse)} regression(s) in the newest runs beyond the noise and {threshold:.0%}", soft_wrap=True)
     return 1 if worse else 0
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 __all__ = ["collect_env", "cpu_facts", "cpu_model", "device_name", "differences", "fingerprint",
-           "fingerprint_id", "hardware_sentence", "label", "machine"]
+           "fingerprint_id", "hardware_id", "hardware_sentence", "label", "machine"]
 
 
 def _version(dist: str) -> str | None:
@@ -293,9 +293,10 @@ def hardware_sentence(diffs: list[tuple[str, Any, Any]]) -> str | None:
             "hardware, not code")  # fmt: skip
 
 
-def machine(fp: dict[str, Any]) -> str:
+def machine(fp: dict[str, Any], *, software: bool = True) -> str:
     """A fingerprint in a few words, for a legend or a table: "NVIDIA H200 (132 SMs, 700 W);
-    AMD EPYC family 25 model 17, 2 CPUs, AVX-512; torch 2.14.1"."""
+    AMD EPYC family 25 model 17, 2 CPUs, AVX-512; torch 2.14.1" (without the torch version when
+    not ``software``)."""
     parts = []
     if fp.get("gpu.name"):
         extra = ", ".join(str(x) for x in (
@@ -309,6 +310,17 @@ def machine(fp: dict[str, Any]) -> str:
         cpu += f", {fp['cpu.logical_cpus']} CPUs"
     isa = next((name for name in ("AMX", "AVX-512", "AVX2") if fp.get(f"cpu.{name}")), None)
     parts.append(cpu + (f", {isa}" if isa else ""))
-    if fp.get("torch"):
+    if software and fp.get("torch"):
         parts.append(f"torch {fp['torch']}")
     return "; ".join(parts)
+
+
+def hardware_id(env: dict) -> str:
+    """12 hex digits of the hardware part of :func:`fingerprint` (CPU, GPU, memory): what a
+    history keeps apart. Software (torch, drivers, math flags) is not in it: an upgrade is a
+    change to follow on the same machine, not another machine."""
+    import hashlib
+    import json
+
+    hw = {k: v for k, v in fingerprint(env).items() if is_hardware(k)}
+    return hashlib.sha256(json.dumps(hw, sort_keys=True, default=str).encode()).hexdigest()[:12]

@@ -58,7 +58,8 @@ def test_a_run_is_indexed_with_its_values_statistics(tmp_path):
     records = source_records()
     assert _rows(db, "SELECT count(*) FROM measurements")[0][0] == sum(PER_RECORD[r["metric"]] for r in records)
     (path, fp, commit, when), = _rows(db, "SELECT path, fingerprint_id, git_commit, collected_at FROM runs")  # fmt: skip
-    assert path == "a" and commit == "0" * 40  # inside the history's folder: relative and when == "2026-11-28T10:00:00+00:00"
+    # inside the history's folder the link is relative
+    assert path == "a" and commit == "0" * 40 and when == "2026-11-28T10:00:00+00:00"
     assert len(fp) == 12 and int(fp, 16) >= 0
     # googlenet at batch 16: the median, its interval and the iterations, as the record has them
     raw = _latency(records, "googlenet", 16, "inference")
@@ -129,7 +130,7 @@ def test_a_resumed_run_adds_what_it_measured_since_and_a_remeasured_value_replac
     # the resume: the rest of the records, one of the early ones measured again (2x slower), and
     # env.json's "resumed" list grown, as the runner writes it
     env = json.loads((run / "env.json").read_text())
-    env["resumed"] = [{"collected_at": "2026-11-28T11:00:00+00:00"}]
+    env["resumed"] = [{"collected_at": "2026-11-28T11:00:00+00:00", "git_commit": "f" * 40}]
     (run / "env.json").write_text(json.dumps(env))
     again = next(r for r in early if r["metric"] == "latency" and r["status"] == "ok")
     from tests.history_runs import slower
@@ -141,7 +142,9 @@ def test_a_resumed_run_adds_what_it_measured_since_and_a_remeasured_value_replac
     assert second.known and second.run_id == first.run_id
     assert second.new == sum(PER_RECORD[r["metric"]] for r in late)
     assert second.updated == 2  # its latency and its images/s
+    # one run still, and what the resume changed is said beside it
     assert _rows(db, "SELECT count(*) FROM runs") == [(1,)]
+    assert _rows(db, "SELECT notes FROM runs") == [("resumed on commit ffffffff (began on 00000000)",)]
     sp = again["spec"]
     (value,), = _rows(db, "SELECT value FROM measurements WHERE metric = 'latency' AND model = ? AND "
                       "image_size = ? AND batch_size = ? AND mode = ? AND value_name = 'latency_ms_p50'",
@@ -149,7 +152,8 @@ def test_a_resumed_run_adds_what_it_measured_since_and_a_remeasured_value_replac
     assert value == pytest.approx(2 * again["values"]["latency_ms_p50"])
 
 
-@pytest.mark.parametrize("kind", ["random bytes", "text", "another program's", "damaged", "newer"])
+@pytest.mark.parametrize("kind", ["random bytes", "text", "another program's", "another program's, empty",
+                                  "damaged", "newer"])  # fmt: skip
 def test_a_file_that_is_not_a_usable_history_is_refused_and_left_unchanged(tmp_path, capsys, kind):
     run = make_run(tmp_path / "a", when="2026-11-28T10:00:00+00:00")
     db = tmp_path / "h.sqlite"
@@ -164,7 +168,12 @@ def test_a_file_that_is_not_a_usable_history_is_refused_and_left_unchanged(tmp_p
         con.execute("CREATE TABLE notes (text)")
         con.commit()
         con.close()
-        said = "another program's SQLite database, not a cnnbench history (application_id 0x0, tables notes)"
+        said = "another program's SQLite database, not a cnnbench history (application_id 0x0, holding notes)"
+    elif kind == "another program's, empty":  # no tables, but marked by its program
+        con = sqlite3.connect(db)
+        con.execute("PRAGMA user_version = 7")
+        con.close()
+        said = "another program's SQLite database, not a cnnbench history (application_id 0x0, user_version 7)"
     elif kind == "damaged":  # a real history with one of its pages overwritten
         history.add_runs(db, [make_run(tmp_path / "b", when="2026-11-27T10:00:00+00:00")])
         page = _rows(db, "PRAGMA page_size")[0][0]
@@ -221,6 +230,7 @@ _WRITER = """
 import sys
 from cnnbench.results import history
 db, folders = sys.argv[1], sys.argv[2:]
+print("started", flush=True)  # imports done: from here on it waits for the lock, if at all
 for folder in folders:  # one transaction per folder: the two writers interleave
     history.add_runs(db, [folder])
 print("done", len(folders))
@@ -242,7 +252,9 @@ def test_two_concurrent_writers_keep_every_row(tmp_path):
     procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(db), *map(str, f)], cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for f in mine]  # fmt: skip
-    time.sleep(3.0)
+    for p in procs:
+        assert p.stdout.readline().strip() == "started", p.stderr.read()[-2000:]
+    time.sleep(2.0)  # both are now inside add_runs, blocked on the holder's lock
     assert all(p.poll() is None for p in procs), "a writer did not wait for the lock"
     holder.execute("COMMIT")
     holder.close()
@@ -256,70 +268,177 @@ def test_two_concurrent_writers_keep_every_row(tmp_path):
     assert _rows(db, "PRAGMA integrity_check") == [("ok",)]
 
 
-def _four_runs(tmp_path) -> Path:
-    """Three runs on one machine (the second 1% slower, the third 30% slower) and one on a CPU
-    of another family, 2x faster, in between."""
+def _history(tmp_path, factors=(1.0, 1.01, 0.99, 1.0, 1.3)) -> Path:
+    """Runs a day apart on one machine with latencies x ``factors`` (by default four calm runs,
+    then one 30% slower), and one on a CPU of another family, 2x faster, in between."""
     db = tmp_path / "h.sqlite"
-    runs = [make_run(tmp_path / "a", when="2026-11-28T10:00:00+00:00", commit="a" * 40),
-            make_run(tmp_path / "b", when="2026-11-29T10:00:00+00:00", factor=1.01, commit="b" * 40),
-            make_run(tmp_path / "z", when="2026-11-29T12:00:00+00:00", factor=0.5, family=26),
-            make_run(tmp_path / "c", when="2026-11-30T10:00:00+00:00", factor=1.3, commit="c" * 40)]  # fmt: skip
+    runs = [make_run(tmp_path / f"r{i}", when=f"2026-11-{20 + i}T10:00:00+00:00", factor=f,
+                     commit=f"{i}" * 40) for i, f in enumerate(factors)]  # fmt: skip
+    runs.append(make_run(tmp_path / "z", when="2026-11-21T12:00:00+00:00", factor=0.5, family=26))
     history.add_runs(db, runs)
     return db
 
 
-def test_history_show_calls_a_slowdown_beyond_the_intervals_and_never_across_machines(tmp_path, capsys):
-    db = _four_runs(tmp_path)
+def _row(v, lo, hi, status="ok", **extra):
+    return {"status": status, "value": v, "ci_low": lo, "ci_high": hi, **extra}
+
+
+def test_the_verdict_needs_the_interval_the_minimum_effect_and_the_drift():
+    base = [_row(100.0, 98.0, 102.0)]
+    # overlapping intervals, or disjoint but within the 5% minimum effect: not called
+    assert step(base, _row(101.0, 99.0, 103.0), "lower").verdict == "within noise"
+    assert step(base, _row(103.5, 102.5, 104.5), "lower").verdict == "within noise"
+    # beyond the interval with one or two earlier runs: called, but the drift between runs is
+    # unknown, so the call says so and is not judged (a gate does not count it)
+    s = step(base, _row(90.0, 89.0, 91.0), "lower")
+    assert s.verdict == "better (1 earlier run: drift between runs unknown)" and not s.judged
+    s = step(base * 2, _row(90.0, 89.0, 91.0), "higher")
+    assert s.worse and s.verdict.startswith("worse (2 earlier runs") and not s.judged
+    # three calm earlier runs: a 20% slowdown is outside their drift, judged
+    calm = [_row(100.0, 98, 102), _row(101.0, 99, 103), _row(99.0, 97, 101)]
+    s = step(calm, _row(120.0, 118.0, 122.0), "lower")
+    assert (s.verdict, s.judged, round(s.change, 4)) == ("worse", True, 0.2)
+    # earlier runs that drift by ±15% run to run, each tight: 30% more is inside their drift
+    # (log centres 0, .140, -.105, .095: t(3) x sd x √(1 + 1/4) = 0.398 > |ln 1.3 − mean| = 0.23)
+    drifting = [_row(100.0, 99, 101), _row(115.0, 114, 116), _row(90.0, 89, 91), _row(110.0, 109, 111)]
+    assert step(drifting, _row(130.0, 129.0, 131.0), "lower").verdict == "within noise"
+    # one noisy earlier run does not hide a change: the typical interval is the bounds' median
+    noisy = [_row(100.0, 98, 102), _row(100.0, 95, 135), _row(100.0, 98, 102)]
+    assert step(noisy, _row(130.0, 128.0, 132.0), "lower").verdict == "worse"
+    # the reference is the five runs before: an outlier six runs back is out of it
+    window = [_row(500.0, 490, 510)] + [_row(100.0 + i % 2, 98 + i % 2, 102 + i % 2) for i in range(5)]
+    s = step(window, _row(130.0, 128.0, 132.0), "lower")
+    assert s.reference == 100.0 and s.verdict == "worse"
+    s = step(window[1:] + [_row(500.0, 490, 510)], _row(130.0, 128.0, 132.0), "lower")
+    assert s.reference == 101.0  # the outlier now inside: the median moves, the drift grows
+    assert s.verdict == "within noise"
+    # statuses, and a failure between does not hide a slowdown after it
+    assert step(base, _row(None, None, None, "oom"), "lower").worse
+    assert step([_row(None, None, None, "oom")], _row(100.0, 98, 102), "lower").verdict == "oom → ok"
+    s = step([*calm, _row(None, None, None, "error")], _row(200.0, 198, 202), "lower")
+    assert s.verdict == "worse (after error)" and s.judged
+    assert step(base, _row(None, None, None), "lower").verdict == "no value"
+    assert step(base, _row(110.0, None, None), "lower").verdict == "no interval"
+    # a count: any change, however small, and judged
+    s = step([_row(5_977_530, None, None)], _row(5_978_530, None, None), "exact")
+    assert (s.verdict, s.worse, s.judged) == ("changed", True, True)
+
+
+def test_history_show_calls_a_slowdown_beyond_the_noise_and_never_across_machines(tmp_path, capsys):
+    db = _history(tmp_path)
     table = series_table(history.read(db, metric="latency_ms_p50", models=["googlenet"]))
     raw = _latency(source_records(), "googlenet", 16, "inference")
-    # the precondition, from the raw record: 1.01x overlaps the base interval, 1.3x does not
-    low, high = raw["latency_ms_p50_ci_low"], raw["latency_ms_p50_ci_high"]
-    assert 1.01 * low < high and 1.3 * low > 1.01 * high
+    # the precondition, from the raw record: 1.3x lies above every earlier run's interval
+    assert 1.3 * raw["latency_ms_p50_ci_low"] > 1.01 * raw["latency_ms_p50_ci_high"]
     rows = table[(table.batch == 16) & (table["mode"] == "inference")].to_dict("records")
     assert len(rows) == 2  # one series per machine
     same, other = rows
-    # against the median of the two earlier runs (1.0x and 1.01x): +29.4%, outside both intervals
-    assert (same["runs"], same["verdict"], same["change"]) == (3, "worse", f"{100 * (1.3 / 1.005 - 1):+.1f}%")
-    assert same["_worse"] and same["commit"] == "c" * 8 and same["trend"] == "▁▁█"
+    # against the median of the four earlier runs (1.0, 1.01, 0.99, 1.0 → 1.0): +30.0%
+    assert (same["runs"], same["verdict"], same["change"]) == (5, "worse", "+30.0%")
+    assert same["_worse"] and same["_judged"] and same["commit"] == "4" * 8 and same["trend"] == "▁▁▁▁█"
     assert (other["runs"], other["verdict"]) == (1, "first run")  # 2x faster elsewhere: no call
-    run = lambda v, lo, hi, status="ok": {"status": status, "value": v, "ci_low": lo, "ci_high": hi}  # noqa: E731
-    base = [run(100.0, 98.0, 102.0)]
-    # overlapping intervals, or disjoint but within the 5% minimum effect: not called
-    assert step(base, run(101.0, 99.0, 103.0), "lower").verdict == "within noise"
-    assert step(base, run(103.5, 102.5, 104.5), "lower").verdict == "within noise"
-    # beyond both, against one earlier run: called, and it says on how little
-    assert step(base, run(90.0, 89.0, 91.0), "lower").verdict == "better, 1 earlier run"
-    assert step(base, run(90.0, 89.0, 91.0), "higher").verdict == "worse, 1 earlier run"
-    # above the run before but inside an older run's interval: the spread between runs, not a call
-    wide = [run(100.0, 97.0, 112.0), run(100.0, 98.0, 102.0)]
-    assert step(wide, run(108.0, 106.0, 110.0), "lower").verdict == "within noise"
-    assert step(wide, run(120.0, 118.0, 122.0), "lower").verdict == "worse"
-    assert step(base, run(110.0, None, None), "lower").verdict == "no interval"
-    assert step(base, run(None, None, None, "oom"), "lower").worse
-    assert step([run(None, None, None, "oom")], run(100.0, 98.0, 102.0), "lower").verdict == "oom → ok"
-    # counts: the same in every run
     counts = series_table(history.read(db, metric="params"))
-    assert set(counts["verdict"]) == {"same", "first run"}
+    assert set(counts["verdict"]) == {"same", "first run"} and set(counts["change"]) == {"+0", "—"}
     assert main(["history", "show", "--db", str(db), "--metric", "latency", "--model", "googlenet"]) == 0
     out = capsys.readouterr().out
     assert "! worse" in out and "latency_ms_p50 (ms, lower is better)" in out
-    # the gate: the 1.3x run fails it, not at a 35% threshold, and a history ending in 1.01x passes
+    # the gate: the 1.3x run fails it, not at a 35% threshold
     gate = ["history", "show", "--db", str(db), "--metric", "latency_ms_p50", "--model", "googlenet",
             "--out", str(tmp_path / "g"), "--fail-on"]  # fmt: skip
     assert main([*gate, "regression"]) == 1
     err = capsys.readouterr().err
-    assert "regression: latency_ms_p50 googlenet 96px b16 inference on " in err and "(+29.4%, worse)" in err
+    assert "regression: latency_ms_p50 googlenet 96px b16 inference on " in err and "(+30.0%, worse)" in err
     assert main([*gate, "regression:35%"]) == 0
-    calm = tmp_path / "calm"
-    calm.mkdir()
-    history.add_runs(calm / "h.sqlite", [tmp_path / "a", tmp_path / "b"])  # 1.0x, then 1.01x
-    assert main(["history", "show", "--db", str(calm / "h.sqlite"), "--out", str(calm / "r"),
-                 "--fail-on", "regression"]) == 0  # fmt: skip
+    # calm runs pass; a history too short to know the drift does not fail, and says so
+    assert main(["history", "show", "--db", str(_history(tmp_path / "calm", (1.0, 1.01, 0.99, 1.0))),
+                 "--out", str(tmp_path / "c"), "--fail-on", "regression"]) == 0  # fmt: skip
+    short = _history(tmp_path / "short", (1.0, 1.3))
+    assert main(["history", "show", "--db", str(short), "--out", str(tmp_path / "s"), "--metric",
+                 "latency_ms_p50", "--fail-on", "regression"]) == 0  # fmt: skip
+    assert "call(s) with fewer than 3 earlier runs (drift unknown)" in capsys.readouterr().err
+
+
+def test_the_gate_fails_on_a_changed_count_and_only_for_the_newest_run(tmp_path, capsys):
+    records = source_records()
+    grown = [json.loads(json.dumps(r)) for r in records]
+    for r in grown:
+        if r["metric"] == "params" and r["spec"]["model"] == "googlenet":
+            r["values"]["params_total"] += 1000  # 0.02%: far below any threshold, still a change
+    db = tmp_path / "h.sqlite"
+    history.add_runs(db, [make_run(tmp_path / "a", when="2026-11-28T10:00:00+00:00"),
+                          make_run(tmp_path / "b", when="2026-11-29T10:00:00+00:00", records=grown)])  # fmt: skip
+    gate = ["history", "show", "--db", str(db), "--out", str(tmp_path / "o"), "--metric", "params"]
+    assert main([*gate, "--fail-on", "regression:50%"]) == 1
+    assert "(+1,000, changed)" in capsys.readouterr().err
+    # a newer run that measured only alexnet: googlenet's change is history, not news
+    alex = [r for r in records if r["spec"]["model"] == "alexnet"]
+    history.add_runs(db, [make_run(tmp_path / "c", when="2026-11-30T10:00:00+00:00", records=alex)])
+    assert main([*gate, "--fail-on", "regression"]) == 0
+
+
+def test_runs_added_out_of_time_order_read_in_time_order(tmp_path):
+    db_a, db_b = tmp_path / "a.sqlite", tmp_path / "b.sqlite"
+    runs = [make_run(tmp_path / f"r{i}", when=f"2026-11-2{i}T10:00:00+0{i}:00", factor=1 + i / 10)
+            for i in range(3)]  # fmt: skip
+    history.add_runs(db_a, runs)
+    for run in reversed(runs):
+        history.add_runs(db_b, [run])
+    a, b = history.read(db_a), history.read(db_b)
+    cols = ["collected_at", "metric", "model", "value_name", "value"]
+    assert a[cols].equals(b[cols])
+    assert a["collected_at"].iloc[0] == "2026-11-20T10:00:00+00:00"
+    assert set(b["collected_at"]) == {"2026-11-20T10:00:00+00:00", "2026-11-21T09:00:00+00:00",
+                                      "2026-11-22T08:00:00+00:00"}  # UTC, from +01:00 and +02:00
+
+
+def test_a_write_cut_short_by_a_killed_process_is_rolled_back_not_refused(tmp_path, capsys):
+    db = _history(tmp_path, (1.0, 1.1))
+    before = _rows(db, "SELECT count(*) FROM measurements")
+    killed = subprocess.run([sys.executable, "-c", (
+        "import os, sqlite3, sys\n"
+        "con = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+        "con.execute('PRAGMA cache_size = 2')\n"  # a tiny cache: the delete reaches the file
+        "con.execute('BEGIN IMMEDIATE')\n"
+        "con.execute('DELETE FROM measurements')\n"
+        "os._exit(9)\n"), str(db)], capture_output=True, text=True)  # fmt: skip
+    assert killed.returncode == 9 and Path(f"{db}-journal").exists()  # the write left half done
+    assert main(["history", "export", "--db", str(db), "--out", str(tmp_path / "e.csv")]) == 0
+    assert _rows(db, "SELECT count(*) FROM measurements") == before
+
+
+def test_scaling_values_are_followed_by_kind_and_world_size(tmp_path):
+    lines = (ROOT / "reports" / "cpu-scaling" / "results.jsonl").read_text().splitlines()
+    records = [json.loads(x) for x in lines]
+    scaling = [r for r in records if r["metric"] == "scaling" and r["status"] == "ok"]
+    assert scaling
+    db = tmp_path / "h.sqlite"
+    history.add_runs(db, [make_run(tmp_path / "a", when="2026-11-28T10:00:00+00:00", records=scaling)])
+    names = {v for (v,) in _rows(db, "SELECT value_name FROM measurements WHERE model = ?", scaling[0]["spec"]["model"])}
+    points = scaling[0]["values"]["points"]
+    expected = {f"step_ms_p50_{p['kind']}_w{p['world_size']}" for p in points}
+    expected |= {f"efficiency_{p['kind']}_w{p['world_size']}" for p in points if p["world_size"] > 1}
+    assert names == expected
+    # a later run whose scaling failed: its rows carry the names its configuration had
+    failed = [dict(r, status="error", reason="RankFailed: rank 1 of 2 failed", values={}) for r in scaling]
+    history.add_runs(db, [make_run(tmp_path / "b", when="2026-11-29T10:00:00+00:00", records=failed)])
+    table = series_table(history.read(db, models=[scaling[0]["spec"]["model"]]))
+    assert set(table["value"]) == expected and set(table["verdict"]) == {"ok → error"}
+    # a first run whose scaling failed has one row, "efficiency"; when a resume measures it, the
+    # run's rows become the measured ones and that row goes
+    db2 = tmp_path / "h2.sqlite"
+    run = make_run(tmp_path / "c", when="2026-11-30T10:00:00+00:00", records=failed)
+    history.add_runs(db2, [run])
+    assert {v for (v,) in _rows(db2, "SELECT value_name FROM measurements")} == {"efficiency"}
+    with (run / "results.jsonl").open("a") as f:
+        f.writelines(json.dumps(r) + "\n" for r in scaling)
+    (again,) = history.add_runs(db2, [run])
+    assert again.removed == len(scaling) and again.new == len(expected) * len(scaling)
+    assert {v for (v,) in _rows(db2, "SELECT value_name FROM measurements")} == expected
 
 
 @pytest.mark.skipif(browser.CHROMIUM is None, reason=browser.MISSING)
 def test_the_trend_figures_load_in_a_browser_inside_their_report(tmp_path):
-    db = _four_runs(tmp_path)
+    db = _history(tmp_path)
     # a run whose googlenet latency ran out of memory: a mark on the figure, a status in the table
     oom = [dict(r, status="oom", reason="not enough memory", values={})
            if r["metric"] == "latency" and r["spec"]["model"] == "googlenet" else r for r in source_records()]  # fmt: skip
@@ -335,21 +454,21 @@ def test_the_trend_figures_load_in_a_browser_inside_their_report(tmp_path):
     md = (out / "history.md").read_text()
     assert "| oom |" in md and "ok → oom" in md
     trend = pd.read_csv(out / "trend.csv")
-    assert set(trend["machine"]) == set(v for (v,) in _rows(db, "SELECT DISTINCT fingerprint_id FROM runs"))
+    assert set(trend["machine"]) == set(v for (v,) in _rows(db, "SELECT DISTINCT hardware_id FROM runs"))
 
 
 def test_history_export_writes_one_tidy_row_per_value(tmp_path, capsys):
-    db = _four_runs(tmp_path)
+    db = _history(tmp_path)
     target = tmp_path / "out" / "h.csv"
     assert main(["history", "export", "--db", str(db), "--out", str(target)]) == 0
-    frame = pd.read_csv(target)
+    frame = pd.read_csv(target, dtype={"git_commit": str})
     assert len(frame) == _rows(db, "SELECT count(*) FROM measurements")[0][0]
     for col in ("collected_at", "git_commit", "fingerprint_id", "machine", "path", "metric", "model",
                 "image_size", "batch_size", "dtype", "mode", "value_name", "status", "value", "ci_low",
                 "ci_high", "n"):  # fmt: skip
         assert col in frame.columns, col
     raw = _latency(source_records(), "alexnet", 1, "inference")
-    row = frame[(frame.git_commit == "a" * 40) & (frame.model == "alexnet") & (frame.batch_size == 1)
+    row = frame[(frame.path == "r0") & (frame.model == "alexnet") & (frame.batch_size == 1)
                 & (frame.value_name == "latency_ms_p50")]  # fmt: skip
     assert row["value"].tolist() == [raw["latency_ms_p50"]]
     assert frame.groupby("run_id")["collected_at"].nunique().eq(1).all()

@@ -147,7 +147,8 @@ def added_line(added) -> str:
     it had, "known run 3f2a…: 0 new, 4 updated, 208 unchanged"."""
     if not added.known:
         return f"new run {added.run_id}: {added.new} values added"
-    return f"known run {added.run_id}: {added.new} new, {added.updated} updated, {added.unchanged} unchanged"
+    removed = f", {added.removed} removed" if added.removed else ""
+    return f"known run {added.run_id}: {added.new} new, {added.updated} updated, {added.unchanged} unchanged{removed}"
 
 
 def trend_tables(table, width: int = 120) -> list[Table]:
@@ -174,10 +175,14 @@ def trend_tables(table, width: int = 120) -> list[Table]:
                            justify="right" if col in ("runs", "latest", "earlier", "change") else "left")  # fmt: skip
         for r in rows.to_dict("records"):
             verdict = escape(r["verdict"])
-            if r["_worse"]:
+            if r["_worse"] and r["_judged"]:
                 verdict = f"[red]! {verdict}[/]"
+            elif r["_worse"]:
+                verdict = f"[yellow]? {verdict}[/]"
             elif r["_called"]:
                 verdict = f"[green]{verdict}[/]"
+            if r["software"]:
+                verdict += escape(f"; {r['software']}")
             config = f"{r['model']} {r['px']}px b{r['batch']} {r['dtype']} {r['mode']}"
             rest = [o for o in r["options"].split(", ") if o and o not in common]
             config += f", {', '.join(rest)}" if rest else ""

@@ -21,8 +21,10 @@ One figure per value: a panel per configuration, a line per fingerprint, the int
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,11 +46,12 @@ from .figures import COLORS, STATUS_MARK, Figure, _save, _stamp  # noqa: E402
 from .fmt import MISSING, change, fmt  # noqa: E402
 from .render import Report, render_html, render_markdown  # noqa: E402
 
-__all__ = ["PANEL", "REFERENCE_RUNS", "SERIES", "Step", "described", "series_table", "sparkline", "step", "trend_figure",
+__all__ = ["DRIFT_RUNS", "PANEL", "REFERENCE_RUNS", "SERIES", "Step", "described", "gate",
+           "software_change", "series_table", "sparkline", "step", "trend_figure",
            "write_history_report"]  # fmt: skip
 
 PANEL = ("model", "image_size", "batch_size", "dtype", "mode", "device", "options")
-SERIES = ("metric", "value_name", *PANEL, "fingerprint_id")
+SERIES = ("metric", "value_name", *PANEL, "hardware_id")
 SPARKS = "▁▂▃▄▅▆▇█"
 # how a unit is shown: (scale, label)
 _SCALES = {"bytes": (2**20, "MiB"), "FLOP/s": (1e9, "GFLOP/s")}
@@ -57,43 +60,74 @@ _SCALES = {"bytes": (2**20, "MiB"), "FLOP/s": (1e9, "GFLOP/s")}
 REFERENCE_RUNS = 5  # the latest run is judged against the ok runs among the five before it
 
 
+DRIFT_RUNS = 3  # earlier ok runs needed to estimate the drift between runs
+
+
 @dataclass(frozen=True)
 class Step:
     """The latest run of a series against the runs before it."""
 
-    change: float | None  # (latest − reference) / reference; reference: median of earlier values
-    reference: float | None  # that median (a count: the run before's value)
+    change: float | None  # (latest − reference) / reference
+    reference: float | None  # median of the earlier ok values (a count: the last one)
     verdict: str  # "worse", "better", "within noise", "no interval", "same", "changed", ...
     called: bool  # a change beyond the noise (or of a count, or of status)
     worse: bool
+    # the call accounts for every noise the history can see: a count, a status, or a value
+    # judged with the drift between runs known (DRIFT_RUNS earlier runs); a gate counts only these
+    judged: bool = True
+
+
+def _drift_exceeded(values: list[float], latest: float) -> bool | None:
+    """Whether ``latest`` lies outside the 95% prediction interval of one more run's centre,
+    from the earlier runs' centres (log scale: drift is relative; Student's t): the drift between
+    runs, which no single run's interval contains. None with fewer than DRIFT_RUNS runs."""
+    if len(values) < DRIFT_RUNS or min(values) <= 0 or latest <= 0:
+        return None
+    logs = [math.log(v) for v in values]
+    mean, sd, n = statistics.fmean(logs), statistics.stdev(logs), len(logs)
+    t = stats.T_975[n - 2] if n - 1 <= len(stats.T_975) else 1.96
+    return abs(math.log(latest) - mean) > t * sd * math.sqrt(1 + 1 / n)
 
 
 def step(earlier: list[dict], last: dict, better: str) -> Step:
     """Judge ``last`` against ``earlier`` (rows of one series, oldest first; ``better``: lower,
-    higher or exact)."""
+    higher or exact). A measured value is called worse or better only when (1) its 95% interval
+    lies outside the earlier runs' typical interval (the medians of their bounds: one noisy run
+    does not hide a change), (2) the change exceeds ``stats.MIN_EFFECT`` and (3) with
+    ``DRIFT_RUNS`` or more earlier runs, it lies outside their drift; with fewer, the call says
+    that the drift is unknown and is not ``judged``."""
     prev = earlier[-1]
-    if prev["status"] != "ok" or last["status"] != "ok":
+    if last["status"] != "ok":
         if prev["status"] == last["status"]:
             return Step(None, None, f"still {last['status']}", False, False)
-        return Step(None, None, f"{prev['status']} → {last['status']}", True, last["status"] != "ok")
+        return Step(None, None, f"{prev['status']} → {last['status']}", True, True)
+    ref = [r for r in earlier[-REFERENCE_RUNS:] if r["status"] == "ok" and not _missing(r["value"])]
+    after = f" (after {prev['status']})" if prev["status"] != "ok" else ""
+    if _missing(last["value"]):
+        return Step(None, None, "no value" + after, False, False)
+    if not ref:
+        return Step(None, None, f"{prev['status']} → ok", True, False)
     b = float(last["value"])
     if better == "exact":
-        a = float(prev["value"])
-        return Step((b - a) / a if a else None, a, "same" if a == b else "changed", a != b, a != b)
-    ref = [r for r in earlier[-REFERENCE_RUNS:] if r["status"] == "ok" and not _missing(r["value"])]
-    center = float(statistics.median(float(r["value"]) for r in ref))
+        a = float(ref[-1]["value"])
+        return Step((b - a) / a if a else None, a, ("same" if a == b else "changed") + after, a != b, a != b)
+    values = [float(r["value"]) for r in ref]
+    center = float(statistics.median(values))
     rel = (b - center) / center if center else None
     bounds = [(r["ci_low"], r["ci_high"]) for r in [*ref, last]]
     if any(_missing(x) for pair in bounds for x in pair):
-        return Step(rel, center, "no interval", False, False)
-    highest = max(float(hi) for _, hi in bounds[:-1])
-    lowest = min(float(lo) for lo, _ in bounds[:-1])
-    outside = float(last["ci_low"]) > highest or float(last["ci_high"]) < lowest
-    if outside and rel is not None and abs(rel) > stats.MIN_EFFECT:
+        return Step(rel, center, "no interval" + after, False, False)
+    low = statistics.median(float(lo) for lo, _ in bounds[:-1])
+    high = statistics.median(float(hi) for _, hi in bounds[:-1])
+    outside = float(last["ci_low"]) > high or float(last["ci_high"]) < low
+    drift = _drift_exceeded(values, b)
+    if outside and rel is not None and abs(rel) > stats.MIN_EFFECT and drift is not False:
         worse = (b > center) == (better == "lower")
         verdict = "worse" if worse else "better"
-        return Step(rel, center, verdict + (", 1 earlier run" if len(ref) == 1 else ""), True, worse)
-    return Step(rel, center, "within noise", False, False)
+        if drift is None:
+            verdict += f" ({len(ref)} earlier run{'s' if len(ref) > 1 else ''}: drift between runs unknown)"
+        return Step(rel, center, verdict + after, True, worse, judged=drift is not None)
+    return Step(rel, center, "within noise" + after, False, False)
 
 
 def described(unit: str, better: str) -> str:
@@ -107,9 +141,13 @@ def _missing(x) -> bool:
     return x is None or (isinstance(x, float) and math.isnan(x))
 
 
+SPARK_RUNS = 24  # the sparkline shows this many newest runs
+
+
 def sparkline(values: list, statuses: list[str]) -> str:
-    """One character per run, oldest first: eight levels between the series' min and max, ×
-    for a run whose record was not ok."""
+    """One character per run, oldest first, of the newest ``SPARK_RUNS``: eight levels between
+    their min and max, × for a run whose record was not ok."""
+    values, statuses = list(values)[-SPARK_RUNS:], list(statuses)[-SPARK_RUNS:]
     ok = [float(v) for v, s in zip(values, statuses) if s == "ok" and not _missing(v)]
     low, high = (min(ok), max(ok)) if ok else (0.0, 0.0)
     out = []
@@ -161,11 +199,30 @@ def _unit_and_better(rows: list[dict]) -> tuple[str, str]:
     return "", ""
 
 
+def software_change(before: dict, after: dict) -> str:
+    """The software and math flags that differ between two runs of one machine, in words
+    ("torch 2.14.1 → 2.15.0"): a change to read beside a verdict, not another machine."""
+    from ..env import is_hardware, label
+
+    fa, fb = (json.loads(r["fingerprint"]) if r.get("fingerprint") else {} for r in (before, after))
+    return ", ".join(f"{label(k)} {fa.get(k)} → {fb.get(k)}" for k in sorted(set(fa) | set(fb))
+                     if not is_hardware(k) and fa.get(k) != fb.get(k))  # fmt: skip
+
+
+def _count_change(a, b) -> str:
+    """A count's change as a difference: "+1,000" (a percentage would print +0.0%)."""
+    diff = b - a
+    return f"{diff:+,}" if isinstance(diff, int) else f"{diff:+,.4g}"
+
+
 def series_table(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per series (value × configuration × machine), in metric order: runs, first and
-    latest run, the latest value with its interval, the change against the run before, the
-    verdict and a sparkline of every run."""
+    latest run, the latest value with its interval, the earlier runs' median and the change
+    against it, the verdict, what software changed since the run before, and a sparkline.
+    ``_current`` marks series whose latest row is from their machine's newest run (what a gate
+    judges: a configuration the newest run did not measure is history, not news)."""
     order = {name: i for i, name in enumerate(n for names in VALUE_NAMES.values() for n in names)}
+    newest = frame.groupby("hardware_id", sort=False)["run_id"].last().to_dict()  # read() orders by time
     rows = []
     for key, sub in frame.groupby(list(SERIES), sort=False, dropna=False):
         runs = sub.to_dict("records")  # oldest first (history.read orders by run time)
@@ -173,30 +230,52 @@ def series_table(frame: pd.DataFrame) -> pd.DataFrame:
         last = runs[-1]
         s = step(runs[:-1], last, better) if len(runs) > 1 else None
         value = shown(last["value"], unit) if last["status"] == "ok" else last["status"]
+        if s and s.reference is not None and better == "exact" and not _missing(last["value"]):
+            shown_change = _count_change(s.reference, last["value"])
+        else:
+            shown_change = change(s.change) if s else MISSING
         rows.append({
             "metric": last["metric"], "value": last["value_name"], "model": last["model"],
             "px": last["image_size"], "batch": last["batch_size"], "dtype": last["dtype"],
             "mode": last["mode"], "options": last["options"] or "",
-            "machine": last["fingerprint_id"], "runs": len(runs),
+            "machine": last["hardware_id"], "runs": len(runs),
             "first": _when(runs[0]["collected_at"]), "latest": _when(last["collected_at"]),
             "commit": _commit(last), "latest value": value, "95% interval": _interval(last, unit),
             "earlier": shown(s.reference, unit) if s and s.reference is not None else MISSING,
-            "change": change(s.change) if s else MISSING,
-            "verdict": s.verdict if s else "first run",
+            "change": shown_change, "verdict": s.verdict if s else "first run",
+            "software": software_change(runs[-2], last) if s else "",
             "trend": sparkline([r["value"] for r in runs], [r["status"] for r in runs]),
             "unit": unit, "better": better,
             "_order": (order.get(last["value_name"], len(order)), last["value_name"]),
             "_called": bool(s and s.called), "_worse": bool(s and s.worse),
-            "_change": s.change if s else None,
+            "_judged": bool(s and s.judged), "_change": s.change if s else None,
+            "_first": s is None, "_current": newest.get(last["hardware_id"]) == last["run_id"],
         })  # fmt: skip
     table = pd.DataFrame(rows, dtype=object)
     if table.empty:
         return table
-    machines = {fp: i for i, fp in enumerate(dict.fromkeys(frame["fingerprint_id"]))}
+    machines = {hw: i for i, hw in enumerate(dict.fromkeys(frame["hardware_id"]))}
     table["_machine"] = table["machine"].map(machines)
     by = ["_order", "model", "px", "batch", "dtype", "mode", "options", "_machine"]
     table = table.sort_values(by, kind="stable").drop(columns=["_order", "_machine"]).reset_index(drop=True)
     return table
+
+
+def gate(table: pd.DataFrame, threshold: float) -> tuple[list[dict], list[dict]]:
+    """(regressions, not judged) among the series the newest run of each machine measured: a
+    judged "worse" beyond ``threshold`` (a count: any change; a status: ok → not ok), and the
+    calls that could not be judged (drift unknown) or series with no earlier run."""
+    worse, unjudged = [], []
+    for r in table.to_dict("records"):
+        if not r["_current"]:
+            continue
+        if r["_first"] or (r["_called"] and not r["_judged"]):
+            unjudged.append(r)
+        elif r["_worse"] and r["_judged"] and (
+            r["better"] == "exact" or r["_change"] is None or abs(r["_change"]) > threshold
+        ):
+            worse.append(r)
+    return worse, unjudged
 
 
 def trend_figure(frame: pd.DataFrame, value_name: str, out: Path, machines: dict[str, str],
@@ -214,7 +293,7 @@ def trend_figure(frame: pd.DataFrame, value_name: str, out: Path, machines: dict
     fig, axes = plt.subplots(nrows, cols, figsize=(4.3 * cols, 2.7 * nrows + 0.9), squeeze=False)
     for ax, (key, panel) in zip(axes.flat, panels):
         model, px, batch, dtype, mode, device, options = key
-        for fp, line in panel.groupby("fingerprint_id", sort=False):
+        for fp, line in panel.groupby("hardware_id", sort=False):
             # matplotlib's day numbers: what the date locator reads, and what a transform takes
             when = pd.Series(mdates.date2num(pd.to_datetime(line["collected_at"], utc=True)
                                              .dt.tz_localize(None)), index=line.index)  # fmt: skip
@@ -230,6 +309,15 @@ def trend_figure(frame: pd.DataFrame, value_name: str, out: Path, machines: dict
                 ax.errorbar(when[has], y[has], yerr=[y[has] - low[has], high[has] - y[has]],
                             fmt="none", ecolor=colors[fp], capsize=3, lw=1)  # fmt: skip
             on_axis = mtransforms.blended_transform_factory(ax.transData, ax.transAxes)
+            # where the software changed on this machine: a dotted line, what changed above it
+            records = line.to_dict("records")
+            for i in range(1, len(records)):
+                what = software_change(records[i - 1], records[i])
+                if what:
+                    ax.axvline(when.iloc[i], color=colors[fp], ls=":", lw=1)
+                    ax.annotate(textwrap.shorten(what, 40), (when.iloc[i], 0.97), xycoords=on_axis,
+                                xytext=(2, 0), textcoords="offset points", fontsize=6.5,
+                                color=colors[fp], va="top")  # fmt: skip
             for t, status in zip(when[~ok], line["status"][~ok]):
                 ax.plot([t], [0.04], marker=STATUS_MARK.get(status, "X"), color="#b00020",
                         transform=on_axis, clip_on=False, ms=7)  # fmt: skip
@@ -248,7 +336,7 @@ def trend_figure(frame: pd.DataFrame, value_name: str, out: Path, machines: dict
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     handles = [Line2D([], [], color=colors[fp], marker="o", ms=3.5, label=f"{fp}: {machines[fp]}")
-               for fp in machines if fp in set(rows["fingerprint_id"])]  # fmt: skip
+               for fp in machines if fp in set(rows["hardware_id"])]  # fmt: skip
     if rows["ci_low"].notna().any():
         handles.append(Patch(color="gray", alpha=0.3, label="95% interval"))
     fig.legend(handles=handles, loc="lower center", ncol=1, fontsize=7.5, frameon=False,
@@ -256,7 +344,9 @@ def trend_figure(frame: pd.DataFrame, value_name: str, out: Path, machines: dict
     fig.tight_layout(rect=(0, 0.05 + 0.035 * len(handles) / nrows, 1, 1))
     _stamp(fig, conditions, f"{value_name} ({described(label, better)}) by run time (UTC)")
     figure = Figure(f"trend_{value_name}", f"{value_name} across runs",
-                    f"{label}; one line per machine (fingerprint), the band its runs' 95% interval.")  # fmt: skip
+                    f"{label}; one line per machine (the hardware of the fingerprint), the band its "
+                    "runs' 95% interval; a dotted line where the software changed (torch, drivers, "
+                    "math flags), labelled with what changed.")  # fmt: skip
     return _save(fig, out, figure)
 
 
@@ -268,8 +358,24 @@ def _decimals(ax) -> int:
 
 
 def _machines(frame: pd.DataFrame) -> dict[str, str]:
-    """fingerprint_id → its machine in words, in order of first run."""
-    return dict(zip(frame["fingerprint_id"], frame["machine"], strict=True))
+    """hardware_id → the machine in words, in order of first run."""
+    return dict(zip(frame["hardware_id"], frame["machine"], strict=True))
+
+
+VERDICT_RULE = (
+    "One row per series: a value of one configuration on one machine (the hardware part of the "
+    "fingerprint; runs on different hardware are never one series, a software change is shown "
+    "along it). 'earlier' is the median of the ok runs among the "
+    f"{REFERENCE_RUNS} before the latest, 'change' the latest against it. 'worse'/'better' only "
+    "where the latest 95% interval lies outside the earlier runs' typical interval (the medians "
+    f"of their bounds), the change exceeds {stats.MIN_EFFECT:.0%} and — with {DRIFT_RUNS} or more "
+    "earlier runs — the latest lies outside the 95% prediction interval of their drift (one run's "
+    "interval holds the noise within that run; the drift between runs shows only across runs). "
+    f"With fewer, a call says that the drift is unknown, and a gate does not count it. Else "
+    "'within noise'; 'no interval' where a run kept none (one seed, one RSS peak, a roofline): "
+    "nothing is called. A count changes or not. 'trend': the newest runs, oldest first, × a "
+    "record that was not ok."
+)
 
 
 def build_history_report(frame: pd.DataFrame, db: Path, out: Path) -> tuple[Report, pd.DataFrame]:
@@ -278,19 +384,14 @@ def build_history_report(frame: pd.DataFrame, db: Path, out: Path) -> tuple[Repo
     runs = frame.drop_duplicates("run_id")
     conditions = [f"history {db}: {len(runs)} run(s) on {len(machines)} machine(s)"]
     for fp, words in machines.items():
-        mine = runs[runs.fingerprint_id == fp]
+        mine = runs[runs.hardware_id == fp]
         conditions.append(f"{fp}: {words} — {len(mine)} run(s), {_when(mine.collected_at.iloc[0])} "
                           f"to {_when(mine.collected_at.iloc[-1])} UTC")  # fmt: skip
-    blocks: list[tuple] = [("p", (
-        "One row per series: a value of one configuration on one machine (its fingerprint; runs on "
-        "different hardware are never compared). 'earlier' is the median of the up to "
-        f"{REFERENCE_RUNS} ok runs before the latest, 'change' the latest against it. 'worse'/"
-        "'better' only where the latest 95% interval lies outside every one of those runs' "
-        f"intervals and the change exceeds {stats.MIN_EFFECT:.0%}, else 'within noise'; a run's "
-        "interval holds the noise within that run, the spread between runs shows only across "
-        "runs, so a call against a single earlier run says so. 'no interval' where a run kept "
-        "none (one seed, one RSS peak): then nothing is called. A count changes or not. 'trend': "
-        "every run, oldest first, × a record that was not ok."))]  # fmt: skip
+    blocks: list[tuple] = [("p", VERDICT_RULE)]
+    notes = runs[runs["notes"].notna() & (runs["notes"] != "")] if "notes" in runs else runs.iloc[0:0]
+    for r in notes.to_dict("records"):
+        blocks.append(("warn", f"run {r['run_id']} ({r['path']}): {r['notes']}; its values are "
+                               "attributed to the commit and machine it began with."))  # fmt: skip
     figures_dir = out / "figures"
     shown_columns = [c for c in table.columns
                      if not c.startswith("_") and c not in ("metric", "value", "unit", "better")]  # fmt: skip

@@ -60,8 +60,11 @@ _SCHEMA = (
         git_commit TEXT,
         git_dirty INTEGER,
         fingerprint_id TEXT NOT NULL, -- env.fingerprint_id: 12 hex digits of what decides speed
+        hardware_id TEXT NOT NULL,    -- env.hardware_id: its hardware part; a series is kept per
+                                      -- hardware, software changes are marked along it
         fingerprint TEXT NOT NULL,    -- env.fingerprint, JSON
-        machine TEXT NOT NULL,        -- the fingerprint in words
+        machine TEXT NOT NULL,        -- the hardware in words
+        notes TEXT,                   -- e.g. a resume on another commit or machine
         device TEXT,
         torch TEXT,
         cnnbench TEXT,
@@ -229,8 +232,49 @@ _DEFAULT_SPEC = {"channels_last": False, "compiled": False, "threads": None, "tf
                  "cast": None, "cuda_graph": False}  # fmt: skip
 
 
-def _options(spec: dict) -> str:
-    """The spec fields outside the series columns, in words, where they are not the default."""
+def _recipe_words(epochs, train_images, optimizer, lr, momentum, label_smoothing, test_images) -> list[str]:
+    words = [f"{epochs} epoch(s) x {train_images:,} images", f"{optimizer} lr {lr:g}"]
+    if momentum:
+        words.append(f"momentum {momentum:g}")
+    if label_smoothing:
+        words.append(f"label smoothing {label_smoothing:g}")
+    return [*words, f"tested on {test_images:,}"]
+
+
+# Fashion-MNIST's sizes: a run without a subset trains and tests on all of it
+_FULL_TRAIN, _FULL_TEST = 60_000, 10_000
+
+
+def _recipe(record: Record, train: dict) -> list[str]:
+    """What else decides a value and is not in the spec: an accuracy's training recipe (two
+    runs of different recipes are not one series) and a training step's optimizer. A failed
+    accuracy record has no result: its recipe is the run's configuration (``train``)."""
+    if record.metric == "accuracy":
+        if record.status == "ok":
+            r = record.result
+            return _recipe_words(r.epochs, r.train_images, r.optimizer, r.lr, r.momentum,
+                                 r.label_smoothing, r.test_images)  # fmt: skip
+        if train.get("epochs") is None:
+            return []
+        return _recipe_words(train["epochs"], train.get("train_subset") or _FULL_TRAIN,
+                             train.get("optimizer"), train.get("lr") or 0.0, train.get("momentum"),
+                             train.get("label_smoothing"), train.get("test_subset") or _FULL_TEST)  # fmt: skip
+    if record.spec.mode != "train" or record.metric not in ("latency", "memory"):
+        return []
+    if record.status == "ok":
+        optimizer = record.result.optimizer
+    elif train.get("optimizer"):  # as the measure labels it (train.Optimizer.label)
+        from ..measure.train import Optimizer
+
+        optimizer = Optimizer(train["optimizer"], train.get("lr") or 0.0, train.get("momentum") or 0.0).label
+    else:
+        optimizer = None
+    return [f"step {optimizer}"] if optimizer else []
+
+
+def _options(spec: dict, record: Record | None = None, train: dict | None = None) -> str:
+    """The spec fields outside the series columns, in words, where they are not the default;
+    then the recipe of a training value."""
     words = []
     for name, default in _DEFAULT_SPEC.items():
         value = spec.get(name)
@@ -240,7 +284,7 @@ def _options(spec: dict) -> str:
             words.append(name.replace("_", " ") if value else f"no {name.replace('_', ' ')}")
         else:
             words.append(f"{name.replace('_', ' ')} {value}")
-    return ", ".join(words)
+    return ", ".join([*words, *(_recipe(record, train or {}) if record is not None else [])])
 
 
 @dataclass(frozen=True)
@@ -250,9 +294,39 @@ class _Run:
     measurements: tuple[dict, ...]
 
 
+def _utc(stamp: str | None) -> str | None:
+    """An ISO 8601 time in UTC (so that the text sorts in time order)."""
+    if not stamp:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(stamp)
+    except ValueError:
+        return stamp
+    if when.tzinfo is None:  # a time without a zone: taken as UTC, as cnnbench writes it
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return when.astimezone(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _resume_notes(env: dict) -> str | None:
+    """What a resume changed that the run's identity does not show: another commit, machine or
+    software measured part of the records."""
+    from ..env import fingerprint_id
+
+    notes = []
+    for later in env.get("resumed") or []:
+        if not isinstance(later, dict):
+            continue
+        if later.get("git_commit") and later.get("git_commit") != env.get("git_commit"):
+            notes.append(f"resumed on commit {str(later['git_commit'])[:8]} (began on {str(env.get('git_commit'))[:8]})")
+        if later.get("fingerprint") and fingerprint_id(later) != fingerprint_id(env):
+            notes.append(f"resumed with fingerprint {fingerprint_id(later)} (began with {fingerprint_id(env)})")
+    return "; ".join(dict.fromkeys(notes)) or None
+
+
 def _read_run(folder: Path) -> _Run:
-    """A run folder as a ``runs`` row and its ``measurements`` rows (raises HistoryError)."""
-    from ..env import fingerprint, fingerprint_id, machine
+    """A run folder as a ``runs`` row and its ``measurements`` rows (raises HistoryError, or
+    CorruptStore for a line of results.jsonl that is not a record)."""
+    from ..env import fingerprint, fingerprint_id, hardware_id, machine
 
     store = RunStore(folder)
     missing = [p.name for p in (store.results_path, store.env_path) if not p.is_file()]
@@ -262,28 +336,41 @@ def _read_run(folder: Path) -> _Run:
         env = store.read_env()
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise HistoryError(f"{store.env_path}: not readable JSON ({exc})") from None
+    if not isinstance(env, dict):
+        raise HistoryError(f"{store.env_path}: not a cnnbench env.json (a JSON {type(env).__name__}, not an object)")  # fmt: skip
     records = store.records()  # a corrupt line raises CorruptStore, naming file and line
     ident = run_id(env)
-    fp = env.get("fingerprint") or fingerprint(env)
-    config = env.get("config") or {}
-    row = {
-        "run_id": ident, "path": str(folder), "collected_at": env.get("collected_at"),
-        "git_commit": env.get("git_commit"), "git_dirty": env.get("git_dirty"),
-        "fingerprint_id": env.get("fingerprint_id") or fingerprint_id(env),
-        "fingerprint": json.dumps(fp, sort_keys=True, default=str), "machine": machine(fp),
-        "device": env.get("device"), "torch": (env.get("versions") or {}).get("torch"),
-        "cnnbench": (env.get("versions") or {}).get("cnnbench"),
-        "command_line": config.get("command_line"),
-    }  # fmt: skip
+    try:
+        fp = env.get("fingerprint") or fingerprint(env)
+        versions = env.get("versions") or {}
+        row = {
+            "run_id": ident, "path": str(folder), "collected_at": _utc(env.get("collected_at")),
+            "git_commit": env.get("git_commit"), "git_dirty": env.get("git_dirty"),
+            "fingerprint_id": env.get("fingerprint_id") or fingerprint_id(env),
+            "hardware_id": hardware_id(env), "fingerprint": json.dumps(fp, sort_keys=True, default=str),
+            "machine": machine(fp, software=False), "notes": _resume_notes(env),
+            "device": env.get("device"), "torch": versions.get("torch"), "cnnbench": versions.get("cnnbench"),
+            "command_line": (env.get("config") or {}).get("command_line"),
+        }  # fmt: skip
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise HistoryError(f"{store.env_path}: not a cnnbench env.json ({type(exc).__name__}: {exc})") from None  # fmt: skip
     rows = []
-    for record in records:
+    for i, record in enumerate(records):
         spec = asdict(record.spec)
         key = {"run_id": ident, "metric": record.metric, "model": spec["model"],
                "image_size": spec["image_size"], "batch_size": spec["batch_size"],
                "dtype": spec["dtype"], "mode": spec["mode"], "device": spec["device"],
-               "options": _options(spec), "spec": json.dumps(spec, sort_keys=True)}  # fmt: skip
-        for s in summaries(record):
-            rows.append({**key, **asdict(s), "status": record.status, "reason": record.reason})
+               "spec": json.dumps(spec, sort_keys=True)}  # fmt: skip
+        try:
+            values = summaries(record)
+            options = _options(spec, record, (env.get("config") or {}).get("train") or {})
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:  # values this cnnbench cannot read
+            raise HistoryError(f"{store.results_path}: record {i + 1} ({record.metric} {spec['model']}) has "
+                               f"values this cnnbench cannot read ({type(exc).__name__}: {exc}); "
+                               "a newer cnnbench wrote it?") from None  # fmt: skip
+        for s in values:
+            rows.append({**key, "options": options, **asdict(s), "status": record.status,
+                         "reason": record.reason})  # fmt: skip
     return _Run(folder, row, tuple(rows))
 
 
@@ -295,25 +382,26 @@ def _refuse(path: Path, why: str) -> HistoryError:
                         f"${HISTORY_ENV}), or move this file away")  # fmt: skip
 
 
-def _open(path: Path, *, create: bool, readonly: bool = False) -> sqlite3.Connection:
-    """A connection to a checked cnnbench history (made if the file is new or empty)."""
+def _open(path: Path, *, create: bool) -> sqlite3.Connection:
+    """A connection to a checked cnnbench history; with ``create``, a missing or empty file is
+    made one. Nothing else is ever written on opening. (SQLite itself rolls back a write that a
+    killed process left half done — its journal — when the file is next opened: that restores
+    the last committed state, which is what a transaction promises.)"""
     if path.is_dir():
         raise HistoryError(f"{path}: is a folder, not a history file; give a file, e.g. {path / 'history.sqlite'}")  # fmt: skip
-    if not path.exists():
-        if not create:
-            raise HistoryError(f"{path}: no history here; add runs with: cnnbench history add RUN_DIR --db {path}")  # fmt: skip
-        path.parent.mkdir(parents=True, exist_ok=True)
-    uri = f"{path.resolve().as_uri()}?mode=ro" if readonly else str(path)
-    con = sqlite3.connect(uri, uri=readonly, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-    app = None
+    if not path.exists() and not create:
+        raise HistoryError(f"{path}: no history here; add runs with: cnnbench history add RUN_DIR --db {path}")  # fmt: skip
+    app = con = None
     try:
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+        con = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         app = con.execute("PRAGMA application_id").fetchone()[0]
         version = con.execute("PRAGMA user_version").fetchone()[0]
-        tables = sorted(r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'"))
-        if app == 0 and not tables and readonly:
-            con.close()
-            raise HistoryError(f"{path}: an empty history; add runs with: cnnbench history add RUN_DIR --db {path}")  # fmt: skip
-        if app == 0 and not tables:  # a new (or empty) file: make it a history
+        objects = sorted(r[0] for r in con.execute("SELECT name FROM sqlite_master"))
+        if app == 0 and version == 0 and not objects:  # a new or empty file, nobody's yet
+            if not create:
+                raise HistoryError(f"{path}: an empty history; add runs with: cnnbench history add RUN_DIR --db {path}")  # fmt: skip
             con.execute("BEGIN IMMEDIATE")  # a second process creating it at once waits, then no-ops
             for statement in _SCHEMA:
                 con.execute(statement)
@@ -321,26 +409,33 @@ def _open(path: Path, *, create: bool, readonly: bool = False) -> sqlite3.Connec
             con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             con.execute("COMMIT")
         elif app != APPLICATION_ID:
-            con.close()
-            what = f"tables {', '.join(tables)}" if tables else "no tables"
+            what = f"holding {', '.join(objects)}" if objects else f"user_version {version}"
             raise _refuse(path, f"another program's SQLite database, not a cnnbench history "
                           f"(application_id {app:#x}, {what})")  # fmt: skip
         elif version > SCHEMA_VERSION:
-            con.close()
             raise _refuse(path, f"a history of a newer cnnbench (schema {version}, this one reads {SCHEMA_VERSION})")  # fmt: skip
         problems = [r[0] for r in con.execute("PRAGMA quick_check")]
         if problems != ["ok"]:
-            con.close()
             raise _refuse(path, f"a damaged cnnbench history (quick_check: {'; '.join(problems)[:200]})")  # fmt: skip
+    except HistoryError:
+        if con is not None:
+            con.close()
+        raise
     except sqlite3.OperationalError as exc:
-        con.close()
+        if con is not None:
+            con.close()
         if "locked" in str(exc) or "busy" in str(exc):
             raise HistoryError(f"{path}: still locked by another writer after {BUSY_TIMEOUT_S:g} s; try again") from None  # fmt: skip
         raise _refuse(path, f"not a cnnbench history ({exc})") from None
     except sqlite3.DatabaseError as exc:  # "file is not a database", "disk image is malformed"
-        con.close()
+        if con is not None:
+            con.close()
         what = "a damaged cnnbench history" if app == APPLICATION_ID else "not a cnnbench history"
         raise _refuse(path, f"{what} ({exc})") from None
+    except OSError as exc:  # a folder that cannot be made, a file that cannot be opened
+        if con is not None:
+            con.close()
+        raise HistoryError(f"{path}: cannot be opened ({exc.strerror or exc})") from None
     return con
 
 
@@ -351,7 +446,7 @@ def check(path: str | os.PathLike) -> None:
     if path.is_file() and path.stat().st_size == 0:
         return  # an empty file: add makes it a history
     if path.exists():
-        _open(path, create=False, readonly=True).close()
+        _open(path, create=False).close()
     elif not os.access(_existing_parent(path), os.W_OK):
         raise HistoryError(f"{path}: cannot be created ({_existing_parent(path)} is not writable)")
 
@@ -373,6 +468,7 @@ class Added:
     new: int  # measurement rows written for the first time
     updated: int  # rows whose values changed (a record re-measured by a resume)
     unchanged: int
+    removed: int = 0  # rows of values the folder no longer holds (a retried error's)
 
 
 def link(folder: Path, db: Path) -> str:
@@ -383,16 +479,24 @@ def link(folder: Path, db: Path) -> str:
 
 
 def _insert(con: sqlite3.Connection, run: _Run, now: str, path: str) -> Added:
-    known = con.execute("SELECT path FROM runs WHERE run_id = ?", (run.row["run_id"],)).fetchone()
+    known = con.execute("SELECT path, notes FROM runs WHERE run_id = ?", (run.row["run_id"],)).fetchone()
     if known is None:
         row = {**run.row, "path": path, "added_at": now}
         con.execute(f"INSERT INTO runs ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
                     list(row.values()))  # fmt: skip
-    elif known[0] != path:  # the folder moved: the link follows it
-        con.execute("UPDATE runs SET path = ? WHERE run_id = ?", (path, run.row["run_id"]))
+    elif tuple(known) != (path, run.row["notes"]):  # the folder moved, or was resumed since
+        con.execute("UPDATE runs SET path = ?, notes = ? WHERE run_id = ?",
+                    (path, run.row["notes"], run.row["run_id"]))  # fmt: skip
     new = updated = unchanged = 0
     where = " AND ".join(f"{c} = ?" for c in ("run_id", "metric", "spec", "value_name"))
-    for m in run.measurements:
+    rows = list(_named_failures(con, run.measurements))
+    # a record the folder no longer holds as such (a resume retried an error) leaves no row behind
+    keep = {(m["metric"], m["spec"], m["value_name"]) for m in rows}
+    stale = [k for k in con.execute("SELECT metric, spec, value_name FROM measurements WHERE run_id = ?",
+                                    (run.row["run_id"],)) if tuple(k) not in keep]  # fmt: skip
+    for k in stale:
+        con.execute(f"DELETE FROM measurements WHERE {where}", (run.row["run_id"], *k))
+    for m in rows:
         key = (m["run_id"], m["metric"], m["spec"], m["value_name"])
         old = con.execute(f"SELECT {', '.join(_STAT_COLUMNS)} FROM measurements WHERE {where}", key).fetchone()  # fmt: skip
         if old is None:
@@ -406,7 +510,23 @@ def _insert(con: sqlite3.Connection, run: _Run, now: str, path: str) -> Added:
             updated += 1
         else:
             unchanged += 1
-    return Added(str(run.folder), run.row["run_id"], known is not None, new, updated, unchanged)
+    return Added(str(run.folder), run.row["run_id"], known is not None, new, updated, unchanged, len(stale))
+
+
+def _named_failures(con: sqlite3.Connection, rows: Iterable[dict]) -> Iterable[dict]:
+    """The rows of a run, where a failed record whose values are named by what it measured (a
+    scaling record: by kind and world size) gets one row per name its configuration had in
+    earlier runs, so that "ok → error" shows in those series."""
+    for m in rows:
+        if m["status"] == "ok" or m["metric"] != "scaling":
+            yield m
+            continue
+        names = [r[0] for r in con.execute(
+            "SELECT DISTINCT value_name FROM measurements WHERE metric = ? AND model = ? AND image_size = ? "
+            "AND batch_size = ? AND dtype = ? AND mode = ? AND device = ? AND options = ? AND status = 'ok'",
+            [m[c] for c in ("metric", "model", "image_size", "batch_size", "dtype", "mode", "device", "options")])]  # fmt: skip
+        for name in names or [m["value_name"]]:
+            yield {**m, "value_name": name}
 
 
 def add_runs(path: str | os.PathLike, folders: Iterable[str | os.PathLike]) -> list[Added]:
@@ -423,7 +543,8 @@ def add_runs(path: str | os.PathLike, folders: Iterable[str | os.PathLike]) -> l
             added = [_insert(con, run, now, link(run.folder, path)) for run in runs]
             con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            if con.in_transaction:  # SQLite may have rolled back already (disk full, I/O error)
+                con.execute("ROLLBACK")
             raise
     except sqlite3.DatabaseError as exc:
         if "locked" in str(exc) or "busy" in str(exc):
@@ -436,8 +557,9 @@ def add_runs(path: str | os.PathLike, folders: Iterable[str | os.PathLike]) -> l
 
 # --- reading ---------------------------------------------------------------------------------------
 
-COLUMNS = ("collected_at", "git_commit", "git_dirty", "fingerprint_id", "machine", "run_id",
-           "path", *_KEY_COLUMNS[1:], *_STAT_COLUMNS, "added_at")  # fmt: skip
+_RUN_COLUMNS = ("collected_at", "git_commit", "git_dirty", "hardware_id", "machine",
+                "fingerprint_id", "fingerprint", "run_id", "path", "notes", "added_at")  # fmt: skip
+COLUMNS = (*_RUN_COLUMNS[:-1], *_KEY_COLUMNS[1:], *_STAT_COLUMNS, "added_at")
 
 
 def read(
@@ -445,22 +567,26 @@ def read(
     *,
     metric: str | None = None,
     models: Sequence[str] | None = None,
+    last: int | None = None,
 ) -> pd.DataFrame:
     """Every measurement of the history joined with its run, oldest run first: one tidy row per
     (run, record, value). ``metric`` is a metric (``latency``) or a value (``images_per_s``);
-    ``models`` fnmatch patterns."""
+    ``models`` fnmatch patterns; ``last``: only the newest ``last`` runs."""
     path = Path(path)
-    con = _open(path, create=False, readonly=True)
+    con = _open(path, create=False)
     try:
-        cols = ", ".join(f"r.{c}" if c in ("collected_at", "git_commit", "git_dirty", "fingerprint_id",
-                                            "machine", "run_id", "path", "added_at") else f"m.{c}"
-                         for c in COLUMNS)  # fmt: skip
+        cols = ", ".join(f"r.{c}" if c in _RUN_COLUMNS else f"m.{c}" for c in COLUMNS)
         sql = f"SELECT {cols} FROM measurements m JOIN runs r USING (run_id)"
-        args: list = []
+        where, args = [], []
         if metric:
-            sql += " WHERE (m.metric = ? OR m.value_name = ?)"
+            where.append("(m.metric = ? OR m.value_name = ?)")
             args += [metric, metric]
-        sql += " ORDER BY r.collected_at, r.run_id, m.metric, m.model, m.image_size, m.batch_size, m.mode, m.value_name"  # fmt: skip
+        if last:  # the newest runs only: ordered by start time, ties in the order they were added
+            where.append("r.run_id IN (SELECT run_id FROM runs ORDER BY collected_at DESC, rowid DESC LIMIT ?)")
+            args.append(last)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY r.collected_at, r.rowid, m.metric, m.model, m.image_size, m.batch_size, m.mode, m.value_name"  # fmt: skip
         rows = con.execute(sql, args).fetchall()
     except sqlite3.DatabaseError as exc:
         raise _refuse(path, f"not readable ({exc})") from None
