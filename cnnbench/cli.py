@@ -378,8 +378,8 @@ def _cmd_compare(args, out: Console, err: Console) -> int:
     worse = regressions(frame, threshold)
     for r in worse.to_dict("records"):
         err.print(f"regression: {r['metric']} {r['model']} {r['mode']} b{r['batch']} {r['value']}: "
-                  f"{r['A']} → {r['B']} ({r['change_shown']})")  # fmt: skip
-    err.print(f"{len(worse)} regression(s) beyond the noise and {threshold:.0%}")
+                  f"{r['A']} → {r['B']} ({r['change_shown']})", soft_wrap=True)  # fmt: skip
+    err.print(f"{len(worse)} regression(s) beyond the noise and {threshold:.0%}", soft_wrap=True)
     return 1 if len(worse) else 0
 
 
