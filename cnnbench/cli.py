@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "without an interval (memory, roofline, one seed) are never called")  # fmt: skip
     h = hist.add_parser("export", help="every value of every run as one tidy CSV")
     h.add_argument("--db", help=db_help)
-    h.add_argument("--out", help="the CSV file (default: history.csv beside the history file)")
+    h.add_argument("--out", help="the CSV file, - for standard output (default: history.csv beside the history file)")
 
     p = sub.add_parser("data", help="where Fashion-MNIST is, and whether it verifies")
     p.add_argument("--data-dir", help="look here first")
@@ -390,14 +390,29 @@ def _cmd_history(args, out: Console, err: Console) -> int:
     threshold = _parse_fail_on(getattr(args, "fail_on", None))
     try:
         if args.action == "add":
-            _run_folders(*args.runs)
-            for added in history.add_runs(db, args.runs):
-                out.print(f"{added.folder}: {console.added_line(added)}", markup=False)
+            # a `history show` report beside the runs (runs/history/ for the default file) is
+            # not a run: `history add runs/*/` skips it, saying so
+            reports = [d for d in args.runs if history.is_history_report(Path(d))]
+            for d in reports:
+                err.print(f"skipped {d}: a history report (history show --out), not a run", markup=False,
+                          soft_wrap=True)  # fmt: skip
+            folders = [d for d in args.runs if d not in reports]
+            for d in folders:
+                if not Path(d).is_dir():
+                    raise UsageError(f"{d}: no such folder")
+            _run_folders(*folders)
+            for added in history.add_runs(db, folders):
+                out.print(f"{added.folder}: {console.added_line(added)}", markup=False, soft_wrap=True)
             out.print(f"history: {db}")
             return 0
         if args.action == "export":
             frame = history.read(db)
+            if args.out == "-":
+                frame.to_csv(sys.stdout, index=False)
+                return 0
             target = Path(args.out) if args.out else db.parent / "history.csv"
+            if target.exists() and target.resolve() == db.resolve():
+                raise UsageError(f"--out {target}: is the history file itself; give a CSV file name")
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 frame.to_csv(target, index=False)
@@ -405,7 +420,7 @@ def _cmd_history(args, out: Console, err: Console) -> int:
                 raise UsageError(f"--out {target}: cannot be written ({exc.strerror or exc})") from None
             out.print(f"{len(frame)} values of {frame['run_id'].nunique()} run(s) written to {target}")
             return 0
-        from .report.trend import DRIFT_RUNS, VERDICT_RULE, gate, write_history_report
+        from .report.trend import DRIFT_RUNS, gate, write_history_report
 
         models_ = [p.strip() for p in (args.model or "").split(",") if p.strip()]
         frame = history.read(db, metric=args.metric, models=models_ or None, last=args.last)
@@ -421,7 +436,9 @@ def _cmd_history(args, out: Console, err: Console) -> int:
             paths, table = write_history_report(frame, db, target)
     except OSError as exc:
         raise UsageError(f"--out {target}: cannot be written ({exc.strerror or exc})") from None
-    out.print(f"history {db}: " + VERDICT_RULE)
+    out.print(f"history {db}: a row per series (one value of one configuration on one machine); "
+              "worse/better only beyond the earlier runs' intervals, 5% and their drift; the rule "
+              f"in full: {paths['md']}", soft_wrap=False)  # fmt: skip
     for t in console.trend_tables(table, out.width):
         out.print(t)
     out.print(f"report: {paths['md']}, {paths['html']}; table: {paths['csv']}; figures: {paths['figures']}")  # fmt: skip
@@ -452,8 +469,8 @@ def _parse_fail_on(text: str | None) -> float | None:
         if not 0 <= threshold < 10:
             raise ValueError
     except ValueError:
-        raise UsageError(f"--fail-on {text}: expected regression or regression:THRESHOLD "
-                         "(e.g. regression:10%)") from None  # fmt: skip
+        raise UsageError(f"--fail-on {text}: expected regression or regression:THRESHOLD, THRESHOLD "
+                         "a percentage (10%) or a fraction (0.1) from 0 to 1000%") from None  # fmt: skip
     return threshold
 
 

@@ -490,3 +490,76 @@ def test_cnnbench_run_adds_itself_to_a_configured_history(tmp_path, monkeypatch,
     # history show and export default to $CNNBENCH_HISTORY
     assert main(["history", "export", "--out", str(tmp_path / "h.csv")]) == 0
     assert len(pd.read_csv(tmp_path / "h.csv")) == 2  # params_total, gmacs
+
+
+def test_what_a_user_can_get_wrong_is_refused_or_kept_safe(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    db = runs / "history.sqlite"
+    a = make_run(runs / "a", when="2026-11-28T10:00:00+00:00")
+    assert main(["history", "add", str(a), "--db", str(db)]) == 0
+    assert main(["history", "show", "--db", str(db)]) == 0  # its report: runs/history/
+    # the README's `history add runs/*/` then skips that report instead of refusing everything
+    b = make_run(runs / "b", when="2026-11-29T10:00:00+00:00")
+    capsys.readouterr()
+    assert main(["history", "add", *map(str, sorted(runs.glob("*/"))), "--db", str(db)]) == 0
+    out = capsys.readouterr()
+    assert "a history report (history show --out), not a run" in out.err and f"{b}: new run" in out.out
+    # export onto the history file itself is refused, the file intact
+    before = _sha(db)
+    assert main(["history", "export", "--db", str(db), "--out", str(db)]) == 2
+    assert "is the history file itself" in capsys.readouterr().err and _sha(db) == before
+    # a run without a readable start time cannot be placed on a trend
+    bad = make_run(tmp_path / "bad", when="yesterday")
+    assert main(["history", "add", str(bad), "--db", str(db)]) == 2
+    assert "collected_at 'yesterday' is not an ISO 8601 time" in capsys.readouterr().err
+    # a partial copy of a known run (its first records only) forgets none of the run's values
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / "env.json").write_text((a / "env.json").read_text())
+    (partial / "results.jsonl").write_text("".join((a / "results.jsonl").read_text().splitlines(True)[:3]))
+    count = _rows(db, "SELECT count(*) FROM measurements")
+    (added,) = history.add_runs(db, [partial])
+    assert added.known and added.removed == 0 and _rows(db, "SELECT count(*) FROM measurements") == count
+    assert main(["history", "show", "--db", str(db), "--last", str(10**30), "--out", str(tmp_path / "o")]) == 0
+
+
+def test_edges_of_the_statistics_the_window_and_the_gate(tmp_path, capsys):
+    # an accuracy's n counts the seeds that finished, not the diverged one
+    (acc,) = [r for r in source_records() if r["metric"] == "accuracy" and r["spec"]["model"] == "googlenet"]
+    acc = json.loads(json.dumps(acc))
+    first = acc["values"]["runs"][0]
+    acc["values"]["runs"] = [{**first, "seed": 0, "final_test_accuracy": 0.8},
+                             {**first, "seed": 1, "final_test_accuracy": 0.82},
+                             {**first, "seed": 2, "final_test_accuracy": None, "diverged": True}]  # fmt: skip
+    acc["values"].update(seeds=[0, 1, 2], diverged_seeds=[2], test_accuracy_mean=0.81)
+    history.add_runs(tmp_path / "acc.sqlite", [make_run(tmp_path / "acc", when="2026-11-28T10:00:00+00:00", records=[acc])])
+    assert _rows(tmp_path / "acc.sqlite", "SELECT n FROM measurements WHERE value_name = 'test_accuracy_mean'") == [(2,)]
+    # the drift's prediction interval uses Student's t with n - 1 = 2 degrees of freedom: three
+    # runs at 100, 103, 97 (log sd 0.0300) give ±4.303 x 0.0300 x √(4/3) = ±0.149; +14% (ln 0.131)
+    # lies inside it (t(3) = 3.182 would give ±0.110 and call it), +25% (ln 0.223) outside
+    runs3 = [_row(100.0, 99, 101), _row(103.0, 102, 104), _row(97.0, 96, 98)]
+    assert step(runs3, _row(114.0, 113.0, 115.0), "lower").verdict == "within noise"
+    assert step(runs3, _row(125.0, 124.0, 126.0), "lower").verdict == "worse"
+    # the latest interval's own bounds: a wide interval reaching back over the earlier one is no call
+    assert step([_row(100.0, 98, 102)], _row(110.0, 95.0, 125.0), "lower").verdict == "within noise"
+    # --last N: the N newest runs
+    db = _history(tmp_path / "h")
+    newest = [r for (r,) in _rows(db, "SELECT run_id FROM runs ORDER BY collected_at DESC LIMIT 2")]
+    assert set(history.read(db, last=2)["run_id"]) == set(newest)
+    assert main(["history", "show", "--db", str(db), "--last", "2", "--metric", "latency_ms_p50",
+                 "--out", str(tmp_path / "l")]) == 0  # fmt: skip
+    trend = pd.read_csv(tmp_path / "l" / "trend.csv")
+    assert set(trend["runs"]) == {2} and trend["machine"].nunique() == 1  # r3, r4: one machine
+    # a 0% threshold is a gate (every judged call), not no gate
+    assert main(["history", "show", "--db", str(db), "--out", str(tmp_path / "z"), "--metric",
+                 "latency_ms_p50", "--fail-on", "regression:0"]) == 1  # fmt: skip
+
+
+def test_compare_counts_a_slowdown_only_beyond_the_threshold_and_not_one_failure_for_another():
+    from cnnbench.report.compare import regressions
+
+    row = {"metric": "latency", "value": "latency_ms_p50", "significant": True, "A": 10.0, "B": 10.5}
+    frame = pd.DataFrame([{**row, "change": 0.05}], dtype=object)
+    assert regressions(frame, 0.05).empty and len(regressions(frame, 0.049)) == 1
+    failed = pd.DataFrame([{**row, "value": "status", "A": "error", "B": "oom", "change": None}], dtype=object)
+    assert regressions(failed, 0.05).empty

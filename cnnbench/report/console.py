@@ -171,7 +171,9 @@ def trend_tables(table, width: int = 120) -> list[Table]:
             columns.remove("95% interval")
             columns.remove("earlier")
         for col in columns:
-            out.add_column(col, no_wrap=True,
+            folds = col == "verdict"  # "worse (2 earlier runs: drift ...)": folds, never truncated
+            out.add_column(col, no_wrap=not folds, overflow="fold" if folds else "ellipsis",
+                           min_width=12 if folds else None, ratio=1 if folds else None,
                            justify="right" if col in ("runs", "latest", "earlier", "change") else "left")  # fmt: skip
         for r in rows.to_dict("records"):
             verdict = escape(r["verdict"])
@@ -181,11 +183,12 @@ def trend_tables(table, width: int = 120) -> list[Table]:
                 verdict = f"[yellow]? {verdict}[/]"
             elif r["_called"]:
                 verdict = f"[green]{verdict}[/]"
-            if r["software"]:
-                verdict += escape(f"; {r['software']}")
+
             config = f"{r['model']} {r['px']}px b{r['batch']} {r['dtype']} {r['mode']}"
             rest = [o for o in r["options"].split(", ") if o and o not in common]
             config += f", {', '.join(rest)}" if rest else ""
+            if r["software"]:  # under the configuration, which folds: the verdict stays short
+                config += f"\n  since the run before: {r['software']}"
             interval = r["95% interval"].replace(" – ", "–")
             cells = {"machine": r["machine"][:6], "runs": str(r["runs"]), "latest": escape(r["latest value"]),
                      "95% interval": escape(interval), "earlier": escape(r["earlier"]),

@@ -205,8 +205,10 @@ def software_change(before: dict, after: dict) -> str:
     from ..env import is_hardware, label
 
     fa, fb = (json.loads(r["fingerprint"]) if r.get("fingerprint") else {} for r in (before, after))
+    # a field one run did not record (an older env.json, a CPU's CUDA flags) is not a change
     return ", ".join(f"{label(k)} {fa.get(k)} → {fb.get(k)}" for k in sorted(set(fa) | set(fb))
-                     if not is_hardware(k) and fa.get(k) != fb.get(k))  # fmt: skip
+                     if not is_hardware(k) and fa.get(k) is not None and fb.get(k) is not None
+                     and fa.get(k) != fb.get(k))  # fmt: skip
 
 
 def _count_change(a, b) -> str:
@@ -410,6 +412,8 @@ def write_history_report(frame: pd.DataFrame, db: Path, out: Path) -> tuple[dict
     """history.md, history.html (figures embedded), trend.csv (the series table) and
     figures/trend_<value>.png/.svg in ``out``; returns their paths and the series table."""
     out.mkdir(parents=True, exist_ok=True)
+    for old in (out / "figures").glob("trend_*.*"):  # an earlier show's figures: not this one's
+        old.unlink()
     report, table = build_history_report(frame, db, out)
     paths = {"md": out / "history.md", "html": out / "history.html", "csv": out / "trend.csv",
              "figures": out / "figures"}  # fmt: skip

@@ -43,7 +43,7 @@ from .record import Record
 from .store import RunStore
 
 __all__ = ["APPLICATION_ID", "HISTORY_ENV", "HistoryError", "Added", "Summary", "add_runs",
-           "check", "default_path", "link", "read", "run_id", "summaries"]  # fmt: skip
+           "check", "default_path", "is_history_report", "link", "read", "run_id", "summaries"]  # fmt: skip
 
 HISTORY_ENV = "CNNBENCH_HISTORY"  # a history file: `cnnbench run` adds to it; the default of `history`
 DEFAULT_PATH = Path("runs/history.sqlite")
@@ -112,6 +112,12 @@ class HistoryError(ValueError):
 
 def default_path() -> Path:
     return Path(os.environ.get(HISTORY_ENV) or DEFAULT_PATH)
+
+
+def is_history_report(folder: Path) -> bool:
+    """A folder ``history show`` wrote (history.md, trend.csv), not a run folder."""
+    return (folder / "trend.csv").is_file() and (folder / "history.md").is_file() and not (
+        folder / "results.jsonl").exists()  # fmt: skip
 
 
 # --- what a record contributes: one Summary per value --------------------------------------------
@@ -294,14 +300,14 @@ class _Run:
     measurements: tuple[dict, ...]
 
 
-def _utc(stamp: str | None) -> str | None:
-    """An ISO 8601 time in UTC (so that the text sorts in time order)."""
-    if not stamp:
-        return None
+def _utc(stamp, where: Path) -> str:
+    """env.json's ``collected_at`` in UTC, ISO 8601 (so that the text sorts in time order); a
+    run without a readable start time cannot be placed on a trend and is refused."""
     try:
         when = dt.datetime.fromisoformat(stamp)
-    except ValueError:
-        return stamp
+    except (TypeError, ValueError):
+        raise HistoryError(f"{where}: collected_at {stamp!r} is not an ISO 8601 time; a run needs "
+                           "its start time to be placed on a trend") from None  # fmt: skip
     if when.tzinfo is None:  # a time without a zone: taken as UTC, as cnnbench writes it
         when = when.replace(tzinfo=dt.timezone.utc)
     return when.astimezone(dt.timezone.utc).isoformat(timespec="seconds")
@@ -344,7 +350,7 @@ def _read_run(folder: Path) -> _Run:
         fp = env.get("fingerprint") or fingerprint(env)
         versions = env.get("versions") or {}
         row = {
-            "run_id": ident, "path": str(folder), "collected_at": _utc(env.get("collected_at")),
+            "run_id": ident, "path": str(folder), "collected_at": _utc(env.get("collected_at"), store.env_path),
             "git_commit": env.get("git_commit"), "git_dirty": env.get("git_dirty"),
             "fingerprint_id": env.get("fingerprint_id") or fingerprint_id(env),
             "hardware_id": hardware_id(env), "fingerprint": json.dumps(fp, sort_keys=True, default=str),
@@ -352,6 +358,8 @@ def _read_run(folder: Path) -> _Run:
             "device": env.get("device"), "torch": versions.get("torch"), "cnnbench": versions.get("cnnbench"),
             "command_line": (env.get("config") or {}).get("command_line"),
         }  # fmt: skip
+    except HistoryError:
+        raise
     except (AttributeError, TypeError, ValueError) as exc:
         raise HistoryError(f"{store.env_path}: not a cnnbench env.json ({type(exc).__name__}: {exc})") from None  # fmt: skip
     rows = []
@@ -378,8 +386,8 @@ def _read_run(folder: Path) -> _Run:
 
 
 def _refuse(path: Path, why: str) -> HistoryError:
-    return HistoryError(f"{path}: {why}; the file was left unchanged — give another --db (or "
-                        f"${HISTORY_ENV}), or move this file away")  # fmt: skip
+    return HistoryError(f"{path}: {why}; the file was left unchanged — name another history file "
+                        f"(--db, run --history or ${HISTORY_ENV}), or move this one away")  # fmt: skip
 
 
 def _open(path: Path, *, create: bool) -> sqlite3.Connection:
@@ -435,7 +443,9 @@ def _open(path: Path, *, create: bool) -> sqlite3.Connection:
     except OSError as exc:  # a folder that cannot be made, a file that cannot be opened
         if con is not None:
             con.close()
-        raise HistoryError(f"{path}: cannot be opened ({exc.strerror or exc})") from None
+        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        why = f"{blocker} is a file, not a folder" if blocker else exc.strerror or str(exc)
+        raise HistoryError(f"{path}: cannot be created or opened ({why})") from None
     return con
 
 
@@ -490,10 +500,14 @@ def _insert(con: sqlite3.Connection, run: _Run, now: str, path: str) -> Added:
     new = updated = unchanged = 0
     where = " AND ".join(f"{c} = ?" for c in ("run_id", "metric", "spec", "value_name"))
     rows = list(_named_failures(con, run.measurements))
-    # a record the folder no longer holds as such (a resume retried an error) leaves no row behind
+    # a record the folder holds with other values than before (a resume retried a failed one)
+    # leaves none of its old rows behind; a record the folder does not hold at all (a partial
+    # copy of the run) keeps its rows: adding never forgets what a run measured
     keep = {(m["metric"], m["spec"], m["value_name"]) for m in rows}
+    held = {(m["metric"], m["spec"]) for m in rows}
     stale = [k for k in con.execute("SELECT metric, spec, value_name FROM measurements WHERE run_id = ?",
-                                    (run.row["run_id"],)) if tuple(k) not in keep]  # fmt: skip
+                                    (run.row["run_id"],))
+             if tuple(k) not in keep and (k[0], k[1]) in held]  # fmt: skip
     for k in stale:
         con.execute(f"DELETE FROM measurements WHERE {where}", (run.row["run_id"], *k))
     for m in rows:
@@ -583,7 +597,7 @@ def read(
             args += [metric, metric]
         if last:  # the newest runs only: ordered by start time, ties in the order they were added
             where.append("r.run_id IN (SELECT run_id FROM runs ORDER BY collected_at DESC, rowid DESC LIMIT ?)")
-            args.append(last)
+            args.append(min(last, 2**62))  # more than SQLite counts: every run
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY r.collected_at, r.rowid, m.metric, m.model, m.image_size, m.batch_size, m.mode, m.value_name"  # fmt: skip
