@@ -155,7 +155,7 @@ def trend_tables(table, width: int = 120) -> list[Table]:
     """``cnnbench history show``: the series table of ``report.trend.series_table``, one rich
     table per value, worse in red (!), better in green; below 100 columns without the interval
     (the report has it)."""
-    from .trend import described
+    from .trend import configuration, described
 
     tables = []
     for value, rows in table.groupby("value", sort=False):
@@ -184,9 +184,8 @@ def trend_tables(table, width: int = 120) -> list[Table]:
             elif r["_called"]:
                 verdict = f"[green]{verdict}[/]"
 
-            config = f"{r['model']} {r['px']}px b{r['batch']} {r['dtype']} {r['mode']}"
             rest = [o for o in r["options"].split(", ") if o and o not in common]
-            config += f", {', '.join(rest)}" if rest else ""
+            config = configuration(r["model"], r["px"], r["batch"], r["dtype"], r["mode"], ", ".join(rest))
             if r["software"]:  # under the configuration, which folds: the verdict stays short
                 config += f"\n  since the run before: {r['software']}"
             interval = r["95% interval"].replace(" – ", "–")

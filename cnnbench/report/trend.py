@@ -43,10 +43,10 @@ from matplotlib.patches import Patch  # noqa: E402
 from .. import stats  # noqa: E402
 from ..results.history import VALUE_NAMES  # noqa: E402
 from .figures import COLORS, STATUS_MARK, Figure, _save, _stamp  # noqa: E402
-from .fmt import MISSING, change, fmt  # noqa: E402
+from .fmt import MISSING, change, fmt, is_missing  # noqa: E402
 from .render import Report, render_html, render_markdown  # noqa: E402
 
-__all__ = ["DRIFT_RUNS", "PANEL", "REFERENCE_RUNS", "SERIES", "Step", "described", "gate",
+__all__ = ["DRIFT_RUNS", "PANEL", "REFERENCE_RUNS", "SERIES", "Step", "configuration", "described", "gate",
            "software_change", "series_table", "sparkline", "step", "trend_figure",
            "write_history_report"]  # fmt: skip
 
@@ -101,9 +101,9 @@ def step(earlier: list[dict], last: dict, better: str) -> Step:
         if prev["status"] == last["status"]:
             return Step(None, None, f"still {last['status']}", False, False)
         return Step(None, None, f"{prev['status']} → {last['status']}", True, True)
-    ref = [r for r in earlier[-REFERENCE_RUNS:] if r["status"] == "ok" and not _missing(r["value"])]
+    ref = [r for r in earlier[-REFERENCE_RUNS:] if r["status"] == "ok" and not is_missing(r["value"])]
     after = f" (after {prev['status']})" if prev["status"] != "ok" else ""
-    if _missing(last["value"]):
+    if is_missing(last["value"]):
         return Step(None, None, "no value" + after, False, False)
     if not ref:
         return Step(None, None, f"{prev['status']} → ok", True, False)
@@ -115,7 +115,7 @@ def step(earlier: list[dict], last: dict, better: str) -> Step:
     center = float(statistics.median(values))
     rel = (b - center) / center if center else None
     bounds = [(r["ci_low"], r["ci_high"]) for r in [*ref, last]]
-    if any(_missing(x) for pair in bounds for x in pair):
+    if any(is_missing(x) for pair in bounds for x in pair):
         return Step(rel, center, "no interval" + after, False, False)
     low = statistics.median(float(lo) for lo, _ in bounds[:-1])
     high = statistics.median(float(hi) for _, hi in bounds[:-1])
@@ -130,15 +130,16 @@ def step(earlier: list[dict], last: dict, better: str) -> Step:
     return Step(rel, center, "within noise" + after, False, False)
 
 
+def configuration(model, px, batch, dtype, mode, options: str = "") -> str:
+    """A series' configuration in words, as tables and figure panels name it."""
+    return f"{model} {px}px b{batch} {dtype} {mode}" + (f", {options}" if options else "")
+
+
 def described(unit: str, better: str) -> str:
     """A value's unit and direction in words: "ms, lower is better", "parameters, a count"."""
     if not unit:
         return ""
     return f"{unit}, " + ("a count: any change is one" if better == "exact" else f"{better} is better")
-
-
-def _missing(x) -> bool:
-    return x is None or (isinstance(x, float) and math.isnan(x))
 
 
 SPARK_RUNS = 24  # the sparkline shows this many newest runs
@@ -148,11 +149,11 @@ def sparkline(values: list, statuses: list[str]) -> str:
     """One character per run, oldest first, of the newest ``SPARK_RUNS``: eight levels between
     their min and max, × for a run whose record was not ok."""
     values, statuses = list(values)[-SPARK_RUNS:], list(statuses)[-SPARK_RUNS:]
-    ok = [float(v) for v, s in zip(values, statuses) if s == "ok" and not _missing(v)]
+    ok = [float(v) for v, s in zip(values, statuses) if s == "ok" and not is_missing(v)]
     low, high = (min(ok), max(ok)) if ok else (0.0, 0.0)
     out = []
     for v, s in zip(values, statuses):
-        if s != "ok" or _missing(v):
+        if s != "ok" or is_missing(v):
             out.append("×")
         elif high == low:
             out.append(SPARKS[3])
@@ -164,7 +165,7 @@ def sparkline(values: list, statuses: list[str]) -> str:
 def shown(value, unit: str) -> str:
     """A value in its unit: bytes as MiB, FLOP/s as GFLOP/s, counts in full, fractions to 3
     decimals, the rest to 4 significant digits."""
-    if _missing(value):
+    if is_missing(value):
         return MISSING
     if unit in _SCALES:
         scale, label = _SCALES[unit]
@@ -177,7 +178,7 @@ def shown(value, unit: str) -> str:
 
 
 def _interval(row: dict, unit: str) -> str:
-    if _missing(row["ci_low"]) or _missing(row["ci_high"]):
+    if is_missing(row["ci_low"]) or is_missing(row["ci_high"]):
         return MISSING
     return f"{shown(row['ci_low'], unit)} – {shown(row['ci_high'], unit)}"
 
@@ -232,7 +233,7 @@ def series_table(frame: pd.DataFrame) -> pd.DataFrame:
         last = runs[-1]
         s = step(runs[:-1], last, better) if len(runs) > 1 else None
         value = shown(last["value"], unit) if last["status"] == "ok" else last["status"]
-        if s and s.reference is not None and better == "exact" and not _missing(last["value"]):
+        if s and s.reference is not None and better == "exact" and not is_missing(last["value"]):
             shown_change = _count_change(s.reference, last["value"])
         else:
             shown_change = change(s.change) if s else MISSING
@@ -325,7 +326,7 @@ def trend_figure(frame: pd.DataFrame, value_name: str, out: Path, machines: dict
                         transform=on_axis, clip_on=False, ms=7)  # fmt: skip
                 ax.annotate(status, (t, 0.04), xycoords=on_axis, xytext=(4, 2),
                             textcoords="offset points", fontsize=7, color="#b00020")  # fmt: skip
-        title = f"{model} {px}px b{batch} {dtype} {mode}" + (f", {options}" if options else "")
+        title = configuration(model, px, batch, dtype, mode, options)
         ax.set_title(title + ("" if device == "cpu" else f" ({device})"), fontsize=8.5)
         ax.set_ylabel(label, fontsize=8)
         # the values as the tables print them: 46,764,746 rather than 4.68 with a 1e7 offset

@@ -390,6 +390,37 @@ def _refuse(path: Path, why: str) -> HistoryError:
                         f"(--db, run --history or ${HISTORY_ENV}), or move this one away")  # fmt: skip
 
 
+def _raise_if_busy(path: Path, exc: sqlite3.DatabaseError) -> None:
+    """When SQLite gave up waiting for another writer's lock (BUSY_TIMEOUT_S), say so."""
+    if "locked" in str(exc) or "busy" in str(exc):
+        raise HistoryError(f"{path}: still locked by another writer after {BUSY_TIMEOUT_S:g} s; try again") from None  # fmt: skip
+
+
+def _check_or_create(con: sqlite3.Connection, path: Path, app: int, create: bool) -> None:
+    """Make a new or empty file a history (with ``create``), or check that it is one: ours
+    (application_id), not newer than this cnnbench, and whole (quick_check)."""
+    version = con.execute("PRAGMA user_version").fetchone()[0]
+    objects = sorted(r[0] for r in con.execute("SELECT name FROM sqlite_master"))
+    if app == 0 and version == 0 and not objects:  # a new or empty file, nobody's yet
+        if not create:
+            raise HistoryError(f"{path}: an empty history; add runs with: cnnbench history add RUN_DIR --db {path}")  # fmt: skip
+        con.execute("BEGIN IMMEDIATE")  # a second process creating it at once waits, then no-ops
+        for statement in _SCHEMA:
+            con.execute(statement)
+        con.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        con.execute("COMMIT")
+    elif app != APPLICATION_ID:
+        what = f"holding {', '.join(objects)}" if objects else f"user_version {version}"
+        raise _refuse(path, f"another program's SQLite database, not a cnnbench history "
+                      f"(application_id {app:#x}, {what})")  # fmt: skip
+    elif version > SCHEMA_VERSION:
+        raise _refuse(path, f"a history of a newer cnnbench (schema {version}, this one reads {SCHEMA_VERSION})")  # fmt: skip
+    problems = [r[0] for r in con.execute("PRAGMA quick_check")]
+    if problems != ["ok"]:
+        raise _refuse(path, f"a damaged cnnbench history (quick_check: {'; '.join(problems)[:200]})")  # fmt: skip
+
+
 def _open(path: Path, *, create: bool) -> sqlite3.Connection:
     """A connection to a checked cnnbench history; with ``create``, a missing or empty file is
     made one. Nothing else is ever written on opening. (SQLite itself rolls back a write that a
@@ -401,51 +432,26 @@ def _open(path: Path, *, create: bool) -> sqlite3.Connection:
         raise HistoryError(f"{path}: no history here; add runs with: cnnbench history add RUN_DIR --db {path}")  # fmt: skip
     app = con = None
     try:
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-        con = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-        app = con.execute("PRAGMA application_id").fetchone()[0]
-        version = con.execute("PRAGMA user_version").fetchone()[0]
-        objects = sorted(r[0] for r in con.execute("SELECT name FROM sqlite_master"))
-        if app == 0 and version == 0 and not objects:  # a new or empty file, nobody's yet
-            if not create:
-                raise HistoryError(f"{path}: an empty history; add runs with: cnnbench history add RUN_DIR --db {path}")  # fmt: skip
-            con.execute("BEGIN IMMEDIATE")  # a second process creating it at once waits, then no-ops
-            for statement in _SCHEMA:
-                con.execute(statement)
-            con.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-            con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            con.execute("COMMIT")
-        elif app != APPLICATION_ID:
-            what = f"holding {', '.join(objects)}" if objects else f"user_version {version}"
-            raise _refuse(path, f"another program's SQLite database, not a cnnbench history "
-                          f"(application_id {app:#x}, {what})")  # fmt: skip
-        elif version > SCHEMA_VERSION:
-            raise _refuse(path, f"a history of a newer cnnbench (schema {version}, this one reads {SCHEMA_VERSION})")  # fmt: skip
-        problems = [r[0] for r in con.execute("PRAGMA quick_check")]
-        if problems != ["ok"]:
-            raise _refuse(path, f"a damaged cnnbench history (quick_check: {'; '.join(problems)[:200]})")  # fmt: skip
-    except HistoryError:
-        if con is not None:
+        try:
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+            con = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            app = con.execute("PRAGMA application_id").fetchone()[0]
+            _check_or_create(con, path, app, create)
+        except sqlite3.OperationalError as exc:
+            _raise_if_busy(path, exc)
+            raise _refuse(path, f"not a cnnbench history ({exc})") from None
+        except sqlite3.DatabaseError as exc:  # "file is not a database", "disk image is malformed"
+            what = "a damaged cnnbench history" if app == APPLICATION_ID else "not a cnnbench history"
+            raise _refuse(path, f"{what} ({exc})") from None
+        except OSError as exc:  # a folder that cannot be made, a file that cannot be opened
+            blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+            why = f"{blocker} is a file, not a folder" if blocker else exc.strerror or str(exc)
+            raise HistoryError(f"{path}: cannot be created or opened ({why})") from None
+    except BaseException:
+        if con is not None:  # refused: nothing stays open on the file
             con.close()
         raise
-    except sqlite3.OperationalError as exc:
-        if con is not None:
-            con.close()
-        if "locked" in str(exc) or "busy" in str(exc):
-            raise HistoryError(f"{path}: still locked by another writer after {BUSY_TIMEOUT_S:g} s; try again") from None  # fmt: skip
-        raise _refuse(path, f"not a cnnbench history ({exc})") from None
-    except sqlite3.DatabaseError as exc:  # "file is not a database", "disk image is malformed"
-        if con is not None:
-            con.close()
-        what = "a damaged cnnbench history" if app == APPLICATION_ID else "not a cnnbench history"
-        raise _refuse(path, f"{what} ({exc})") from None
-    except OSError as exc:  # a folder that cannot be made, a file that cannot be opened
-        if con is not None:
-            con.close()
-        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
-        why = f"{blocker} is a file, not a folder" if blocker else exc.strerror or str(exc)
-        raise HistoryError(f"{path}: cannot be created or opened ({why})") from None
     return con
 
 
@@ -561,8 +567,7 @@ def add_runs(path: str | os.PathLike, folders: Iterable[str | os.PathLike]) -> l
                 con.execute("ROLLBACK")
             raise
     except sqlite3.DatabaseError as exc:
-        if "locked" in str(exc) or "busy" in str(exc):
-            raise HistoryError(f"{path}: still locked by another writer after {BUSY_TIMEOUT_S:g} s; try again") from None  # fmt: skip
+        _raise_if_busy(path, exc)
         raise HistoryError(f"{path}: writing failed ({exc}); nothing of this add was kept") from None
     finally:
         con.close()
