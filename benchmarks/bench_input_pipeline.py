@@ -4,14 +4,17 @@ d2l-style: torchvision ``FashionMNIST`` + ``transforms.Resize`` + ``ToTensor`` +
 (batch 128, shuffled, worker processes as d2l's ``FashionMNIST`` uses them), each batch copied to
 the device. cnnbench: the uint8 set on the device, ``randperm`` + bilinear ``F.interpolate`` there.
 Both feed the same GoogLeNet at 96x96 through SGD training steps; images/s is end to end, data
-included, over a slice of an epoch. On the CPU cnnbench's must not be slower (the model dominates,
-and DataLoader workers compete with it for the cores); on a GPU it should be several times faster.
+included, over a slice of an epoch. On a GPU cnnbench's should be several times faster. On the CPU
+the model dominates end to end, so the loaders are also timed alone: cnnbench's must be faster
+there, and end to end not grossly slower (see ``GROSS_SLOWDOWN_RATIO``).
 """
 
 from __future__ import annotations
 
 import gzip
+import math
 import shutil
+import statistics
 import time
 
 import pytest
@@ -126,24 +129,72 @@ def test_input_pipeline_end_to_end(benchmark, device, raw_root, pipeline, dtype,
         benchmark.extra_info["speedup_vs_d2l_fp32"] = images_per_s / RESULTS["d2l-fp32"]
 
 
+def loader_slice(batches, n_batches) -> float:
+    """Images/s of making ``n_batches`` batches with no model, after one untimed batch (the
+    DataLoader's workers start, cnnbench's loader reads the set)."""
+    it = iter(batches)
+    next(it)
+    t0 = time.perf_counter()
+    seen = 0
+    for _ in range(n_batches):
+        seen += next(it)[1].numel()
+    return seen / (time.perf_counter() - t0)
+
+
+def alternate(measure, repeats=3) -> dict[str, list[float]]:
+    """d2l, cnnbench, d2l, ... so that a noisy moment on a shared machine hits both."""
+    rates: dict[str, list[float]] = {"d2l": [], "cnnbench": []}
+    for _ in range(repeats):
+        for name in rates:
+            rates[name].append(measure(name))
+    return rates
+
+
+# End to end, a GoogLeNet step on 2 cores takes seconds and either loader's share of it is under
+# 1% (loader_share_of_step in extra_info), while two-batch slices of the same pipeline differ by
+# 5-8% from one another (CI once saw the best cnnbench slice 6.5% below the best d2l slice). Three
+# slices each cannot resolve the loader there, so end to end only a gross slowdown is called: every
+# cnnbench slice below every d2l slice, and the median paired ratio below this.
+GROSS_SLOWDOWN_RATIO = 0.85
+
+
 def test_cnnbench_loader_not_slower_on_cpu(benchmark, device, raw_root):
-    """CPU: the two pipelines alternate (d2l, cnnbench, three times each, two-batch slices) so
-    that a noisy moment on a shared 2-core machine hits both; the best slice of each is compared."""
+    """CPU, two measurements, each alternating the pipelines three times:
+
+    1. the loaders alone, 10 batches each: what differs between the two pipelines. cnnbench's
+       (one batched ``F.interpolate`` in the training process) must be faster than the d2l-style
+       DataLoader (per-image PIL resize in 2 worker processes) outside the noise: its slowest
+       slice above d2l's fastest;
+    2. end to end, GoogLeNet SGD steps with data, two-batch slices: reported, and a failure only
+       for a gross slowdown (``GROSS_SLOWDOWN_RATIO``), since the model dominates there.
+    """
     if device.type != "cpu":
         pytest.skip("the GPU rows above are the measurement there")
 
-    def alternate():
-        rates = {"d2l": [], "cnnbench": []}
-        for _ in range(3):
-            rates["d2l"].append(train_slice(d2l_batches(raw_root, device), device, 2))
-            rates["cnnbench"].append(train_slice(cnnbench_batches(device, False), device, 2))
-        return rates
+    def batches(name):
+        return d2l_batches(raw_root, device) if name == "d2l" else cnnbench_batches(device, False)
 
-    rates = benchmark.pedantic(alternate, rounds=1, iterations=1)
-    best = {k: max(v) for k, v in rates.items()}
+    def both():
+        loader = alternate(lambda name: loader_slice(batches(name), 10))
+        end_to_end = alternate(lambda name: train_slice(batches(name), device, 2))
+        return loader, end_to_end
+
+    loader, end_to_end = benchmark.pedantic(both, rounds=1, iterations=1)
+    ratios = [c / d for c, d in zip(end_to_end["cnnbench"], end_to_end["d2l"])]
+    median_ratio = statistics.median(ratios)
     benchmark.extra_info.update(
         model="googlenet", input_size=IMAGE_SIZE, batch=BATCH, device="cpu", dtype="fp32",
-        threads=torch.get_num_threads(), d2l_images_per_s=rates["d2l"],
-        cnnbench_images_per_s=rates["cnnbench"], speedup_vs_d2l=best["cnnbench"] / best["d2l"],
+        threads=torch.get_num_threads(),
+        d2l_loader_images_per_s=loader["d2l"], cnnbench_loader_images_per_s=loader["cnnbench"],
+        d2l_images_per_s=end_to_end["d2l"], cnnbench_images_per_s=end_to_end["cnnbench"],
+        paired_ratios=ratios, median_paired_ratio=median_ratio,
+        # images/s end to end over images/s of the loader alone: the fraction of a step's time the
+        # loader would take if it ran in the training process (d2l's runs in its workers instead)
+        loader_share_of_step={k: statistics.median(end_to_end[k]) / statistics.median(loader[k])
+                              for k in loader},
     )  # fmt: skip
-    assert best["cnnbench"] >= 0.97 * best["d2l"], rates  # not slower, within timing noise
+    for rates in (*loader.values(), *end_to_end.values()):
+        assert all(math.isfinite(r) and r > 0 for r in rates), (loader, end_to_end)
+    assert min(loader["cnnbench"]) > max(loader["d2l"]), loader
+    below_every_d2l_slice = max(end_to_end["cnnbench"]) < min(end_to_end["d2l"])
+    assert not (below_every_d2l_slice and median_ratio < GROSS_SLOWDOWN_RATIO), end_to_end
