@@ -1,5 +1,6 @@
 """Run folders for the history tests, made from the committed reference run (reports/cpu-quick):
-real records, with a chosen start time, commit, CPU family and a latency scale factor."""
+real records, with a chosen start time, commit, CPU family and a latency scale factor; and
+``slower``, which the compare tests use on their own records too."""
 
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ from cnnbench.cli import main
 from cnnbench.report.compare import compare_runs
 from cnnbench.results import RunStore
 from tests import browser
+from tests.history_runs import slower
 
 
 
@@ -172,16 +173,7 @@ def test_compare_flags_changes_beyond_noise(run_dir, tmp_path, capsys):
             v["times_ms"] = [v["latency_ms_p50"] * (1 + d) for d in (-0.01, 0.0, 0.01) * 3]
             v.update(round_sizes=[9], round_medians_ms=[v["latency_ms_p50"]], rounds=1)
         tight.append(json.dumps(rec))
-        if rec["metric"] == "latency" and rec["status"] == "ok":
-            v = rec["values"]
-            v["latency_ms_p50"] *= 2  # a change far beyond any IQR or interval
-            for key in ("times_ms", "round_medians_ms"):  # the kept samples, doubled with it
-                if v.get(key):
-                    v[key] = [2 * x for x in v[key]]
-            for key in ("latency_ms_p50_ci_low", "latency_ms_p50_ci_high"):
-                if v.get(key) is not None:
-                    v[key] *= 2
-        doctored.append(json.dumps(rec))
+        doctored.append(json.dumps(slower(rec, 2.0)))  # far beyond any IQR or interval
     (base / "results.jsonl").write_text("\n".join(tight) + "\n")
     (other / "results.jsonl").write_text("\n".join(doctored) + "\n")
     run_dir = base

@@ -44,6 +44,24 @@ def test_rounds_pool_every_sample_and_the_statistics_derive_from_them():
     assert width > one_level.latency_ms_p50_ci_high - one_level.latency_ms_p50_ci_low
 
 
+def test_pooled_host_time_is_the_median_of_the_rounds_and_judged_against_the_pooled_median():
+    # GPU rounds carry the host's issue time per iteration; launch-bound when it reaches 0.9 of
+    # the device time (latency.HOST_BOUND), computed here from the numbers, not from the module
+    spec = Spec("nin", 224, 4)
+    times = [10.0, 10.0, 10.0]
+
+    def pooled(hosts):
+        return latency.pool([_round(times, host_ms_p50=h) for h in hosts], spec, TimingConfig())
+
+    bound = pooled([9.5, 9.0, 2.0])  # median 9.0 = 0.9 x 10 ms
+    assert bound.host_ms_p50 == 9.0 and bound.host_bound is True
+    assert pooled([9.5, 8.9, 2.0]).host_bound is False
+    calm = pooled([None, 9.5, None])  # rounds without a host time (CPU) do not count
+    assert calm.host_ms_p50 == 9.5 and calm.host_bound is True
+    cpu = pooled([None, None, None])
+    assert cpu.host_ms_p50 is None and cpu.host_bound is None
+
+
 def test_latency_rounds_interleave_models_and_each_record_pools_them(tmp_path):
     from cnnbench import runner
 

@@ -203,7 +203,7 @@ def measure(
         latency_ms_p50_ci_low=interval.low,
         latency_ms_p50_ci_high=interval.high,
         host_ms_p50=host_p50,
-        host_bound=None if host_p50 is None else bool(host_p50 >= HOST_BOUND * stats["latency_ms_p50"]),
+        host_bound=_host_bound(host_p50, stats["latency_ms_p50"]),
         dynamo=workload.dynamo_counters() if spec.compiled else None,
         **stats,
     )
@@ -253,11 +253,16 @@ def pool(rounds: list[LatencyResult], spec: Spec, cfg: TimingConfig) -> LatencyR
         latency_ms_p50_ci_high=interval.high,
         optimizer=first.optimizer,
         host_ms_p50=host_p50,
-        host_bound=None if host_p50 is None else bool(host_p50 >= HOST_BOUND * stats["latency_ms_p50"]),
+        host_bound=_host_bound(host_p50, stats["latency_ms_p50"]),
         dynamo=_sum_counters([r.dynamo for r in rounds]),
         sweep_end=first.sweep_end,
         **stats,
     )
+
+
+def _host_bound(host_ms_p50: float | None, latency_ms_p50: float) -> bool | None:
+    """Whether issuing the step on the host takes about as long as the step itself (GPU only)."""
+    return None if host_ms_p50 is None else bool(host_ms_p50 >= HOST_BOUND * latency_ms_p50)
 
 
 def _sum_counters(counters: list[dict | None]) -> dict | None:
