@@ -46,18 +46,21 @@ def test_rounds_pool_every_sample_and_the_statistics_derive_from_them():
 
 def test_pooled_host_time_is_the_median_of_the_rounds_and_judged_against_the_pooled_median():
     # GPU rounds carry the host's issue time per iteration; launch-bound when it reaches 0.9 of
-    # the device time (latency.HOST_BOUND), computed here from the numbers, not from the module
+    # the device time (latency.HOST_BOUND), computed here from the numbers, not from the module.
+    # The rounds' medians are 8, 10 and 12 ms: only the pooled median (10) is the reference.
     spec = Spec("nin", 224, 4)
-    times = [10.0, 10.0, 10.0]
+    levels = ([8.0, 8.0, 8.0], [10.0, 10.0, 10.0], [12.0, 12.0, 12.0])
 
     def pooled(hosts):
-        return latency.pool([_round(times, host_ms_p50=h) for h in hosts], spec, TimingConfig())
+        rounds = [_round(t, host_ms_p50=h) for t, h in zip(levels, hosts)]
+        return latency.pool(rounds, spec, TimingConfig())
 
     bound = pooled([9.5, 9.0, 2.0])  # median 9.0 = 0.9 x 10 ms
+    assert bound.latency_ms_p50 == 10.0
     assert bound.host_ms_p50 == 9.0 and bound.host_bound is True
-    assert pooled([9.5, 8.9, 2.0]).host_bound is False
-    calm = pooled([None, 9.5, None])  # rounds without a host time (CPU) do not count
-    assert calm.host_ms_p50 == 9.5 and calm.host_bound is True
+    assert pooled([9.5, 8.9, 2.0]).host_bound is False  # 8.9 < 9.0, though >= 0.9 x 8 ms
+    one_host_time = pooled([None, 9.5, None])  # rounds without a host time (CPU) do not count
+    assert one_host_time.host_ms_p50 == 9.5 and one_host_time.host_bound is True
     cpu = pooled([None, None, None])
     assert cpu.host_ms_p50 is None and cpu.host_bound is None
 
