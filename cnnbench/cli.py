@@ -417,7 +417,7 @@ def _cmd_history(args, out: Console, err: Console) -> int:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 frame.to_csv(target, index=False)
             except OSError as exc:
-                raise UsageError(f"--out {target}: cannot be written ({exc.strerror or exc})") from None
+                raise _unwritable(target, exc) from None
             out.print(f"{len(frame)} values of {frame['run_id'].nunique()} run(s) written to {target}")
             return 0
         from .report.trend import DRIFT_RUNS, gate, write_history_report
@@ -435,7 +435,7 @@ def _cmd_history(args, out: Console, err: Console) -> int:
         with err.status("drawing the trend figures…"):
             paths, table = write_history_report(frame, db, target)
     except OSError as exc:
-        raise UsageError(f"--out {target}: cannot be written ({exc.strerror or exc})") from None
+        raise _unwritable(target, exc) from None
     out.print(f"history {db}: a row per series (one value of one configuration on one machine); "
               "worse/better only beyond the earlier runs' intervals, 5% and their drift; the rule "
               f"in full: {paths['md']}", soft_wrap=False)  # fmt: skip
@@ -454,6 +454,10 @@ def _cmd_history(args, out: Console, err: Console) -> int:
                   f"{len(unjudged) - first} call(s) with fewer than {DRIFT_RUNS} earlier runs (drift unknown)", soft_wrap=True)  # fmt: skip
     err.print(f"{len(worse)} regression(s) in the newest runs beyond the noise and {threshold:.0%}", soft_wrap=True)
     return 1 if worse else 0
+
+
+def _unwritable(target: Path, exc: OSError) -> UsageError:
+    return UsageError(f"--out {target}: cannot be written ({exc.strerror or exc})")
 
 
 def _parse_fail_on(text: str | None) -> float | None:

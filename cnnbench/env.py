@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["collect_env", "cpu_facts", "cpu_model", "device_name", "differences", "fingerprint",
-           "fingerprint_id", "hardware_id", "hardware_sentence", "label", "machine"]
+__all__ = ["collect_env", "cpu_facts", "cpu_model", "device_name", "differences", "digest",
+           "fingerprint", "fingerprint_id", "hardware_id", "hardware_sentence", "label", "machine"]
 
 
 def _version(dist: str) -> str | None:
@@ -247,13 +247,19 @@ def fingerprint(env: dict) -> dict[str, Any]:
     return out
 
 
-def fingerprint_id(env: dict) -> str:
-    """12 hex digits that change when anything in :func:`fingerprint` does."""
+def digest(obj: Any, digits: int = 12) -> str:
+    """The first ``digits`` hex digits of the SHA-256 of ``obj`` as canonical JSON (sorted keys):
+    the short ids of fingerprints, hardware and runs."""
     import hashlib
     import json
 
-    text = json.dumps(fingerprint(env), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+    text = json.dumps(obj, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:digits]
+
+
+def fingerprint_id(env: dict) -> str:
+    """12 hex digits that change when anything in :func:`fingerprint` does."""
+    return digest(fingerprint(env))
 
 
 def differences(env_a: dict, env_b: dict) -> list[tuple[str, Any, Any]]:
@@ -319,8 +325,4 @@ def hardware_id(env: dict) -> str:
     """12 hex digits of the hardware part of :func:`fingerprint` (CPU, GPU, memory): what a
     history keeps apart. Software (torch, drivers, math flags) is not in it: an upgrade is a
     change to follow on the same machine, not another machine."""
-    import hashlib
-    import json
-
-    hw = {k: v for k, v in fingerprint(env).items() if is_hardware(k)}
-    return hashlib.sha256(json.dumps(hw, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return digest({k: v for k, v in fingerprint(env).items() if is_hardware(k)})

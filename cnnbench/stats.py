@@ -26,6 +26,7 @@ __all__ = [
     "bootstrap_medians",
     "median_interval",
     "mean_interval",
+    "t_975",
     "ratio_interval",
     "verdict",
 ]
@@ -108,6 +109,11 @@ T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 
          2.060, 2.056, 2.052, 2.048, 2.045, 2.042)  # fmt: skip
 
 
+def t_975(dof: int) -> float:
+    """Student's t 97.5th percentile for ``dof`` degrees of freedom (the normal's beyond 30)."""
+    return T_975[dof - 1] if dof <= len(T_975) else 1.96
+
+
 def mean_interval(values: Sequence[float]) -> Interval | None:
     """The mean of a few independent replicates (seeds) with its 95% t interval; None for fewer
     than two, which have no spread to judge by (a bootstrap of three seeds would be too narrow)."""
@@ -115,5 +121,5 @@ def mean_interval(values: Sequence[float]) -> Interval | None:
     if x.size < 2:
         return None
     mean, sem = float(x.mean()), float(x.std(ddof=1)) / np.sqrt(x.size)
-    t = T_975[x.size - 2] if x.size - 1 <= len(T_975) else 1.96
+    t = t_975(x.size - 1)
     return Interval(mean, mean - t * sem, mean + t * sem)

@@ -85,8 +85,7 @@ def _drift_exceeded(values: list[float], latest: float) -> bool | None:
         return None
     logs = [math.log(v) for v in values]
     mean, sd, n = statistics.fmean(logs), statistics.stdev(logs), len(logs)
-    t = stats.T_975[n - 2] if n - 1 <= len(stats.T_975) else 1.96
-    return abs(math.log(latest) - mean) > t * sd * math.sqrt(1 + 1 / n)
+    return abs(math.log(latest) - mean) > stats.t_975(n - 1) * sd * math.sqrt(1 + 1 / n)
 
 
 def step(earlier: list[dict], last: dict, better: str) -> Step:

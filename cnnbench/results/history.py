@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import datetime as dt
 import fnmatch
-import hashlib
 import json
 import os
 import sqlite3
@@ -230,8 +229,9 @@ def summaries(record: Record) -> list[Summary]:
 
 def run_id(env: dict) -> str:
     """16 hex digits of env.json as the run first wrote it (a resume's additions left out)."""
-    first = {k: v for k, v in env.items() if k != "resumed"}
-    return hashlib.sha256(json.dumps(first, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    from ..env import digest
+
+    return digest({k: v for k, v in env.items() if k != "resumed"}, 16)
 
 
 _DEFAULT_SPEC = {"channels_last": False, "compiled": False, "threads": None, "tf32": None,
