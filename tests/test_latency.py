@@ -1,6 +1,8 @@
 import subprocess
 import sys
 import time
+from collections import namedtuple
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -43,16 +45,39 @@ def test_run_count_meets_min_runs_and_min_time():
     assert len(few) == 4
 
 
-def test_cpu_median_agrees_with_torch_utils_benchmark():
-    model = models.create("googlenet")
-    spec = Spec("googlenet", 96, batch_size=1, threads=torch.get_num_threads())
-    step = workload.build(spec, model=model).step
-    ours, theirs = [], []
-    for _ in range(3):  # best of three rounds of each, interleaved, to shrug off a noisy moment
-        ours.append(latency.measure(model, spec, TimingConfig(min_time_s=0.5)).latency_ms_p50)
-        timer = tb.Timer(stmt="step()", globals={"step": step}, num_threads=torch.get_num_threads())
-        theirs.append(timer.blocked_autorange(min_run_time=0.5).median * 1e3)
-    assert min(ours) == pytest.approx(min(theirs), rel=0.10)
+def test_other_cpu_share_never_exceeds_the_machine(monkeypatch):
+    # CPU time comes in 10 ms ticks: a short block on a fully busy machine can count a little
+    # more than all cores for its wall time (1.004 was measured); a share above 1 is impossible
+    import psutil
+
+    ticks = iter([(0.0, 0.0), (1e3, 0.0)])  # (busy, idle) at enter and exit: far above the wall time
+    times = namedtuple("cpu_times", "user system idle")
+    own = namedtuple("pcputimes", "user system children_user children_system")(0.0, 0.0, 0.0, 0.0)
+    monkeypatch.setattr(psutil, "cpu_times", lambda: times(*next(ticks), 0.0))
+    monkeypatch.setattr(psutil, "Process", lambda: SimpleNamespace(cpu_times=lambda: own))
+    with CpuContention() as load:
+        pass
+    assert load.other_share == 1.0
+
+
+SLEEP_S = 0.01
+
+
+def test_cpu_median_agrees_with_torch_utils_benchmark(monkeypatch):
+    """Our harness and torch.utils.benchmark time one step whose length the machine cannot change
+    much: a 10 ms sleep uses no CPU, so neighbours on a shared machine do not stretch it. (With
+    GoogLeNet as the step, two 0.5 s windows of a 2-core CI machine differed by more than 10%:
+    21.1 against 23.5 ms once; and blocked_autorange chose blocks of 10 iterations there, a mean
+    where ours is a median.) A factor in the harness (per batch, per call, s for ms) shows against
+    both the second timer and the sleep's own length."""
+    step = lambda: time.sleep(SLEEP_S)  # noqa: E731
+    monkeypatch.setattr(latency.workload, "build", lambda spec, **kw: SimpleNamespace(step=step))
+    spec = Spec("googlenet", 96, batch_size=4, threads=torch.get_num_threads())
+    ours = latency.measure(None, spec, TimingConfig(min_time_s=0.3))
+    theirs = tb.Timer(stmt="step()", globals={"step": step}).blocked_autorange(min_run_time=0.3)
+    assert ours.latency_ms_p50 == pytest.approx(theirs.median * 1e3, rel=0.05)
+    assert 1e3 * SLEEP_S <= ours.latency_ms_p50 < 1.2e3 * SLEEP_S  # a sleep never ends early
+    assert ours.images_per_s == pytest.approx(4 / (ours.latency_ms_p50 / 1e3))
 
 
 def test_training_step_updates_weights_and_records_mode():
