@@ -152,8 +152,9 @@ def test_the_probe_takes_the_best_of_several_shapes():
     from cnnbench.env import cpu_facts
 
     peaks = roofline.measure_peaks(torch.device("cpu"))
-    assert len(peaks.probes) >= 6
     at_run_threads = {k: v for k, v in peaks.probes.items() if "threads" not in k}
+    # every shape of the tables is probed, and again at one thread per core where that differs
+    assert len(at_run_threads) == len(roofline.MATMUL_SIDES["cpu"]) + len(roofline.CONV_SHAPES["cpu"]) >= 4
     # the run's own thread count sets its peak; one thread per core only where the run
     # oversubscribes the cores
     cores, threads = cpu_facts()["physical_cores"], torch.get_num_threads()
@@ -161,6 +162,21 @@ def test_the_probe_takes_the_best_of_several_shapes():
     assert peaks.peak_flops == expected
     assert peaks.matmul_flops == max(v for k, v in at_run_threads.items() if k.startswith("matmul"))
     assert peaks.conv_flops == max(v for k, v in at_run_threads.items() if k.startswith("conv"))
+
+
+def test_a_probe_counts_only_the_taps_that_touch_data_and_rates_its_median_iteration(monkeypatch):
+    # an unpadded 3x3 convolution, counted by torch's own FLOP counter: every tap is real work
+    x, w = torch.rand(2, 8, 9, 9), torch.rand(8, 8, 3, 3)
+    with FlopCounterMode(display=False) as counter:
+        torch.nn.functional.conv2d(x, w)
+    assert roofline.conv3x3_flops(2, 8, 9) == counter.get_total_flops() == 2 * 2 * 8 * 8 * 9 * 7 * 7
+    # each probe's rate is its work over the median iteration, not over its fastest one
+    times = [40.0, 10.0, 20.0, 1000.0, 30.0]  # ms: median 30
+    monkeypatch.setattr(roofline, "time_iterations", lambda fn, dev, cfg: (times, "perf_counter"))
+    monkeypatch.setattr(roofline, "MATMUL_SIDES", {"cpu": (4,)})
+    monkeypatch.setattr(roofline, "CONV_SHAPES", {"cpu": ((1, 2, 5),)})
+    probes = roofline._probe_flops(torch.device("cpu"), torch.float32, cuda=False)
+    assert probes == {"matmul 4": 2 * 4**3 / 0.030, "conv3x3 1x2x5": 2 * 1 * 2 * 2 * 9 * 3 * 3 / 0.030}
 
 
 def test_the_trained_cost_of_a_batch_norm_network_at_its_smallest_size():

@@ -1,10 +1,11 @@
 """Rooflines, measured: per-layer time of a forward pass joined with per-layer MACs and bytes.
 
-- Device peaks come from a short measurement on the device itself: compute is the better of a
-  large matrix multiply and a large 3x3 convolution (FLOP/s, 2 per multiply-add; on CPUs oneDNN's
-  convolutions outrun the BLAS matmul, ~183 against ~140 GFLOP/s on the reference machine, and
-  a peak below what layers reach would make MFU exceed 1), bandwidth a large copy (bytes read +
-  written per second), all timed with the latency harness's timer. The data-sheet figure sits beside them
+- Device peaks come from a short measurement on the device itself: compute is the best of a
+  large matrix multiply and a few unpadded 3x3 convolutions (FLOP/s, 2 per multiply-add, only
+  taps that touch real data; on CPUs oneDNN's convolutions outrun the BLAS matmul, ~210
+  against ~180 GFLOP/s on two Zen 4 cores, and a peak below what layers reach would make MFU
+  exceed 1), bandwidth a large copy (bytes read + written per second), all timed with the
+  latency harness's timer and taken at the median iteration, as every latency is. The data-sheet figure sits beside them
   where one is known (shared/REFERENCE.md).
 - Per-layer time: ``torch.profiler`` over a few forward passes, each leaf layer wrapped in a
   ``record_function`` range by forward hooks; CPU time on CPU, the kernels' device time on CUDA.
@@ -119,36 +120,50 @@ def cpu_roof(threads: int | None = None) -> tuple[float | None, dict, str]:
     return roof, factors, "cores x FMA pipes x fp32 lanes x 2 x clock"
 
 
+# Probe shapes. Convolutions without padding, so that every tap multiplies real data and the
+# count below is exact: a padded 3x3 on a 7x7 map does (7 / 9)^2 = 60% of the work a tap count
+# at the map's size says, and its "rate" would overstate the machine by the rest. Wide channels on
+# small maps are where a CNN's costliest layers sit and where oneDNN and cuDNN reach their best
+# (two Zen 4 cores: 203-212 GFLOP/s for these, medians, against 141-179 for BLAS matmuls).
+MATMUL_SIDES = {"cpu": (2048,), "cuda": (4096, 8192)}
+CONV_SHAPES = {  # (batch, channels, input side); the output side is 2 less
+    "cpu": ((16, 256, 16), (16, 512, 9), (8, 512, 16)),
+    "cuda": ((256, 256, 30), (256, 512, 16), (512, 512, 9)),
+}
+
+
+def conv3x3_flops(batch: int, channels: int, side: int) -> int:
+    """FLOPs of an unpadded 3x3 convolution, ``channels`` in and out: 2 per multiply-add, one
+    multiply-add per tap, 9 taps per output element and input channel."""
+    return 2 * batch * channels * channels * 9 * (side - 2) ** 2
+
+
+def _rate(work: float, times_ms: list[float]) -> float:
+    """Work per second at the median iteration: the statistic every latency in a run has, so that
+    a utilization divides like by like (a fastest iteration would be a peak the machine reached
+    once, not a rate it runs at)."""
+    return work / (statistics.median(times_ms) / 1e3)
+
+
 def _probe_flops(device: torch.device, torch_dtype, cuda: bool) -> dict[str, float]:
-    """FLOP/s of a few large matmuls and 3x3 convolutions (2 per multiply-add): oneDNN's
-    convolutions outrun the BLAS matmul on some CPUs and not on others, and one shape can miss
-    the best blocking, so the best of several is the measured peak. Each probe's fastest
-    iteration counts: a peak is what the machine can do, not what it typically does while shared
-    (layers that ran at their best moment would otherwise sit above it)."""
+    """FLOP/s of large matmuls and unpadded 3x3 convolutions (2 per multiply-add), each at its
+    median iteration: oneDNN's convolutions outrun the BLAS matmul on some CPUs and not on
+    others, and one shape can miss the best blocking, so the best of several is the peak."""
+    kind = "cuda" if cuda else "cpu"
     cfg = TimingConfig(warmup_runs=2, min_runs=5, min_time_s=0.5 if cuda else 0.2, max_runs=200)
     out: dict[str, float] = {}
-    for n in ((4096, 8192) if cuda else (1024, 2048)):
+    for n in MATMUL_SIDES[kind]:
         a = torch.randn(n, n, device=device, dtype=torch_dtype)
         b = torch.randn(n, n, device=device, dtype=torch_dtype)
         times, _ = time_iterations(lambda a=a, b=b: torch.mm(a, b), device, cfg)
-        out[f"matmul {n}"] = 2 * n**3 / (min(times) / 1e3)
-    # (batch, channels, side): wide channels on small maps is where a CNN's costliest layers sit,
-    # and where oneDNN and cuDNN reach their best (on a Zen 4 core pair: 195 GFLOP/s at
-    # 32x256x28, 266 at 128x256x7; a 56x56 map stays below 165)
-    shapes = (
-        ((256, 256, 28), (256, 512, 14), (512, 512, 7))
-        if cuda
-        else ((32, 256, 28), (64, 256, 14), (16, 512, 7), (128, 256, 7))
-    )
-    for batch, ch, side in shapes:
+        out[f"matmul {n}"] = _rate(2 * n**3, times)
+    for batch, ch, side in CONV_SHAPES[kind]:
         x = torch.randn(batch, ch, side, side, device=device, dtype=torch_dtype)
         w = torch.randn(ch, ch, 3, 3, device=device, dtype=torch_dtype)
         with torch.inference_mode():
-            conv = lambda x=x, w=w: torch.nn.functional.conv2d(x, w, padding=1)  # noqa: E731
+            conv = lambda x=x, w=w: torch.nn.functional.conv2d(x, w)  # noqa: E731
             times, _ = time_iterations(conv, device, cfg)
-        out[f"conv3x3 {batch}x{ch}x{side}"] = (
-            2 * batch * ch * ch * 9 * side * side / (min(times) / 1e3)
-        )
+        out[f"conv3x3 {batch}x{ch}x{side}"] = _rate(conv3x3_flops(batch, ch, side), times)
     return out
 
 
@@ -197,7 +212,7 @@ def measure_peaks(device: torch.device, dtype: str = "fp32", tf32: bool = False)
     src = torch.empty(elements, device=device, dtype=torch.float32).fill_(1.0)
     dst = torch.empty_like(src)
     times, _ = time_iterations(lambda: dst.copy_(src), device, cfg)
-    bandwidth = 2 * src.numel() * 4 / (min(times) / 1e3)  # the fastest, as for FLOP/s
+    bandwidth = _rate(2 * src.numel() * 4, times)  # bytes read + written, at the median
     sheet_flops = sheet_bw = None
     source, factors = None, None
     if cuda:
