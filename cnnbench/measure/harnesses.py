@@ -45,6 +45,9 @@ class Harness:
     # measured in config.timing.rounds separate workers, interleaved across models, and pooled
     # into one record: pool(results of the rounds, spec, timing config) -> result
     pool: Callable[..., Any] | None = None
+    # spec -> whether each unit starts a process of its own (CPU peak RSS): the runner then runs
+    # it from its own process, not inside a model worker (see runner._events)
+    own_process: Callable[[Spec], bool] | None = None
 
 
 def _once(config: RunConfig, base: Spec) -> list[Spec]:
@@ -126,7 +129,8 @@ HARNESSES: dict[str, Harness] = {
         Harness("flops", _flops_units, flops.measure_unit),
         Harness("minsize", _once, shapes.measure_unit),
         Harness("latency", _latency_units, latency.measure_unit, sweep=True, pool=latency.pool),
-        Harness("memory", _memory_units, memory.measure_unit),
+        Harness("memory", _memory_units, memory.measure_unit,
+                own_process=lambda spec: not spec.device.startswith("cuda")),
         Harness("roofline", _roofline_units, roofline.measure_unit),
         Harness("accuracy", _accuracy_units, train.measure_unit, outcome=_training_outcome),
         Harness("scaling", _scaling_units, scaling.measure_unit),
