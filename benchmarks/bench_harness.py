@@ -8,6 +8,7 @@ harness would be measuring itself.
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from cnnbench import models
@@ -22,6 +23,7 @@ def _noop():
     return None
 
 
+@pytest.mark.serial  # a ratio of two timings
 def test_harness_overhead_per_iteration(benchmark):
     cfg = TimingConfig(warmup_runs=0, min_runs=NOOP_RUNS, min_time_s=0, max_runs=NOOP_RUNS)
     cpu = torch.device("cpu")

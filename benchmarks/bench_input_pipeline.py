@@ -25,6 +25,8 @@ from cnnbench.measure import workload
 from cnnbench.measure._device import synchronize
 from cnnbench.results import Spec
 
+pytestmark = pytest.mark.serial  # timed, and compared across slices: the machine to itself
+
 IMAGE_SIZE = 96
 BATCH = 128
 RESULTS: dict[str, float] = {}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds .device/ in this checkout, on this machine (it needs PyPI; the GPU machine reaches
 # nothing): what the lent GPU machine lacks, as pure-Python wheels (fvcore and its needs,
-# pytest-benchmark and py-cpuinfo), the real Fashion-MNIST files, and .device/setup.sh, which
+# pytest-benchmark and py-cpuinfo; pytest-xdist, execnet and pytest-timeout, which pyproject's
+# addopts and timeout name), the real Fashion-MNIST files, and .device/setup.sh, which
 # installs the wheels offline into /tmp/site and exports PYTHONPATH and CNNBENCH_DATA there.
 #
 # Here, from the repository root:   bash benchmarks/prepare_gpu.sh
@@ -20,7 +21,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 python3 -m pip download -q --no-deps -d "$tmp" \
     fvcore==0.1.5.post20221221 iopath==0.1.10 yacs==0.1.8 termcolor portalocker tabulate \
-    pytest-benchmark py-cpuinfo
+    pytest-benchmark py-cpuinfo pytest-xdist==3.8.0 execnet==2.1.2 pytest-timeout==2.4.0
 # fvcore, iopath (and any other source archive) are built into pure-Python wheels here, so that
 # nothing is built there
 for f in "$tmp"/*.tar.gz; do

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from cnnbench.config import TimingConfig, make_config
 from cnnbench.measure import harnesses, latency, memory, roofline, workload
 from cnnbench.results import Spec
 from cnnbench.results.types import DevicePeaks, LatencyResult
+from tests import nested_pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -276,9 +276,9 @@ def test_cuda_peak_memory_is_taken_after_a_warm_step_and_above_the_baseline(monk
 def test_benchmarks_set_and_record_cudnn_and_tf32_flags(tmp_path):
     out = tmp_path / "bench.json"
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "benchmarks/bench_models.py",
+        [*nested_pytest.COMMAND, "-q", "-p", "no:cacheprovider", "benchmarks/bench_models.py",
          "--benchmark-only", "-k", "test_forward and b1 and nin", f"--benchmark-json={out}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        cwd=ROOT, capture_output=True, text=True, timeout=600, env=nested_pytest.environment(),
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:]
     info = json.loads(out.read_text())["benchmarks"][0]["extra_info"]

@@ -63,6 +63,7 @@ def test_other_cpu_share_never_exceeds_the_machine(monkeypatch):
 SLEEP_S = 0.01
 
 
+@pytest.mark.serial  # a sleep's length: a busy machine wakes it late
 def test_cpu_median_agrees_with_torch_utils_benchmark(monkeypatch):
     """Our harness and torch.utils.benchmark time one step whose length the machine cannot change
     much: a 10 ms sleep uses no CPU, so neighbours on a shared machine do not stretch it. (With
@@ -104,6 +105,7 @@ def test_unstable_flag_follows_iqr_over_median(monkeypatch):
     assert not latency.measure(models.create("nin"), Spec("nin", 224, threads=1)).unstable
 
 
+@pytest.mark.serial  # other processes' CPU time: an idle machine first
 def test_contention_sees_another_busy_process():
     with CpuContention() as idle:
         time.sleep(0.4)

@@ -53,6 +53,23 @@ def test_cpu_peak_rss_in_a_worker_process():
         train.measured_bytes / train.analytic_bytes
     )
     assert train.reserved_bytes is None
+    for r in (train, infer):  # the process's own memory before the model is not the model's
+        assert r.baseline_bytes > 0 and r.measured_bytes == r.peak_bytes - r.baseline_bytes
+
+
+def test_cpu_measured_bytes_are_the_peak_above_the_baseline(monkeypatch):
+    """The RSS worker's arithmetic, with readings that are known: 1,234 bytes resident before the
+    model is built, a peak 5,000,000 above that; what the step measured is exactly the
+    difference."""
+    baseline, above = 1_234, 5_000_000
+    monkeypatch.setattr(memory, "_reset_peak_rss", lambda: True)
+    monkeypatch.setattr(memory, "_anon_rss", lambda: baseline)
+    monkeypatch.setattr(memory, "_peak_anon_rss", lambda: baseline + above)
+    opt = ("sgd", 0.01, 0.0)
+    r = memory._rss_worker(Spec("googlenet28", 28, batch_size=1, mode="train"), opt, None, None)
+    assert (r.baseline_bytes, r.peak_bytes, r.measured_bytes) == (baseline, baseline + above, above)
+    assert r.source == "rss_worker"
+    assert r.measured_over_analytic == above / r.analytic_bytes
 
 
 def test_worker_out_of_memory_under_a_cap():

@@ -6,7 +6,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import xml.etree.ElementTree as ET
 
 import matplotlib.image
@@ -15,29 +14,17 @@ import pytest
 from cnnbench.cli import main
 from cnnbench.report.compare import compare_runs
 from cnnbench.results import RunStore
-from tests import browser
+from tests import browser, nested_pytest
 from tests.history_runs import slower
 
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("report") / "run"
-    old = os.environ.get("CNNBENCH_PLUGINS")
-    os.environ["CNNBENCH_PLUGINS"] = "tests.plugins.failing_models"
-    try:
-        import tests.plugins.failing_models  # noqa: F401  (registers the failing model here too)
-
-        code = main(["run", "--profile", "smoke", "--models", "googlenet,alexnet,raises_in_forward",
-                     "--metrics", "params,flops,minsize,latency,memory,roofline,accuracy", "--batch-sizes", "1,2",
-                     "--threads", "2", "--out", str(out)])  # fmt: skip
-    finally:
-        if old is None:
-            os.environ.pop("CNNBENCH_PLUGINS", None)
-        else:
-            os.environ["CNNBENCH_PLUGINS"] = old
-    assert code == 1  # the raising model's records are errors
-    return out
+@pytest.fixture
+def run_dir(smoke_run):
+    """The shared smoke run (tests/conftest.py): googlenet, nin, alexnet and a model that raises,
+    every metric but scaling. Read only; tests that write copy it."""
+    assert smoke_run.exit_code == 1  # the raising model's records are errors
+    return smoke_run.path
 
 
 def test_run_writes_the_report_files(run_dir):
@@ -150,7 +137,9 @@ def test_html_references_nothing_outside_itself(run_dir):
 
 @pytest.mark.skipif(browser.CHROMIUM is None, reason=browser.MISSING)
 def test_html_renders_in_a_headless_browser(run_dir, tmp_path):
-    check, stderr = browser.load(run_dir / "report.html", tmp_path)
+    page = tmp_path / "report.html"  # the probe writes beside the page: a copy, self-contained
+    shutil.copy(run_dir / "report.html", page)
+    check, stderr = browser.load(page, tmp_path)
     assert check["errors"] == []
     figures = len(list((run_dir / "figures").glob("*.png")))
     assert len(check["imgs"]) == figures == 6 and all(w and w > 0 for w in check["imgs"])
@@ -197,9 +186,9 @@ def test_report_command_and_bad_folder(run_dir, tmp_path, capsys):
 def test_report_renders_a_pytest_benchmark_json_beside_the_run(run_dir, tmp_path):
     bench_json = tmp_path / "bench.json"
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "benchmarks/bench_harness.py",
+        [*nested_pytest.COMMAND, "-q", "-p", "no:cacheprovider", "benchmarks/bench_harness.py",
          "--benchmark-only", f"--benchmark-json={bench_json}"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=300, env=nested_pytest.environment(),
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:]
     assert (

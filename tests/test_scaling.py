@@ -51,6 +51,7 @@ def scaling_run(tmp_path_factory):
     return runner.run(config), out
 
 
+@pytest.mark.serial  # efficiency: a ratio of timings at world sizes 1 and 2
 def test_scaling_records_efficiency_and_gradient_bytes(scaling_run):
     result, out = scaling_run
     rec = next(r for r in result.records if r.metric == "scaling")
@@ -66,6 +67,9 @@ def test_scaling_records_efficiency_and_gradient_bytes(scaling_run):
         assert p.global_batch == (4 * w if kind == "weak" else 8)
         assert p.images_per_s == pytest.approx(p.global_batch / (p.step_ms_p50 / 1e3))
         assert len(p.times_ms) == len(p.local_times_ms) >= 3
+    for (w, kind), p in got.items():  # against one rank of the same kind, per rank
+        assert p.speedup == pytest.approx(p.images_per_s / got[1, kind].images_per_s)
+        assert p.efficiency == pytest.approx(p.speedup / w)
     assert got[1, "weak"].efficiency == 1.0 and got[1, "weak"].predicted_comm_ms == 0.0
     two, one = got[2, "weak"], got[1, "weak"]
     # exposed communication: the step's excess over no_sync, less DDP's own excess at one rank
@@ -149,8 +153,9 @@ def _untimed_tables(report_dir: Path) -> list[list[tuple[str, ...]]]:
 
 
 def test_shards_hold_exactly_the_units_of_the_run_and_merge_to_its_report(tmp_path):
-    common = ["run", "--profile", "smoke", "--models", "googlenet28,nin", "--threads", "1",
-              "--metrics", "params,flops,minsize,latency", "--batch-sizes", "1,2", "--min-time", "0.01"]  # fmt: skip
+    # one batch, no report at the end of each run: the reports compared are rendered below
+    common = ["run", "--profile", "smoke", "--models", "googlenet28,nin", "--threads", "1", "--no-report",
+              "--metrics", "params,flops,minsize,latency", "--batch-sizes", "1", "--min-time", "0.01"]  # fmt: skip
     assert _cli(*common, "--out", str(tmp_path / "whole")) == 0
     for k in (0, 1):
         assert _cli(*common, "--shard", f"{k}/2", "--out", str(tmp_path / f"s{k}")) == 0
@@ -198,6 +203,7 @@ def test_a_sweep_stays_whole_in_one_shard():
                     1, 2, 4, 8, 16, 32, 64, 128, 256]  # fmt: skip
 
 
+@pytest.mark.serial  # shares the timed run above
 def test_the_report_has_a_scaling_section_from_the_records(scaling_run):
     from cnnbench.report.render import write_report
 

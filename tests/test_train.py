@@ -60,7 +60,9 @@ def test_divergence_is_recorded_not_hidden(fmnist):
 
 
 def test_chapter_recipe_is_labelled(fmnist):
-    cfg = TrainConfig(epochs=1, batch_size=128, train_subset=130 * 10, test_subset=100)
+    # the label depends on the recipe and the input size, not on how much is trained: one full
+    # batch of 128 (and a last one of 2) is enough to be the recipe
+    cfg = TrainConfig(epochs=1, batch_size=128, train_subset=130, test_subset=100)
     r = train.train(Spec("googlenet", 96, 128, mode="train"), cfg, fmnist)
     assert r.recipe == "d2l" and r.lr == 0.01 and r.optimizer == "sgd" and r.momentum == 0.0
 
@@ -78,3 +80,41 @@ def test_quick_sizes():
     assert [
         train.small_train_size(m) for m in ("alexnet", "vgg11_quarter", "nin", "googlenet")
     ] == [72, 32, 72, 28]
+
+
+def _patterns(labels: torch.Tensor, seed: int) -> torch.Tensor:
+    """28x28 uint8 images: a bright 6x6 patch at a place of the label's own, on noise."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 60, (labels.numel(), 28, 28), generator=g, dtype=torch.uint8)
+    for i, c in enumerate(labels.tolist()):
+        row, col = divmod(c, 4)
+        images[i, 2 + 7 * row : 8 + 7 * row, 2 + 7 * col : 8 + 7 * col] = 250
+    return images
+
+
+def test_test_accuracy_is_scored_on_the_test_images_and_labels(monkeypatch):
+    """A data set whose test labels are its classes shifted by one: a model that learned the
+    training images scores near 0 on the test set, and near its training accuracy if it were
+    scored on training images (or with training labels) instead."""
+    from types import SimpleNamespace
+
+    classes = torch.arange(10).repeat(30)  # 300 images, 30 per class
+    data = SimpleNamespace(
+        train_images=_patterns(classes, 0), train_labels=classes,
+        test_images=_patterns(classes, 1), test_labels=(classes + 1) % 10,
+    )  # fmt: skip
+    monkeypatch.setattr(train.workload, "build_model", lambda spec: torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(28 * 28, 10)))  # fmt: skip
+    built = []
+    real_loader = train.DeviceLoader
+    monkeypatch.setattr(train, "DeviceLoader", lambda images, labels, **kw: built.append(
+        (images, labels, kw)) or real_loader(images, labels, **kw))  # fmt: skip
+    cfg = TrainConfig(epochs=3, batch_size=16, optimizer="adam", lr=1e-2, train_subset=300, test_subset=300)
+    r = train.train(Spec("nin", 28, 16, mode="train"), cfg, data)
+    last = r.runs[0].epochs[-1]
+    assert last.train_accuracy > 0.8  # it learned the training images
+    assert r.test_accuracy_mean < 0.05  # and is scored against the shifted test labels
+    # by content: the evaluation loader holds the test images and labels, the training one not
+    (train_x, train_y, _), (test_x, test_y, kw) = built
+    assert torch.equal(test_x, data.test_images) and torch.equal(test_y, data.test_labels)
+    assert torch.equal(train_x, data.train_images) and not kw.get("shuffle")
