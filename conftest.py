@@ -22,6 +22,7 @@ import contextlib
 import fcntl
 import os
 import tempfile
+import time
 
 import pytest
 
@@ -120,6 +121,25 @@ def _all_cores():
         torch.set_num_threads(before)
 
 
+QUIET_SHARE = 0.10  # other processes' share of the machine below which a serial test starts
+QUIET_WAIT_S = 10.0
+
+
+def _wait_for_quiet() -> None:
+    """Until other processes use under ``QUIET_SHARE`` of the machine for 0.2 s (at most
+    ``QUIET_WAIT_S``). The lock keeps other tests out, but not what runs outside a test: a worker
+    that ran out of tests exits while the serial group starts (its interpreter and torch
+    teardown took one core for about a second, and a contention test read it as noise)."""
+    from cnnbench.measure.latency import CpuContention
+
+    deadline = time.monotonic() + QUIET_WAIT_S
+    while time.monotonic() < deadline:
+        with CpuContention() as window:
+            time.sleep(0.2)
+        if window.other_share < QUIET_SHARE:
+            return
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
     serial = item.get_closest_marker("serial") is not None
@@ -128,4 +148,5 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
             stack.enter_context(_lock.held(exclusive=serial))
             if serial:
                 stack.enter_context(_all_cores())
+                _wait_for_quiet()
         yield

@@ -227,6 +227,9 @@ GOALS = {
     "timing_agreement": Goal.within(0.10),  # event median / wall-clock mean
     "bandwidth_of_datasheet": Goal.at_least(0.70),
     "bf16_matmul_of_datasheet": Goal.at_least(0.60),
+    # every probe is a rate (work on real data over its median iteration): the roof, the best
+    # of them, cannot lie far above the large matmul's (issue 21)
+    "peak_of_matmul_probe": Goal.between(1.0, 1.10),
     "fp32_matmul_of_datasheet": Goal.below(1.0),  # TF32 would land far above 1
     "tf32_matmul_of_fp32_datasheet": Goal.above(1.0),  # TF32 really reached the tensor cores
     "bf16_over_fp32_forward": Goal.below(1.0),
@@ -294,7 +297,8 @@ class Ctx:
 
     def peaks(self, dtype: str, tf32: bool):
         """The device's peaks in one math mode, measured once and shared by peaks and roofline."""
-        key = (dtype, tf32)
+        # a CPU is probed in fp32 whatever the dtype (measure_peaks): one measurement serves all
+        key = (dtype, tf32) if self.cuda else ("fp32", False)
         if key not in self._peaks:
             self._peaks[key] = roofline.measure_peaks(self.torch_device, dtype, tf32=tf32)
         return self._peaks[key]
@@ -430,6 +434,16 @@ def stage_peaks(ctx: Ctx) -> list[Verdict]:
             "peaks", name, GOALS[goal], probe.matmul_flops / sheet.datasheet_flops, "ratio",
             f"{probe.matmul_flops / 1e12:.4g} TFLOP/s (matmul {probe.matmul_n}), data sheet "
             f"{sheet.datasheet_flops / 1e12:.4g} ({sheet.datasheet_source}); {_flags_text(probe)}",
+        ))  # fmt: skip
+    for mode, probe in (("fp32", fp32), ("bf16", bf16)):
+        if mode == "bf16" and not ctx.cuda:
+            continue  # a CPU's probes run fp32 only
+        out.append(ctx.check(
+            "peaks", f"{mode} roof / its large-matmul probe", GOALS["peak_of_matmul_probe"],
+            probe.peak_flops / probe.matmul_flops, "ratio",
+            f"roof {probe.peak_flops / 1e12:.4g} TFLOP/s, matmul {probe.matmul_n}: "
+            f"{probe.matmul_flops / 1e12:.4g}; every probe: "
+            + "; ".join(f"{k} {v / 1e12:.4g}" for k, v in (probe.probes or {}).items()),
         ))  # fmt: skip
     name, goal = "TF32 flags as each probe set them", "fp32 off/off, tf32 on/on, bf16 off/off"
     if not ctx.cuda:

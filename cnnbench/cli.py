@@ -99,6 +99,16 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--db", help=db_help)
     h.add_argument("--out", help="the CSV file, - for standard output (default: history.csv beside the history file)")
 
+    p = sub.add_parser("calibrate", help="check the latency statistics on this machine against "
+                       "workloads of known truth: coverage, false alarms, power, resolution")  # fmt: skip
+    p.add_argument("--out", default="runs/calibrate", help="where its runs and calibration.json go "
+                   "(default: runs/calibrate)")  # fmt: skip
+    p.add_argument("--replicates", type=positive_int, default=30,
+                   help="runs of each workload (default 30: about 4 minutes on 2 cores)")  # fmt: skip
+    p.add_argument("--rounds", type=positive_int, default=None,
+                   help="latency rounds per run (default: the quick profile's)")  # fmt: skip
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads (default: torch's)")
+
     p = sub.add_parser("data", help="where Fashion-MNIST is, and whether it verifies")
     p.add_argument("--data-dir", help="look here first")
     p.add_argument("--download", nargs="?", const="", metavar="DIR",
@@ -383,6 +393,24 @@ def _cmd_compare(args, out: Console, err: Console) -> int:
     return 1 if len(worse) else 0
 
 
+def _cmd_calibrate(args, out: Console, err: Console) -> int:
+    from .calibrate import calibrate
+    from .config import PROFILES
+
+    target = Path(args.out)
+    if target.exists() and any(target.iterdir()):
+        raise UsageError(f"--out {target}: not empty (calibrate writes fresh runs there)")
+    rounds = args.rounds or PROFILES["quick"].overrides["timing"]["rounds"]
+    if rounds < 2:
+        raise UsageError("--rounds 1: an interval between processes needs 2 rounds or more")
+    with console.progress_bar(err, "calibrating", args.replicates) as step:
+        result = calibrate(target, replicates=args.replicates, rounds=rounds, threads=args.threads,
+                           progress=lambda done, total: step(done))  # fmt: skip
+    out.print(console.calibration_table(result))
+    out.print(f"written: {target / 'calibration.json'}")
+    return 0
+
+
 def _cmd_history(args, out: Console, err: Console) -> int:
     from .results import history
 
@@ -485,6 +513,7 @@ _COMMANDS = {
     "report": _cmd_report,
     "minsize": _cmd_minsize,
     "compare": _cmd_compare,
+    "calibrate": _cmd_calibrate,
     "history": _cmd_history,
 }
 

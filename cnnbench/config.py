@@ -296,6 +296,12 @@ PROFILES: dict[str, Profile] = {
             "train": dict(epochs=1, train_subset=4000, test_subset=2000, batch_size=16,
                           optimizer="adam", lr=5e-4, resolution="small"),  # fmt: skip
             "batches": dict(train_at_batch_1=False),
+            # Resolution: the replicate is the round, and on 2 cores round medians spread 5-11%
+            # while iterations spread 2-4%: many short rounds, not a few long ones. 7 rounds of
+            # at least 3 runs and 0.5 s resolve a 10% change between two models at every mode and
+            # batch (measured: 8.1, 9.1 and 4.7% at b1, b16 and train b16); 3 rounds of 5 runs
+            # and 0.35 s resolved 38, 30 and 15%.
+            "timing": dict(rounds=7, warmup_runs=1, min_runs=3, min_time_s=0.5),
         },
     ),
     "full": Profile(

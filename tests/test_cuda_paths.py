@@ -124,14 +124,14 @@ def test_roofline_bytes_come_from_each_tensors_element_size():
     bf16 = roofline._layer_bytes(*_model_and_forward(dataclasses.replace(spec, dtype="bf16",
                                                                            cast="weights")))  # fmt: skip
     assert fp32.keys() == bf16.keys()
-    for name, (ins, outs, weights) in fp32.items():
-        assert bf16[name] == (ins // 2, outs // 2, weights // 2), name
+    for name, (ins, outs, weights, work) in fp32.items():
+        assert bf16[name] == (ins // 2, outs // 2, weights // 2, work), name  # the same taps
     # under autocast a layer's output is bf16, and it casts its fp32 weights (and the first
     # layer its fp32 input) on every call: read 4 bytes, write 2, read 2 = 2x the fp32 bytes
     auto = roofline._layer_bytes(*_model_and_forward(dataclasses.replace(spec, dtype="bf16",
                                                                            cast="autocast")))  # fmt: skip
     first, second = list(fp32)[:2]
-    assert auto[first] == (2 * fp32[first][0], fp32[first][1] // 2, 2 * fp32[first][2])
+    assert auto[first][:3] == (2 * fp32[first][0], fp32[first][1] // 2, 2 * fp32[first][2])
     assert auto[second][0] == fp32[second][0] // 2  # a bf16 activation needs no cast
 
 
@@ -176,7 +176,7 @@ def test_roofline_profiles_the_step_as_measured(monkeypatch):
     result = roofline.measure(workload.build_model(spec), spec, _peaks())
     assert seen and all(x.is_contiguous(memory_format=torch.channels_last) for x in seen)
     assert all(r.time_ms > 0 for r in result.layers)
-    monkeypatch.setattr(roofline, "_profile_layers", lambda *a, **k: ({}, "cpu_time"))
+    monkeypatch.setattr(roofline, "_profile_layers", lambda *a, **k: roofline._Profiled({}, "cpu_time", 0.0, 0.0, 0.0))
     with pytest.raises(RuntimeError, match="gave layer .* no cpu_time"):
         roofline.measure(workload.build_model(spec), spec, _peaks())
 

@@ -84,7 +84,7 @@ def test_a_run_is_indexed_with_its_values_statistics(tmp_path):
 
 
 def test_the_accuracy_interval_is_students_t_over_seeds(tmp_path):
-    # three seeds: mean ± t(0.975, 2) × std / √3, with t = 4.303 (a table value, not the code's)
+    # three seeds: mean ± t(0.975, 2) × std / √3, with t = 4.302653 (a table value, not the code's)
     (acc,) = [r for r in source_records() if r["metric"] == "accuracy" and r["spec"]["model"] == "googlenet"]
     acc = json.loads(json.dumps(acc))
     first = acc["values"]["runs"][0]
@@ -97,7 +97,7 @@ def test_the_accuracy_interval_is_students_t_over_seeds(tmp_path):
     m = sum(finals) / 3
     s = (sum((a - m) ** 2 for a in finals) / 2) ** 0.5
     assert n == 3 and std == pytest.approx(s) and mean == pytest.approx(m)
-    assert (low, high) == pytest.approx((m - 4.303 * s / 3**0.5, m + 4.303 * s / 3**0.5))
+    assert (low, high) == pytest.approx((m - 4.302653 * s / 3**0.5, m + 4.302653 * s / 3**0.5))
 
 
 def test_adding_a_run_twice_changes_nothing(tmp_path, capsys):
@@ -286,8 +286,8 @@ def _row(v, lo, hi, status="ok", **extra):
 def test_the_verdict_needs_the_interval_the_minimum_effect_and_the_drift():
     base = [_row(100.0, 98.0, 102.0)]
     # overlapping intervals, or disjoint but within the 5% minimum effect: not called
-    assert step(base, _row(101.0, 99.0, 103.0), "lower").verdict == "within noise"
-    assert step(base, _row(103.5, 102.5, 104.5), "lower").verdict == "within noise"
+    assert step(base, _row(101.0, 99.0, 103.0), "lower").verdict == "not resolved"
+    assert step(base, _row(103.5, 102.5, 104.5), "lower").verdict == "not resolved"
     # beyond the interval with one or two earlier runs: called, but the drift between runs is
     # unknown, so the call says so and is not judged (a gate does not count it)
     s = step(base, _row(90.0, 89.0, 91.0), "lower")
@@ -301,7 +301,7 @@ def test_the_verdict_needs_the_interval_the_minimum_effect_and_the_drift():
     # earlier runs that drift by ±15% run to run, each tight: 30% more is inside their drift
     # (log centres 0, .140, -.105, .095: t(3) x sd x √(1 + 1/4) = 0.398 > |ln 1.3 − mean| = 0.23)
     drifting = [_row(100.0, 99, 101), _row(115.0, 114, 116), _row(90.0, 89, 91), _row(110.0, 109, 111)]
-    assert step(drifting, _row(130.0, 129.0, 131.0), "lower").verdict == "within noise"
+    assert step(drifting, _row(130.0, 129.0, 131.0), "lower").verdict == "not resolved"
     # one noisy earlier run does not hide a change: the typical interval is the bounds' median
     noisy = [_row(100.0, 98, 102), _row(100.0, 95, 135), _row(100.0, 98, 102)]
     assert step(noisy, _row(130.0, 128.0, 132.0), "lower").verdict == "worse"
@@ -311,7 +311,7 @@ def test_the_verdict_needs_the_interval_the_minimum_effect_and_the_drift():
     assert s.reference == 100.0 and s.verdict == "worse"
     s = step(window[1:] + [_row(500.0, 490, 510)], _row(130.0, 128.0, 132.0), "lower")
     assert s.reference == 101.0  # the outlier now inside: the median moves, the drift grows
-    assert s.verdict == "within noise"
+    assert s.verdict == "not resolved"
     # statuses, and a failure between does not hide a slowdown after it
     assert step(base, _row(None, None, None, "oom"), "lower").worse
     assert step([_row(None, None, None, "oom")], _row(100.0, 98, 102), "lower").verdict == "oom → ok"
@@ -538,10 +538,10 @@ def test_edges_of_the_statistics_the_window_and_the_gate(tmp_path, capsys):
     # runs at 100, 103, 97 (log sd 0.0300) give ±4.303 x 0.0300 x √(4/3) = ±0.149; +14% (ln 0.131)
     # lies inside it (t(3) = 3.182 would give ±0.110 and call it), +25% (ln 0.223) outside
     runs3 = [_row(100.0, 99, 101), _row(103.0, 102, 104), _row(97.0, 96, 98)]
-    assert step(runs3, _row(114.0, 113.0, 115.0), "lower").verdict == "within noise"
+    assert step(runs3, _row(114.0, 113.0, 115.0), "lower").verdict == "not resolved"
     assert step(runs3, _row(125.0, 124.0, 126.0), "lower").verdict == "worse"
     # the latest interval's own bounds: a wide interval reaching back over the earlier one is no call
-    assert step([_row(100.0, 98, 102)], _row(110.0, 95.0, 125.0), "lower").verdict == "within noise"
+    assert step([_row(100.0, 98, 102)], _row(110.0, 95.0, 125.0), "lower").verdict == "not resolved"
     # --last N: the N newest runs
     db = _history(tmp_path / "h")
     newest = [r for (r,) in _rows(db, "SELECT run_id FROM runs ORDER BY collected_at DESC LIMIT 2")]

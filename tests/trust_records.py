@@ -37,17 +37,23 @@ def spec(model, size, batch=1, mode="inference") -> Spec:
     return Spec(model, size, batch, "cpu", "fp32", False, False, 2, mode)
 
 
-def samples(median: float, *, rounds=3, n=40, spread=0.02, seed=0) -> np.ndarray:
-    """``rounds`` x ``n`` iteration times around ``median`` (normal, sd = spread x median)."""
+def samples(median: float, *, rounds=3, n=40, spread=0.02, seed=0, offsets=None) -> np.ndarray:
+    """``rounds`` x ``n`` iteration times around ``median`` (normal, sd = spread x median), round
+    r shifted by the factor exp(offsets[r]) (a worker process's own speed; none by default)."""
     rng = np.random.default_rng(seed)
-    return rng.normal(median, spread * median, (rounds, n))
+    t = rng.normal(median, spread * median, (rounds, n))
+    if offsets is not None:
+        t = t * np.exp(np.asarray(offsets, dtype=float))[:, None]
+    return t
 
 
 def latency(model, size, batch, mode, median, *, seed=0, optimizer=None, kept=True, rounds=3,
-            spread=0.02) -> Record:  # fmt: skip
+            spread=0.02, offsets=None) -> Record:  # fmt: skip
     """A latency record whose statistics derive from synthetic samples (schema 2), or — with
     ``kept=False`` — the same statistics without the samples (schema 1)."""
-    t = samples(median, rounds=rounds, spread=spread, seed=seed)
+    if offsets is not None:
+        rounds = len(offsets)
+    t = samples(median, rounds=rounds, spread=spread, seed=seed, offsets=offsets)
     flat = [float(x) for x in t.ravel()]
     st = timing_stats(flat, batch)
     sizes = (t.shape[1],) * t.shape[0]

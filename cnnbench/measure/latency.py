@@ -229,8 +229,8 @@ def measure_unit(spec: Spec, ctx) -> LatencyResult:
 
 def pool(rounds: list[LatencyResult], spec: Spec, cfg: TimingConfig) -> LatencyResult:
     """One record from the rounds of one spec: every sample kept, the statistics recomputed over
-    all of them, the median's 95% interval from a two-level bootstrap (rounds, then iterations;
-    ``cnnbench/stats.py``) and each round's own median beside it."""
+    all of them, the median's 95% interval between the rounds' processes (Student's t on their
+    log medians, ``cnnbench/stats.py``) and each round's own median beside it."""
     times = [t for r in rounds for t in r.times_ms]
     sizes = tuple(len(r.times_ms) for r in rounds)
     hosts = [r.host_ms_p50 for r in rounds if r.host_ms_p50 is not None]

@@ -18,9 +18,12 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import statistics
 import sys
+import time
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -30,8 +33,8 @@ from ..models import create
 from ..results import Spec
 from ..results.types import DevicePeaks, LayerRoof, RooflineResult
 from . import workload
-from .flops import analysis, example_input, layer_table
 from ._device import synchronize
+from .flops import analysis, conv_work_macs, layer_table
 from .latency import time_iterations
 
 __all__ = [
@@ -82,12 +85,17 @@ FMA_PIPES = {("AuthenticAMD", 23): (2, 256), ("AuthenticAMD", 25): (2, 256),
              ("AuthenticAMD", 26): (2, 512)}  # fmt: skip
 
 
+MAX_CLOCK_SOURCE = "cpufreq cpuinfo_max_freq"  # the one clock reading that bounds the CPU
+
+
 def cpu_roof(threads: int | None = None) -> tuple[float | None, dict, str]:
     """The fp32 data-sheet roof of this CPU for ``threads`` cores: cores x FMA pipes x fp32 lanes
     per pipe x 2 (multiply and add) x clock. Every factor is recorded, "unknown" where the
     machine does not say, and the roof is None when any factor is unknown. The clock is the one
     the kernel reports (cpufreq's maximum, else /proc/cpuinfo's "cpu MHz", which on a VM is the
-    nominal one): a CPU that boosts beyond it runs above this roof, which is then flagged."""
+    nominal one). A roof must bound what the CPU can do, so only a known maximum clock makes one
+    (cpufreq's ``cpuinfo_max_freq``): with the nominal clock alone there is no data-sheet roof,
+    because the CPU may boost above it."""
     from ..env import cpu_facts
 
     facts = cpu_facts()
@@ -116,6 +124,9 @@ def cpu_roof(threads: int | None = None) -> tuple[float | None, dict, str]:
     numbers = [factors[k] for k in ("cores", "fma_pipes_per_core", "fp32_lanes_per_pipe", "clock_hz")]
     if any(not isinstance(v, (int, float)) for v in numbers):
         return None, factors, "unknown (a factor is not readable)"
+    if factors["clock_source"] != MAX_CLOCK_SOURCE:
+        return None, factors, ("unknown: no maximum clock (only the nominal one, "
+                               f"{factors['clock_source']}; the CPU may boost above it)")  # fmt: skip
     roof = float(numbers[0] * numbers[1] * numbers[2] * 2 * numbers[3])
     return roof, factors, "cores x FMA pipes x fp32 lanes x 2 x clock"
 
@@ -263,14 +274,29 @@ def _quiet_native_stderr():
         os.close(devnull)
 
 
-def _profile_layers(
-    model: nn.Module, forward, device: torch.device, runs: int = 5
-) -> tuple[dict, str]:
+EMPTY = "<empty range>"  # a range around nothing, timed as the layers are: the profiler's own cost
+EMPTY_CALLS = 200
+
+
+@dataclass(frozen=True)
+class _Profiled:
+    layer_ms: dict[str, float]  # ms per forward pass of each leaf layer, and WHOLE
+    timing: str  # "cpu_time" or "device_time"
+    ranges: float  # leaf-layer ranges per forward pass
+    range_inside_ms: float  # what one range adds to its own layer's time
+    range_ms: float  # what one range adds to the pass: entering and leaving it, hooks included
+
+
+def _profile_layers(model: nn.Module, forward, device: torch.device, runs: int = 5) -> _Profiled:
     """ms per call of each leaf layer of ``model`` while ``forward()`` runs (the measured step:
-    its dtype, cast and memory format), and of the whole forward (``WHOLE``)."""
+    its dtype, cast and memory format), and of the whole forward (``WHOLE``); then, in the same
+    session, the cost of one range: an identity layer with the same hooks, called
+    ``EMPTY_CALLS`` times, against the same calls without hooks or profiler."""
     from torch.profiler import ProfilerActivity, profile, record_function
 
     names = {m: n for n, m in workload.leaf_modules(model)}
+    empty = nn.Identity()
+    names[empty] = EMPTY
     open_ranges: dict[nn.Module, record_function] = {}
 
     def pre(module, _inputs):
@@ -281,6 +307,14 @@ def _profile_layers(
     def post(module, _inputs, _output):
         open_ranges.pop(module).__exit__(None, None, None)
 
+    def empty_calls() -> float:
+        x = torch.empty(1)
+        t0 = time.perf_counter()
+        for _ in range(EMPTY_CALLS):
+            empty(x)
+        return (time.perf_counter() - t0) * 1e3 / EMPTY_CALLS
+
+    bare_ms = min(empty_calls() for _ in range(3))  # no hooks, no profiler
     handles = [m.register_forward_pre_hook(pre) for m in names] + [
         m.register_forward_hook(post) for m in names
     ]
@@ -294,12 +328,16 @@ def _profile_layers(
                 with record_function(f"layer::{WHOLE}"):
                     forward()
             synchronize(device)
+            hooked_ms = empty_calls()
     finally:
         for h in handles:
             h.remove()
-    return layer_times(prof.key_averages(), device.type, runs), (
-        "device_time" if device.type == "cuda" else "cpu_time"
-    )
+    events = prof.key_averages()
+    times = layer_times(events, device.type, runs)
+    calls = sum(e.count for e in events if e.key.startswith("layer::") and e.key[7:] not in (WHOLE, EMPTY))
+    inside = times.pop(EMPTY, 0.0) * runs / EMPTY_CALLS  # layer_times divided by the passes
+    return _Profiled(times, "device_time" if device.type == "cuda" else "cpu_time", calls / runs,
+                     inside, max(0.0, hooked_ms - bare_ms))  # fmt: skip
 
 
 def layer_times(events, device_type: str, runs: int) -> dict[str, float]:
@@ -330,12 +368,13 @@ def _moved(t: torch.Tensor, size: int) -> int:
     return t.numel() * (wide + 2 * size if wide > size else wide)
 
 
-def _layer_bytes(model: nn.Module, forward) -> dict[str, tuple[int, int, int]]:
+def _layer_bytes(model: nn.Module, forward) -> dict[str, tuple[int, int, int, int | None]]:
     """(input, output, weight) bytes of each leaf layer in one call of ``forward``, from the
     tensors' own element sizes: bf16/fp16 activations are 2 bytes, not 4. Under autocast a layer
     casts its fp32 weights (and an fp32 input) on every call, and those bytes count; with cast
-    weights there is nothing to cast."""
-    out: dict[str, tuple[int, int, int]] = {}
+    weights there is nothing to cast. Fourth: a convolution's multiply-adds on real data at its
+    input (``flops.conv_work_macs``), None for any other layer."""
+    out: dict[str, tuple[int, int, int, int | None]] = {}
 
     def hook_for(name):
         def hook(module, inputs, output):
@@ -343,7 +382,8 @@ def _layer_bytes(model: nn.Module, forward) -> dict[str, tuple[int, int, int]]:
             ins = sum(_moved(i, size) for i in inputs if torch.is_tensor(i))
             outs = output.numel() * output.element_size() if torch.is_tensor(output) else 0
             weights = sum(_moved(p, size) for p in module.parameters(recurse=False))
-            out[name] = (ins, outs, weights)
+            work = conv_work_macs(module, inputs[0].shape) if isinstance(module, nn.Conv2d) else None
+            out[name] = (ins, outs, weights, work)
 
         return hook
 
@@ -371,43 +411,47 @@ def measure(model: nn.Module, spec: Spec, peaks: DevicePeaks | None = None) -> R
         raise ValueError(f"peaks measured in {peaks.math_mode}, the layers run in {mode}")
     w = workload.build(spec, model=model)  # moves (and casts) the model, eval mode
     times, _ = time_iterations(
-        w.forward, device, TimingConfig(warmup_runs=2, min_runs=5, min_time_s=0.5)
+        w.forward, device, TimingConfig(warmup_runs=1, min_runs=3, min_time_s=0.3)
     )
     model_ms = statistics.median(times)
     with torch.no_grad():
         by_module = analysis(model, w.x).by_module()
         layers = layer_table(model, w.x, by_module)
     moved_by_layer = _layer_bytes(model, w.forward)
-    layer_ms, timing = _profile_layers(model, w.forward, device)
+    profiled = _profile_layers(model, w.forward, device)
+    layer_ms, timing = profiled.layer_ms, profiled.timing
     batch = spec.batch_size
     rows = []
-    total_macs = 0
+    work_macs = 0  # of the whole pass: fvcore's count, a convolution's only on real data
     for lay in layers:
-        total_macs += lay.macs
-        if not (lay.layer.startswith("Conv") or lay.layer == "Linear"):
+        is_layer = lay.layer.startswith("Conv") or lay.layer == "Linear"
+        ins, outs, weights, work = moved_by_layer.get(lay.name, (0, 0, 0, None))
+        work = lay.macs * batch if work is None else work  # fvcore's count is per image
+        work_macs += work
+        if not is_layer:
             continue
         ms = layer_ms.get(lay.name)
         if not ms:  # a layer that ran has a time: none means the join or the profiler broke
             raise RuntimeError(f"the profiler gave layer {lay.name} no {timing} ({ms!r})")
-        ins, outs, weights = moved_by_layer[lay.name]
         moved = ins + outs + weights
-        flop = 2 * lay.macs * batch
+        flop = 2 * work
         intensity = flop / moved
         roof = min(peaks.peak_flops, peaks.peak_bytes_per_s * intensity)
         achieved = flop / (ms / 1e3)
         rows.append(LayerRoof(
             name=lay.name, layer=lay.layer, kernel=lay.kernel, macs=lay.macs * batch,
             bytes_moved=moved, time_ms=ms, achieved_flops=achieved, intensity=intensity, roof_flops=roof,
-            bound="memory" if intensity < peaks.ridge else "compute",
-            fraction_of_roof=achieved / roof,
+            bound="", fraction_of_roof=achieved / roof, work_macs=work,
         ))  # fmt: skip
-    achieved_model = 2 * total_macs * batch / (model_ms / 1e3)
+        rows[-1] = dataclasses.replace(rows[-1], bound=rows[-1].bound_at(peaks.ridge))
+    # the same convention as the probes: work done on real data, 2 FLOPs per multiply-add
+    achieved_model = 2 * work_macs / (model_ms / 1e3)
     mfu = achieved_model / peaks.peak_flops
     # above the compute roof: the peak is broken. (A memory-bound layer above the bandwidth roof
     # is not: its working set sits in cache, and the copy probe measures DRAM.)
-    above = mfu > 1 or any((r.achieved_flops or 0) > peaks.peak_flops for r in rows)
+    above = mfu > 1 or any(r.above_compute_roof(peaks.peak_flops) for r in rows)
     whole = layer_ms.get(WHOLE)
-    in_conv_linear = sum(r.time_ms or 0.0 for r in rows)
+    share, overhead = _outside_share(rows, whole, profiled)
     return RooflineResult(
         peak_flops=peaks.peak_flops,
         peak_bytes_per_s=peaks.peak_bytes_per_s,
@@ -421,9 +465,29 @@ def measure(model: nn.Module, spec: Spec, peaks: DevicePeaks | None = None) -> R
         mfu=mfu,
         layers=tuple(rows),
         roof_underestimated=above,
-        other_time_share=max(0.0, 1 - in_conv_linear / whole) if whole else None,
+        other_time_share=share,
         mfu_datasheet=achieved_model / peaks.datasheet_flops if peaks.datasheet_flops else None,
+        profiled_ms=whole,
+        profiler_overhead_ms=overhead,
     )
+
+
+def _outside_share(rows: list[LayerRoof], whole_ms: float | None,
+                   p: _Profiled) -> tuple[float | None, float | None]:  # fmt: skip
+    """(share of the forward pass outside convolution and linear layers, profiler overhead ms),
+    the profiler's own cost taken out, both as measured in the same session: each leaf range
+    adds ``range_ms`` to the pass and ``range_inside_ms`` to its own layer, so
+
+        outside = 1 - (conv/linear ms - n_conv_linear x inside) / (whole ms - ranges x range_ms).
+
+    On CUDA the layers' device time holds no host overhead: nothing is taken out there."""
+    if not whole_ms:
+        return None, None
+    if p.timing != "cpu_time":
+        return max(0.0, 1 - sum(r.time_ms or 0.0 for r in rows) / whole_ms), 0.0
+    overhead = p.ranges * p.range_ms
+    in_conv_linear = sum(r.time_ms or 0.0 for r in rows) - len(rows) * p.range_inside_ms
+    return min(1.0, max(0.0, 1 - in_conv_linear / max(whole_ms - overhead, 1e-9))), overhead
 
 
 def measure_unit(spec: Spec, ctx) -> RooflineResult:

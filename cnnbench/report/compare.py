@@ -1,20 +1,22 @@
-"""``cnnbench compare RUN_A RUN_B``: every shared metric side by side, with its change and whether
-that change lies outside the runs' own noise.
+"""``cnnbench compare RUN_A RUN_B``: every shared value side by side, with its change and whether
+the two runs resolve it — by the rule every comparison in cnnbench uses (``stats.call``).
 
 Records are paired on what they measured — metric, model, input size, batch, dtype, memory
 format, compile flag and mode — but not on device or threads, so a CPU run can be compared with
-a GPU run, or two machines with each other. Noise:
+a GPU run, or two machines with each other. Nothing is paired across runs:
 
-- latency and throughput: where both records kept their samples, the 95% bootstrap interval of
-  the ratio of medians; a change is called only when it excludes 1 and is beyond the minimum
-  effect (``stats.verdict``), else "within noise". Records without samples (schema 1) fall back
-  to the IQR rule — a change larger than the larger IQR/median — labelled as such;
-- accuracy: a difference in percentage points against the larger sample std over seeds. With
-  fewer than ``FEW_SEEDS`` seeds on either side the std says little (one seed has none, and GPU
-  training is not deterministic run to run), so a change is called only beyond
-  ``ACCURACY_FLOOR`` as well;
-- a CPU RSS peak is one measurement, given a 5% allowance; counts (parameters, MACs), analytic
-  bytes and CUDA allocator peaks are deterministic, so any change is flagged.
+- latency and images/s: Welch's t on the two records' log round medians; a change is called only
+  when the interval excludes 1 and the change is at least what the two runs resolve at that mode
+  and batch (their pooled round-to-round spread, :func:`resolution`). The interval covers the
+  processes of these two runs, not the drift between runs, which only a history of runs shows
+  (``cnnbench history show``, whose gate also allows for it). Records without samples (schema
+  1) fall back to the IQR rule, labelled;
+- accuracy: Welch's t over the seeds, called only with ``noise.MIN_SEEDS`` a side; training time
+  the same over the seeds' times (a ratio);
+- a CPU RSS peak is one measurement per run: judged against the identical pair's spread
+  (``noise.memory_noise``) where either run measured googlenet and googlenet_ls, else not
+  resolved; counts (parameters, MACs), analytic bytes and CUDA allocator peaks are
+  deterministic, so any change is one.
 """
 
 from __future__ import annotations
@@ -23,18 +25,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from .. import stats
 from ..results import Record, RunStore
-from .fmt import MISSING, change, fmt, percent, points
-from .frames import finished_seeds, seed_std
-from .noise import latency_change
+from .fmt import MISSING, change, fmt, points
+from .noise import MemoryNoise, RunNoise, accuracy_change, latency_change, memory_noise, run_noise
 
-__all__ = ["ACCURACY_FLOOR", "FEW_SEEDS", "HEADLINES", "compare_runs", "regressions",
-           "write_compare"]
-
-FEW_SEEDS = 3  # fewer seeds than this on either side: the floor below applies
-# 2 pp: the seed-to-seed spread of a short Fashion-MNIST training is about 1 pp (the full
-# profile's seeds), and a single GPU run is not reproducible to the last image either
-ACCURACY_FLOOR = 0.02
+__all__ = ["HEADLINES", "compare_runs", "regressions", "resolution", "write_compare"]
 
 # metric → the values compared, in display order
 HEADLINES = {
@@ -60,44 +56,56 @@ def _pair_key(r: Record) -> tuple:
     )
 
 
-def _noise(a: Record, b: Record, field: str) -> float:
-    """Relative noise of a comparison without a bootstrap (0 for deterministic quantities)."""
-    ra, rb = a.result, b.result
-    if a.metric == "accuracy":
-        return 0.05  # wall time of training: no replicate spread recorded; 5% as timing noise
-    if a.metric == "memory" and field == "measured_bytes" and ra.source != "cuda_allocator":
-        return 0.05  # one CPU RSS peak, no replicates: 5% allowance (runs here differ by 3-5%)
-    return 0.0
+def resolution(a_records: list[Record], b_records: list[Record]) -> RunNoise:
+    """What a comparison of the two runs resolves per mode and batch: their latencies' round
+    spread pooled, unpaired."""
+    return run_noise([*a_records, *b_records], paired=False)
 
 
-def _row(a: Record, b: Record, field: str, va, vb) -> dict:
+def _train_time(a, b) -> tuple[stats.Interval, str]:
+    """B's training time against A's over the seeds that ran (a ratio, Welch on logs)."""
+    ta = [r.train_time_s for r in a.runs if r.train_time_s]
+    tb = [r.train_time_s for r in b.runs if r.train_time_s]
+    if len(ta) < 2 or len(tb) < 2:
+        ratio = (sum(tb) / len(tb)) / (sum(ta) / len(ta)) if ta and tb else float("nan")
+        return stats.Interval(ratio, None, None, "one seed a side"), "one seed a side: no spread"
+    iv, _ = stats.ratio_interval(ta, tb, paired=False, estimate=b.train_time_s_mean / a.train_time_s_mean)
+    return iv, f"95% CI {iv.low:.2f}–{iv.high:.2f}, {len(ta)} and {len(tb)} seeds"
+
+
+def _row(a: Record, b: Record, field: str, va, vb, noise: RunNoise, memory: MemoryNoise | None) -> dict:
     """One compared value: its relative change, how the change is shown, the noise it is judged
     against (shown), whether it is called a change, and the verdict in words."""
     rel = (vb - va) / va if va else float("inf") if vb else 0.0
     row = {"value": field, "A": va, "B": vb, "change": rel, "change_shown": change(rel)}
     if a.metric == "latency":
-        c = latency_change(a.result, b.result)
+        floor = noise.floor(a.spec.mode, a.spec.batch_size)
+        c = latency_change(a.result, b.result, paired=False, floor=floor)
         c = c.throughput() if field == "images_per_s" else c
-        row.update(noise=c.iqr_noise, noise_shown=c.interval_text(), significant=c.significant,
+        shown = c.interval_text() + (f"; resolves {100 * floor:.1f}%" if floor else "")
+        row.update(noise=c.iqr_noise, noise_shown=shown, significant=c.significant,
                    verdict=c.verdict, method=c.method)  # fmt: skip
     elif a.metric == "accuracy" and field == "test_accuracy_mean":
-        stds = [seed_std(r.result) for r in (a, b)]
-        seeds = min(finished_seeds(a.result), finished_seeds(b.result))
-        spread = max((s for s in stds if s is not None), default=0.0)
-        few = seeds < FEW_SEEDS
-        noise = max(spread, ACCURACY_FLOOR) if few else spread
-        shown = f"std {points(spread)[1:]}" if seeds > 1 else "1 seed: no spread"
-        if few:
-            shown += f"; floor {points(ACCURACY_FLOOR)[1:]} (< {FEW_SEEDS} seeds)"
-        row.update(change_shown=points(vb - va), noise=noise, method="seed std",
-                   noise_shown=shown, significant=abs(vb - va) > noise)  # fmt: skip
-        row["verdict"] = ("higher" if vb > va else "lower") if row["significant"] else "within noise"
-    else:
-        noise = _noise(a, b, field)
-        significant = abs(rel) > noise
-        row.update(noise=noise, noise_shown=percent(noise), significant=significant,
-                   method="exact" if noise == 0 else "allowance",
-                   verdict=("changed" if significant else "within noise") if noise else ("changed" if significant else ""))  # fmt: skip
+        judged = accuracy_change(a.result, b.result)
+        row.update(change_shown=points(vb - va), noise=None, method="seeds (Welch)",
+                   noise_shown=judged.short() if judged else MISSING,
+                   significant=bool(judged and judged.significant),
+                   verdict=judged.verdict if judged else stats.NOT_RESOLVED)  # fmt: skip
+    elif a.metric == "accuracy":  # training time: over the seeds' own times
+        iv, shown = _train_time(a.result, b.result)
+        verdict = stats.call(iv)
+        row.update(noise=None, noise_shown=shown, method="seeds (Welch)",
+                   significant=verdict != stats.NOT_RESOLVED, verdict=verdict)  # fmt: skip
+    elif a.metric == "memory" and field == "measured_bytes" and a.result.source != "cuda_allocator":
+        judged = memory.judge(rel) if memory is not None else None
+        row.update(noise=judged.threshold if judged else None, method="identical pair",
+                   noise_shown=judged.short() if judged else "no noise estimate (no googlenet_ls beside googlenet)",
+                   significant=bool(judged and judged.significant),
+                   verdict=judged.verdict if judged else stats.NOT_RESOLVED)  # fmt: skip
+    else:  # deterministic: counts, analytic bytes, CUDA allocator peaks
+        significant = rel != 0
+        row.update(noise=0.0, noise_shown="exact", significant=significant, method="exact",
+                   verdict="changed" if significant else "")  # fmt: skip
     return row
 
 
@@ -122,8 +130,11 @@ def compare_runs(
     are compared either way."""
     hardware, _ = hardware_differences(run_a, run_b)
     hold = hardware is not None and not across_hardware
-    a_records = {_pair_key(r): r for r in RunStore(run_a).records()}
-    b_records = {_pair_key(r): r for r in RunStore(run_b).records()}
+    a_list, b_list = RunStore(run_a).records(), RunStore(run_b).records()
+    noise = resolution(a_list, b_list)
+    memory = memory_noise(a_list, b_list)  # both runs' identical pairs, pooled
+    a_records = {_pair_key(r): r for r in a_list}
+    b_records = {_pair_key(r): r for r in b_list}
     rows = []
     for key in (k for k in a_records if k in b_records):
         a, b = a_records[key], b_records[key]
@@ -141,7 +152,7 @@ def compare_runs(
             va, vb = getattr(a.result, field), getattr(b.result, field)
             if va is None or vb is None:
                 continue
-            row = {**base, **_row(a, b, field, va, vb)}
+            row = {**base, **_row(a, b, field, va, vb, noise, memory)}
             if hold and field in SPEED_VALUES:
                 row.update(significant=False, verdict="different hardware")
             rows.append(row)
@@ -155,11 +166,11 @@ def shown(value) -> str:
 
 
 def flag(row: dict) -> str:
-    """The last column: '**!** slower' for a called change, 'within noise' where a noise rule
+    """The last column: '**!** slower' for a called change, 'not resolved' where a noise rule
     applied and found none, '' for an unchanged count."""
     if row["significant"]:
         return "**!**" + (f" {row['verdict']}" if row["verdict"] not in ("", "changed") else "")
-    shown_verdicts = ("within noise", "no spread to judge by", "different hardware")
+    shown_verdicts = (stats.NOT_RESOLVED, "different hardware")
     return row["verdict"] if row["verdict"] in shown_verdicts else ""
 
 
@@ -167,7 +178,7 @@ def regressions(frame: pd.DataFrame, threshold: float) -> pd.DataFrame:
     """The called changes that are worse: slower or less throughput beyond ``threshold`` (a
     fraction), lower accuracy, longer training beyond it, any changed count, a record that is
     ok in A and not in B. Changes
-    not called (within noise, or across hardware unless asked) are never regressions."""
+    not called (not resolved, or across hardware unless asked) are never regressions."""
     worse = []
     for r in frame.to_dict("records"):
         if not r["significant"]:
@@ -203,12 +214,12 @@ def write_compare(frame: pd.DataFrame, out: Path, run_a: Path, run_b: Path) -> d
                   + "; ".join(f"{label(k)} {a} → {b}" for k, a, b in diffs) + ".", ""]  # fmt: skip
     lines += [
         "change = (B − A) / A; test accuracy in percentage points (pp). Flagged (**!**) only "
-        "outside the runs' own noise: for latency and images/s the 95% bootstrap interval of the "
-        "ratio of medians must exclude 1 and the change exceed the minimum effect (else 'within "
-        "noise'; records without kept samples: the IQR rule, labelled); for accuracy the larger "
-        f"sample std over seeds, and with fewer than {FEW_SEEDS} seeds at least {ACCURACY_FLOOR * 100:g} "
-        "pp (one seed has no spread; GPU training is not deterministic); 5% for a CPU RSS peak; zero for "
-        "counts and the rest of memory.",
+        "where the two runs resolve it: for latency and images/s Welch's 95% interval of the ratio "
+        "over the runs' round medians must exclude 1 and the change reach what the runs resolve "
+        "(shown per row); the interval covers these runs' processes, not the drift between runs "
+        "(`cnnbench history show` judges that). Accuracy over seeds, with "
+        "at least 3 a side; a CPU RSS peak against the identical pair's spread; counts and the "
+        "rest of memory exactly. Anything else is 'not resolved'.",
         "",
         "| metric | model | mode | batch | input | value | A | B | change | noise | |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",

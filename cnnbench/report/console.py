@@ -5,6 +5,10 @@ formatter of the Markdown and HTML reports, so a terminal and a report show the 
 
 from __future__ import annotations
 
+import math
+
+import contextlib
+
 from rich import box
 from rich.console import Console
 from rich.markup import escape
@@ -24,12 +28,14 @@ from .frames import Frames
 __all__ = [
     "MACS_NOTE",
     "RunProgress",
+    "calibration_table",
     "compare_table",
     "data_lines",
     "describe",
     "layers_table",
     "minsize_table",
     "models_table",
+    "progress_bar",
     "run_summary",
     "added_line",
     "trend_tables",
@@ -123,13 +129,14 @@ def data_lines(found) -> list[str]:
 
 def compare_table(frame, run_a, run_b) -> Table:
     """``cnnbench compare``: the frame of ``report.compare.compare_runs``, changes outside the
-    noise flagged, the rest marked within noise."""
+    noise flagged, the rest marked not resolved."""
     from .compare import shown
 
     table = Table(title=f"A = {run_a}   B = {run_b}",
-                  caption="! change outside the runs' own noise: latency by the 95% bootstrap "
-                  "interval of the ratio and a minimum effect (IQR rule without samples), "
-                  "accuracy by the seed std (pp), 0 for counts")  # fmt: skip
+                  caption="! a change the two runs resolve: latency by Welch's 95% interval over "
+                  "their round medians and at least what the runs resolve (IQR rule without "
+                  "samples), accuracy over 3 or more seeds a side, a CPU RSS peak against the "
+                  "identical pair's spread, counts exactly; anything else not resolved")  # fmt: skip
     for col in ("metric", "model", "mode", "batch", "value", "A", "B", "change", "noise", ""):
         table.add_column(
             col, justify="left" if col in ("metric", "model", "mode", "value", "noise", "") else "right"
@@ -214,9 +221,24 @@ def _trained(row: dict) -> str:
     return acc if size is None or acc == MISSING else f"{acc}@{size}"
 
 
+def resolves_line(frames) -> str:
+    """' Resolves (latency between two models, 95%): inference b1 7.9%, ...' ('' without
+    latencies in rounds): what the run can call, per mode and batch."""
+    keys = sorted(frames.noise.by_key, key=lambda k: (k[0] != "inference", k[1]))
+    if not keys:
+        return ""
+    floors = {k: frames.floor(*k) for k in keys}
+    parts = [f"{'infer' if m == 'inference' else m} b{b} "
+             + (f"{100 * floors[m, b]:.0f}%" if math.isfinite(floors[m, b]) else "nothing") for m, b in keys]  # fmt: skip
+    control = frames.control
+    note = "" if control is None else " (noise control passed)" if control.passed else " (noise control failed: floor raised)"
+    return f" Resolves (latency between two models, 95%): {', '.join(parts)}{note}; smaller: not resolved."
+
+
 def run_summary(records, config) -> Table:
     """The table ``cnnbench run`` prints at the end: the overview of the saved records."""
-    frame = Frames(records).overview
+    frames = Frames(records)
+    frame = frames.overview
     threads = config.workload.threads
     dev = config.device + (f", {threads} threads" if threads else "")
     table = Table(
@@ -230,7 +252,8 @@ def run_summary(records, config) -> Table:
         "batch, CUDA peak allocated or CPU peak RSS above the worker's baseline. ~ unstable "
         "(IQR > 10% of median), ! contended CPU, — not measured. acc: test accuracy after the "
         "profile's short training (± sample std over seeds, none with one seed) @ the side it was "
-        "trained at (see env.json). px: the side latency and memory were measured at.",
+        "trained at (see env.json). px: the side latency and memory were measured at."
+        + resolves_line(frames),
     )
     columns = ["model", "px", "params", "GMACs", "ms b1", "infer/s", "train/s", "MiB i/t"]
     with_accuracy = "accuracy" in config.metrics
@@ -312,3 +335,46 @@ class RunProgress:
             if kind == "record" and payload.status != "ok":
                 what = f"{payload.spec.model} {payload.metric}"
                 self.console.print(f"[red]{payload.status}[/] {what}: {payload.reason}")
+
+
+@contextlib.contextmanager
+def progress_bar(console: Console, what: str, total: int):
+    """A transient bar of ``total`` steps; yields ``step(done)``."""
+    progress = Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=True)  # fmt: skip
+    task = progress.add_task(what, total=total)
+    with progress:
+        yield lambda done: progress.update(task, completed=done)
+
+
+def calibration_table(cal) -> Table:
+    """``cnnbench calibrate``'s result: each property with its estimate's interval, then what a
+    run resolves by rounds."""
+    table = Table(
+        title=f"Calibration: {cal.replicates} runs of each workload, {cal.rounds} rounds each "
+        f"({cal.wall_s / 60:.1f} min)",
+        caption=f"sleep: truth known, process sd {100 * cal.process_sd:.0f}% (its rounds measured "
+        f"{100 * cal.round_sd_measured:.1f}%), iterations {100 * cal.iteration_sd:.0f}%; compute: "
+        f"this machine's own noise (rounds {100 * cal.compute_round_sd:.1f}%), truth only that the "
+        "two are identical. Rates with Wilson's 95% interval.",
+        box=box.SIMPLE_HEAD,
+    )  # fmt: skip
+    for col in ("property", "sleep (known truth)", "compute (this machine)", "target"):
+        table.add_column(col)
+    checks = cal.checks()
+    table.add_row("interval covers the true median", cal.coverage.text(), MISSING,
+                  f"92-98% ({'ok' if checks['coverage 92-98%'] else 'MISSED'})")  # fmt: skip
+    table.add_row("identical pair called a change, one run (paired)", cal.paired_false_alarm.text(),
+                  cal.compute_paired_false_alarm.text(), f"<= 6% ({'ok' if checks['false alarms <= 6%'] else 'MISSED'})")  # fmt: skip
+    table.add_row("identical truth called a change, compare of two runs", cal.compare_false_alarm.text(),
+                  cal.compute_compare_false_alarm.text(), "<= 6%")  # fmt: skip
+    table.add_row("10% slower called, one run (paired)", cal.paired_power_10.text(), MISSING, "")
+    table.add_row("10% slower called, compare of two runs", cal.compare_power_10.text(), MISSING, "")
+    table.add_row("25% slower called, one run (paired)", cal.paired_power_25.text(), MISSING,
+                  f">= 80% ({'ok' if checks['power at 25% >= 80%'] else 'MISSED'})")  # fmt: skip
+    table.add_row("25% slower called, compare of two runs", cal.compare_power_25.text(), MISSING, ">= 80%")
+    table.add_section()
+    for k, timed, wall, sleep, compute in cal.resolution_by_rounds:
+        table.add_row(f"detectable change (80% power) after {k} rounds", f"{100 * sleep:.1f}%",
+                      f"{100 * compute:.1f}%", f"{timed:.2f} s timed, ~{wall:.1f} s wall per model")  # fmt: skip
+    return table

@@ -12,11 +12,23 @@ number is read from the frames (no fixed prose about a model's results).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import pandas as pd
 
-from .fmt import ABOVE_ROOF, MISSING, accuracy, change, fmt, is_missing, percent, points, utilization
+from .. import stats
+from ..results.types import NEAR_ROOF
+from .fmt import (
+    ABOVE_ROOF,
+    MISSING,
+    accuracy,
+    change,
+    fmt,
+    percent,
+    points,
+)
+from .fmt import utilization as utilization_text
 from .frames import (
     EQUAL_RESOLUTION,
     LINEAGE_FIELDS,
@@ -26,8 +38,11 @@ from .frames import (
     first_ok,
     ok_records,
     relative_change,
+    result_of,
     trained_counts,
+    utilization,
 )
+from .noise import MIN_SEEDS, accuracy_change
 
 __all__ = ["DATASHEET_PEAKS", "Section", "sections"]
 
@@ -72,17 +87,70 @@ def _ratio(x: float, y: float) -> str:
     return f"{y / x:.1f}x fewer than" if x < y else f"{x / y:.2f}x"
 
 
+def resolution_text(frames: Frames) -> str:
+    """What the run's latencies resolve, per mode and batch, in one paragraph ('' without
+    latencies measured in rounds)."""
+    noise = frames.noise
+    if not noise.by_key:
+        return ""
+    keys = sorted(noise.by_key, key=lambda k: (k[0] != "inference", k[1]))
+    parts = []
+    for mode, batch in keys:
+        res = noise.by_key[(mode, batch)]
+        floor = frames.floor(mode, batch)
+        text = (f"{mode} b{batch}: {100 * res.callable:.1f}% (a {100 * res.detectable:.1f}% change "
+                f"is called 80% of the time; {noise.rounds[(mode, batch)]} rounds)")  # fmt: skip
+        if floor > res.callable:
+            text += f", raised to {100 * floor:.1f}% by the noise control" if floor != float("inf") else ", nothing: the noise control has no interval"  # fmt: skip
+        parts.append(text)
+    how = ("paired round by round (one run, interleaved rounds)" if noise.paired else
+           "unpaired (shards or a resumed run: their rounds did not run side by side)")  # fmt: skip
+    text = (f"What this run resolves: the smallest latency change it calls between two models, "
+            f"{how} — {'; '.join(parts)}. A smaller difference is 'not resolved' everywhere in "
+            "this report.")
+    mem = frames.memory_noise
+    if mem is not None:
+        diffs = ", ".join(f"{100 * math.expm1(d):+.1f}%" for d in mem.log_differences)
+        text += (f" Peak memory is measured once per unit: the identical pair (googlenet_ls, "
+                 f"googlenet) differs by {diffs}, so memory changes within ±{100 * mem.threshold:.0f}% "
+                 "are not resolved.")  # fmt: skip
+    return text
+
+
+# the lineage fields judged beside their change: (key, the row field holding its judgement)
+_JUDGED = ("latency_ms_p50_b1", "train_images_per_s", "train_memory_bytes", "test_accuracy_mean")
+
+
+def _unlike(row: dict, key: str) -> str:
+    """Why a size-dependent field gets no change or verdict: '28 vs 96 px'."""
+    if LINEAGE_FIELDS[key].points:
+        return "trained at other sizes"
+    return f"{row['input']} vs {row['parent_input']} px"
+
+
+def _judged_cell(row: dict, key: str) -> str:
+    judged = row[f"{key} noise"]
+    if judged is not None:
+        return judged.short()
+    if not (row["trained_alike"] if LINEAGE_FIELDS[key].points else row["alike"]):
+        return f"no verdict ({_unlike(row, key)})"
+    return MISSING
+
+
 def lineage(frames: Frames) -> Section:
-    """Exercise 1: each variant against its parent, absolute values and change; latency and
-    throughput changes called only beyond the noise."""
+    """Exercise 1: each variant against its parent, absolute values and change; a change gets a
+    verdict only when the pair is alike (one input size; one training size for accuracy) and
+    the run resolves it."""
     section = Section(
         "Exercise 1 — GoogLeNet variants as a lineage",
         "Each variant against its parent, measured in the same runs (same profile, same seeds). "
         "Change = (variant − parent) / parent; test accuracy changes in percentage points (pp). "
         "Latency (inference, batch 1) and training throughput (train mode, the largest batch both "
-        "measured) are called faster or slower only when the 95% bootstrap interval of their ratio "
-        "excludes 1 and the change is beyond the minimum effect; otherwise 'within noise' (records "
-        "without kept samples: the IQR rule, labelled). — where either record is missing or not ok.",
+        "measured) are called faster or slower only when the 95% interval of their ratio over the "
+        "run's rounds excludes 1 and the change is at least what the run resolves there (see the "
+        "header); peak memory beyond the identical pair's spread; test accuracy from "
+        f"{MIN_SEEDS} seeds a side, by an interval over the seeds. Otherwise 'not resolved'. A pair "
+        "measured at different sizes gets its numbers and no change or verdict.",
         figure="lineage",
     )
     frame = frames.lineage
@@ -90,74 +158,59 @@ def lineage(frames: Frames) -> Section:
         section.sentences.append("No variant and its parent were both measured in these runs.")
         return section
     control = frames.control
-    if control is not None and control.noisy:
+    if control is not None and not control.passed:
         section.warning = control.headline()
-    rows, called = [], []
+    rows, called, unlike = [], [], []
     for row in frame.to_dict("records"):
         shown = {"variant": row["variant"], "parent": row["parent"],
                  "input (variant / parent)": f"{row['input']} / {row['parent_input']}"}  # fmt: skip
-        parts = []
         for key, f in LINEAGE_FIELDS.items():
             shown[f.label] = _headline(row, key)
-            shown[f"{f.label} change"] = _change_of(row, key)
-            noise = row[f"{key} noise"]
-            if key in ("latency_ms_p50_b1", "train_images_per_s"):
-                shown[f"{f.label} verdict"] = noise.short() if noise else MISSING
-            value = row[f"{key} change"]
-            if is_missing(value) or abs(value) < 0.005:
-                continue
-            note = ""
-            if noise is not None:
-                note = f" ({noise.verdict}{', IQR rule' if noise.method != 'bootstrap' else ''})"
-                if noise.significant:
-                    called.append((row["variant"], f.label, _change_of(row, key), noise.verdict))
-            if key == "test_accuracy_mean":
-                seeds = row["seeds"]
-                note = f" ({row['accuracy_status']})" if row["accuracy_status"] != "ok" else ""
-                note += " (1 seed: no spread)" if seeds == 1 else f" ({seeds} seeds)" if seeds else ""
-            parts.append(f"{f.label} {_change_of(row, key)}{note}")
+            comparable = (row["trained_alike"] if f.points else row["alike"]) or not f.by_size
+            shown[f"{f.label} change"] = _change_of(row, key) if comparable else (
+                f"— ({_unlike(row, key)}: parent {_headline({**row, key: row[f'{key} parent']}, key)})")  # fmt: skip
+            if key in _JUDGED:
+                shown[f"{f.label} verdict"] = _judged_cell(row, key)
+                judged = row[f"{key} noise"]
+                if judged is not None and judged.significant:
+                    called.append((row["variant"], f.label, _change_of(row, key), judged.verdict))
+        if not row["alike"]:
+            unlike.append(row)
         rows.append(shown)
-        sizes = (
-            f" (at {row['input']}x{row['input']} against {row['parent_input']}x{row['parent_input']}: "
-            "not like with like, see exercise 3)" if row["input"] != row["parent_input"] else ""
-        )  # fmt: skip
-        section.sentences.append(
-            f"{row['variant']} ({row['what changed']}) against {row['parent']}{sizes}: "
-            + (", ".join(parts) if parts else "no measured change above 0.5%")
-            + "."
-        )
     batches = sorted({b for b in frame["train_batch"] if b is not None})
     section.add_table(
         "Variants against their parents (train images/s at batch "
         f"{', '.join(map(str, batches)) or MISSING})", rows,
     )  # fmt: skip
-    acc = [r for r in frame.to_dict("records") if not is_missing(r["test_accuracy_mean change"])]
-    answer = []
-    if acc:
-        top = max(acc, key=lambda r: r["test_accuracy_mean change"])
-        seeds = top["seeds"]
-        answer.append(
-            f"The largest accuracy change against a parent is {top['variant']}'s "
-            f"({points(top['test_accuracy_mean change'])} over {top['parent']}"
-            + (", one seed, so no spread to judge it by" if seeds == 1 else f", {seeds} seeds" if seeds else "")
-            + ")."
-        )  # fmt: skip
-    noisy = control is not None and control.noisy
-    if called and noisy:
-        answer.append(
-            f"{len(called)} latency or throughput changes exceed the noise by the rule, but so "
-            "does the noise control (googlenet_ls against googlenet, the same network: "
-            + next(f"{m} b{b} {c.text()}" for m, b, c in control.pairs if c.significant)
-            + "; see the warning), so none of them can be attributed to a variant."
-        )
-    elif called:
-        what = "; ".join(f"{v} {label} {c} ({verdict})" for v, label, c, verdict in called[:4])
-        more = f" and {len(called) - 4} more (below)" if len(called) > 4 else ""
-        answer.append(f"Latency and throughput changes beyond the noise: {what}{more}.")
-    else:
-        answer.append("No variant's latency or throughput change is beyond the noise.")
-    section.answer = " ".join(answer)
+    section.answer = _lineage_answer(frames, frame, called, unlike)
     return section
+
+
+def _lineage_answer(frames: Frames, frame: pd.DataFrame, called: list, unlike: list) -> str:
+    """What the lineage resolves, first; then what it cannot, and why."""
+    control = frames.control
+    answer = []
+    if called:
+        what = "; ".join(f"{v} {label} {c} ({verdict})" for v, label, c, verdict in called[:5])
+        more = f" and {len(called) - 5} more (table)" if len(called) > 5 else ""
+        answer.append(f"Changes this run resolves: {what}{more}.")
+    else:
+        answer.append("This run resolves no variant's change of latency, throughput, memory or "
+                      "accuracy against its parent.")  # fmt: skip
+    if control is not None and not control.passed:
+        answer.append("The noise control did not pass (warning above): where it failed, only "
+                      "changes beyond its interval are called.")  # fmt: skip
+    seeds = [r["seeds"] for r in frame.to_dict("records") if r["seeds"]]
+    if seeds and min(seeds) < MIN_SEEDS:
+        answer.append(
+            f"Accuracy differences are not judged: {min(seeds)} seed(s) per network, and a call "
+            f"needs {MIN_SEEDS} a side (the spread from seed to seed is not known from fewer)."
+        )
+    if unlike:
+        names = ", ".join(f"{r['variant']} ({r['input']} vs {r['parent_input']} px)" for r in unlike)
+        answer.append(f"No size-dependent verdict for {names}: measured at another input than "
+                      "its parent (exercise 3 compares them at one size).")  # fmt: skip
+    return " ".join(answer)
 
 
 def minimum_sizes(frames: Frames) -> Section:
@@ -295,32 +348,43 @@ def native_28(frames: Frames) -> Section:
         add(label, getattr(ra_.result, key), getattr(rb_.result, key),
             lambda v, d=digits, s=scale: fmt(v, d, scale=s))  # fmt: skip
     section.add_table(f"googlenet against googlenet28, both at {size}x{size}", rows)
-    if same_acc and not is_missing(a["test_accuracy_mean"]) and not is_missing(b["test_accuracy_mean"]):  # fmt: skip
-        answer = (
-            f"Trained at {size}x{size} with the same recipe, googlenet28 reached "
-            f"{b['test_accuracy_mean']:.3f} test accuracy against googlenet's "
-            f"{a['test_accuracy_mean']:.3f} ({points(b['test_accuracy_mean'] - a['test_accuracy_mean'])})"
-        )
-        if a["train_time_s_mean"] and b["train_time_s_mean"]:
-            answer += (
-                f", training in {b['train_time_s_mean']:.1f} s against "
-                f"{a['train_time_s_mean']:.1f} s ({change(relative_change(a['train_time_s_mean'], b['train_time_s_mean']))})"
-            )
-        answer += "."
-        if ga is not None and b["gmacs"] is not None:
-            answer += (
-                f" At that input googlenet28 needs {b['gmacs']:.3f} GMACs per image, "
-                f"{_ratio(b['gmacs'], ga)} googlenet's {ga:.3f}"
-                + (": its stem keeps a 14x14 map where googlenet's shrinks the input to 7x7."
-                   if b["gmacs"] > ga else ".")
-            )  # fmt: skip
-        section.answer = answer
-    else:
-        section.answer = (
-            f"These runs hold no like-with-like comparison of accuracy at {size}x{size}; see "
-            "the rows below for what was measured at the same input."
-        )
+    section.answer = _native_28_answer(size, ga, b["gmacs"], acc_a if same_acc else None,
+                                       acc_b if same_acc else None)  # fmt: skip
     return section
+
+
+def _native_28_answer(size: int, ga, gb, acc_a, acc_b) -> str:
+    """Counts first (exact), then the accuracy difference only as far as the seeds resolve it."""
+    parts = []
+    if ga is not None and gb is not None:
+        parts.append(
+            f"At {size}x{size} googlenet28 needs {gb:.3f} GMACs per image, {_ratio(gb, ga)} "
+            f"googlenet's {ga:.3f}"
+            + (": its stem keeps a 14x14 map where googlenet's shrinks the input to 7x7." if gb > ga else ".")
+        )  # fmt: skip
+    if acc_a is None or acc_b is None:
+        parts.append(f"These runs hold no like-with-like comparison of accuracy at {size}x{size}.")
+        return " ".join(parts)
+    judged = accuracy_change(result_of(acc_a), result_of(acc_b))
+    if judged is None:
+        parts.append("No accuracy to compare: a training did not finish a seed.")
+    elif judged.significant:
+        parts.append(
+            f"Trained at {size}x{size} with the same recipe, googlenet28's test accuracy is "
+            f"{judged.verdict} by {points(judged.difference)} (95% CI {100 * judged.low:+.1f} to "
+            f"{100 * judged.high:+.1f} pp over {judged.seeds[0]} and {judged.seeds[1]} seeds)."
+        )
+    else:
+        rb = result_of(acc_b)
+        mean_a, mean_b = judged.means
+        test = stats.binomial_interval(mean_b, rb.test_images) if rb.test_images else None
+        parts.append(
+            f"Their accuracies ({mean_b:.3f} and {mean_a:.3f}, "
+            f"{points(judged.difference)}) are not resolved: {judged.why or 'the interval over seeds includes no change'}"
+            + (f"; the test set alone spreads ±{100 * (test.high - test.low) / 2:.1f} pp, and "
+               "seeds spread more." if judged.low is None and test is not None else ".")
+        )  # fmt: skip
+    return " ".join(parts)
 
 
 def _no_facts(section: Section, frames: Frames) -> bool:
@@ -572,55 +636,68 @@ def _probe_rows(frames: Frames) -> list[dict]:
     return rows
 
 
+def _outside(v) -> str:
+    """The share of the forward pass outside conv/linear layers, and whether the profiler's own
+    cost is out of it (records before profiled_ms kept it in)."""
+    text = percent(v.other_time_share, suffix="")
+    return text if v.profiled_ms is not None or text == MISSING else f"{text} (profiler included)"
+
+
+def _bounds(v) -> dict[str, int]:
+    counts = {"compute": 0, "memory": 0, "overhead": 0}
+    for lay in v.layers:
+        if lay.achieved_flops:
+            counts[lay.bound_at(v.ridge_flop_per_byte)] += 1
+    return counts
+
+
 def rooflines(frames: Frames) -> Section:
     """Exercise 5, measured: per-layer rooflines and MFU; a roof that something ran above is an
     underestimate, and says so."""
     section = Section(
         "Exercise 5, measured — rooflines",
         "Per convolution and linear layer of a forward pass: time from torch.profiler, MACs from "
-        "fvcore, bytes from the layer's input, output and weights. Peaks measured on the device "
-        "(compute: the best of the probes; bandwidth: a large copy), the data-sheet roof beside "
-        "them where known. MFU = the whole forward pass's achieved FLOP/s over the measured peak; "
-        "a model or layer above the measured roof means the probes underestimate the machine, so "
-        f"MFU is then shown as '{ABOVE_ROOF}', never as a number above 100%.",
+        "fvcore, bytes from the layer's input, output and weights. Peaks measured on the device at "
+        "the median iteration, as every latency (compute: the best of a large matmul and unpadded "
+        "3x3 convolutions, counting only taps on real data; bandwidth: a large copy); the "
+        "data-sheet roof beside them where every factor is known (on a CPU: its maximum clock). "
+        "MFU = the work of one forward pass over its median time in the latency table (the same "
+        "batch), over the measured peak. A layer is memory- or compute-bound only when it reaches "
+        f"at least {100 * NEAR_ROOF:.0f}% of that roof at its intensity; far below both roofs it is "
+        "overhead-bound (launches, framework, small shapes). Time outside conv/linear layers is "
+        "taken of the unprofiled pass, the profiler's own cost spread over its ranges and taken "
+        f"out. A model or layer above the measured roof means the probes underestimate the machine: "
+        f"MFU is then '{ABOVE_ROOF}', never a number above 100%.",
         figure="roofline",
     )
     rows, above, any_under = [], [], False
     records = ok_records(frames.records, "roofline")
+    uses = {r.spec.model: utilization(frames.records, r) for r in records}
     for r in records:
-        v = r.result
+        v, use = r.result, uses[r.spec.model]
         timed = [lay for lay in v.layers if lay.achieved_flops]
-        memory_bound = sum(1 for lay in timed if lay.bound == "memory")
-        over = [lay for lay in timed if lay.achieved_flops > lay.roof_flops * (1 + 1e-9)]
-        under = above_roof(v)
+        over = [lay for lay in timed if lay.above_compute_roof(v.peak_flops)]
+        under = above_roof(v) or use.mfu > 1
         any_under |= under
         above += [(r.spec.model, lay) for lay in over]
+        bounds = _bounds(v)
         rows.append({
             "model": r.spec.model, "batch": r.spec.batch_size, "device": r.spec.device,
-            "forward ms": fmt(v.model_ms, 2), "achieved GFLOP/s": fmt(v.model_achieved_flops, 1, scale=1e9),
+            "forward ms (latency median)": fmt(use.forward_ms, 2),
+            "achieved GFLOP/s": fmt(use.achieved_flops, 1, scale=1e9),
             "peak GFLOP/s (measured)": fmt(v.peak_flops, 1, scale=1e9),
             "peak GB/s (measured)": fmt(v.peak_bytes_per_s, 1, scale=1e9),
-            "ridge FLOP/byte": fmt(v.ridge_flop_per_byte, 1), "MFU %": utilization(v.mfu, under, suffix=""),
+            "ridge FLOP/byte": fmt(v.ridge_flop_per_byte, 1), "MFU %": utilization_text(use.mfu, under, suffix=""),
             "layers above the roof": f"{len(over)} of {len(timed)}",
-            "memory-bound layers": f"{memory_bound} of {len(timed)}",
-            "time outside conv/linear %": percent(v.other_time_share, suffix=""),
+            "compute / memory / overhead-bound layers": f"{bounds['compute']} / {bounds['memory']} / {bounds['overhead']}",
+            "time outside conv/linear %": _outside(v),
         })  # fmt: skip
-        if v.mfu > 1:
-            how = "above the measured peak, which therefore underestimates the machine (no MFU given)"
-        elif under:
-            how = (f"with {len(over) or 'some'} of its layers above the measured roof, which therefore "
-                   "underestimates the machine (no MFU given)")  # fmt: skip
-        else:
-            how = f"{100 * v.mfu:.1f}% of the measured peak"
-        section.sentences.append(
-            f"{r.spec.model} at batch {r.spec.batch_size} ran at {v.model_achieved_flops / 1e9:.1f} "
-            f"GFLOP/s, {how}; {memory_bound} of its {len(timed)} timed layers sit left of the "
-            f"ridge ({v.ridge_flop_per_byte:.1f} FLOP/byte), where bandwidth, not arithmetic, "
-            "bounds them."
-        )
     section.add_table("Model FLOPs utilization and peaks", rows,
                       "No roofline records in these runs (metric roofline).")  # fmt: skip
     section.add_table("The peaks behind the roof: every probe, and the data sheet", _probe_rows(frames))  # fmt: skip
+    sources = sorted({u.source for u in uses.values()})
+    if sources:
+        section.sentences.append(f"Forward time behind each MFU: {'; '.join(sources)}.")
     if not records:
         return section
     if any_under:
@@ -636,28 +713,35 @@ def rooflines(frames: Frames) -> Section:
             + "The probes do not reach this machine's peak; MFU above the roof is not shown as a "
             "number, and every 'fraction of roof' here is a lower bound on the true headroom."
         )  # fmt: skip
-    mfus = [(r.spec.model, r.result) for r in records if not above_roof(r.result)]
+    section.answer = _rooflines_answer(records, uses, above, any_under)
+    return section
+
+
+def _rooflines_answer(records, uses, above, any_under) -> str:
     answer = []
+    mfus = [(r.spec.model, uses[r.spec.model].mfu) for r in records
+            if not above_roof(r.result) and uses[r.spec.model].mfu <= 1]  # fmt: skip
     if mfus:
-        lo, hi = min(mfus, key=lambda m: m[1].mfu), max(mfus, key=lambda m: m[1].mfu)
-        spread = (
-            f"ranges from {100 * lo[1].mfu:.0f}% ({lo[0]}) to {100 * hi[1].mfu:.0f}% ({hi[0]})"
-            if len(mfus) > 1 else f"is {100 * lo[1].mfu:.0f}% ({lo[0]})"
-        )  # fmt: skip
-        answer.append(
-            f"Below the roof, MFU {spread} of the measured peak"
-            + (" — upper bounds, as the true peak is higher." if any_under else ".")
-        )
+        lo, hi = min(mfus, key=lambda m: m[1]), max(mfus, key=lambda m: m[1])
+        spread = (f"ranges from {100 * lo[1]:.0f}% ({lo[0]}) to {100 * hi[1]:.0f}% ({hi[0]})"
+                  if len(mfus) > 1 else f"is {100 * lo[1]:.0f}% ({lo[0]})")  # fmt: skip
+        answer.append(f"MFU {spread} of the measured peak"
+                      + (" — upper bounds, as the true peak is higher." if any_under else "."))  # fmt: skip
     if any_under:
         names = sorted({m for m, _ in above} | {r.spec.model for r in records if above_roof(r.result)})
+        answer.append(f"The measured roof is underestimated — {', '.join(names)} ran above it in "
+                      "places — so it bounds nothing there and those MFUs are not shown as numbers.")  # fmt: skip
+    counts = {"compute": 0, "memory": 0, "overhead": 0}
+    for r in records:
+        for k, n in _bounds(r.result).items():
+            counts[k] += n
+    total = sum(counts.values())
+    if total:
         answer.append(
-            f"The measured roof is underestimated — {', '.join(names)} ran above it in places — "
-            "so it bounds nothing there and those MFUs are not shown as numbers."
+            f"Of {total} timed layers, {counts['compute']} are compute-bound, {counts['memory']} "
+            f"memory-bound and {counts['overhead']} reach less than {100 * NEAR_ROOF:.0f}% of either "
+            "roof: overhead-bound."
         )
-    timed = [lay for r in records for lay in r.result.layers if lay.achieved_flops]
-    if timed:
-        bound = sum(1 for lay in timed if lay.bound == "memory")
-        answer.append(f"{bound} of {len(timed)} timed layers are memory-bound by the ridge point.")
     low_sheet = [r.result.peaks for r in records if r.result.peaks and sheet_below_probe(r.result.peaks)]
     if low_sheet:
         p = low_sheet[0]
@@ -667,8 +751,7 @@ def rooflines(frames: Frames) -> Section:
             f"({_sheet_suspect(p)}), so it is not an upper bound here and no utilization is "
             "given against it."
         )
-    section.answer = " ".join(answer)
-    return section
+    return " ".join(answer)
 
 
 def sheet_below_probe(p) -> bool:

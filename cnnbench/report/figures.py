@@ -21,6 +21,7 @@ import numpy as np  # noqa: E402
 from .. import stats  # noqa: E402
 from .fmt import is_missing, points, utilization  # noqa: E402
 from .frames import LINEAGE_FIELDS, Frames, above_roof, first_ok, ok_records  # noqa: E402
+from .frames import utilization as frame_utilization  # noqa: E402
 
 __all__ = ["Figure", "make_figures"]
 
@@ -397,9 +398,11 @@ def training_curves(frames: Frames, out: Path, conditions: str) -> Figure | None
 
 
 def roofline(frames: Frames, out: Path, conditions: str) -> Figure | None:
-    roof = [(r.spec, r.result) for r in ok_records(frames.records, "roofline")]
+    roof_records = ok_records(frames.records, "roofline")
+    roof = [(r.spec, r.result) for r in roof_records]
     if not roof:
         return None
+    uses = {r.spec.model: frame_utilization(frames.records, r) for r in roof_records}
     fig, ax = plt.subplots(figsize=(8.4, 5.2))
     first = roof[0][1]
     peak, bw = first.peak_flops, first.peak_bytes_per_s
@@ -420,12 +423,13 @@ def roofline(frames: Frames, out: Path, conditions: str) -> Figure | None:
                 + (": below the measured peak, underestimated" if low else ""))  # fmt: skip
     for i, (spec, v) in enumerate(roof):
         pts = [lay for lay in v.layers if lay.achieved_flops]
-        mfu = utilization(v.mfu, above_roof(v))
+        use = uses[spec.model]
+        mfu = utilization(use.mfu, above_roof(v) or use.mfu > 1)
         ax.scatter([p.intensity for p in pts], [p.achieved_flops / 1e9 for p in pts], s=16, alpha=0.65,
                    color=COLORS[i % len(COLORS)], label=f"{spec.model} b{spec.batch_size} (MFU {mfu})")  # fmt: skip
     # name the layers that cost the most time, and every one above the roof (at most 10)
     timed = [(spec.model, lay) for spec, v in roof for lay in v.layers if lay.achieved_flops]
-    over = [(m, lay) for m, lay in timed if lay.achieved_flops > lay.roof_flops * (1 + 1e-9)]
+    over = [(spec.model, lay) for spec, v in roof for lay in v.layers if lay.above_compute_roof(v.peak_flops)]
     top = sorted(timed, key=lambda ml: -(ml[1].time_ms or 0))
     if over:
         ax.scatter([lay.intensity for _, lay in over], [lay.achieved_flops / 1e9 for _, lay in over], s=70,
@@ -453,7 +457,7 @@ def roofline(frames: Frames, out: Path, conditions: str) -> Figure | None:
 
 def lineage(frames: Frames, out: Path, conditions: str) -> Figure | None:
     """Each variant against its parent, every bar signed so that right is better; accuracy in
-    percentage points on its own axis; latency and throughput faded when within noise."""
+    percentage points on its own axis; a change the run does not resolve is faded."""
     frame = frames.lineage
     if not len(frame):
         return None
@@ -478,7 +482,7 @@ def lineage(frames: Frames, out: Path, conditions: str) -> Figure | None:
                 bar.set_alpha(0.35)
                 bar.set_hatch("///")
         for y, c in zip(ys, noise, strict=True):
-            if c is not None and c.low is not None:
+            if key in ("latency_ms_p50_b1", "train_images_per_s") and c is not None and c.known:
                 if key == "latency_ms_p50_b1":  # improvement = 1 - ratio of latencies
                     a, b = 100 * (1 - c.high), 100 * (1 - c.low)
                 else:  # improvement = ratio of throughputs - 1
@@ -510,8 +514,9 @@ def lineage(frames: Frames, out: Path, conditions: str) -> Figure | None:
     handles = [Patch(color=COLORS[i]) for i in range(len(cost))]  # top to bottom = bar order
     fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 0.9), fontsize=7.5, frameon=False,
                title="bars, top to bottom", title_fontsize=7.5)  # fmt: skip
-    note = ("hatched, faded: within noise (95% CI of the ratio includes 1 or below the minimum effect; "
-            "IQR rule for records without samples); black line: 95% CI") if faded_any else "black line: 95% CI where samples were kept"  # fmt: skip
+    note = ("hatched, faded: not resolved (95% CI of the ratio includes 1, or the change is below "
+            "what the run resolves; memory: within the identical pair's spread); black line: 95% CI "
+            "over the rounds") if faded_any else "black line: 95% CI over the rounds where samples were kept"  # fmt: skip
     ax.set_title("GoogLeNet variants against their parents — right is better", fontsize=10)
     fig.tight_layout()
     _stamp(fig, note, conditions)

@@ -37,12 +37,22 @@ import pandas as pd
 from ..config import EQUAL_RESOLUTION
 from ..results import Record
 from ..results.types import RESULT_TYPES, LayerCost
-from .noise import Control, latency_change, noise_control
+from .noise import (
+    Control,
+    MemoryNoise,
+    RunNoise,
+    accuracy_change,
+    latency_change,
+    memory_noise,
+    noise_control,
+    run_noise,
+)
 
 __all__ = [
     "EQUAL_RESOLUTION",
     "Frames",
     "LineageField",
+    "Utilization",
     "ModelFacts",
     "LINEAGE_FIELDS",
     "above_roof",
@@ -55,6 +65,7 @@ __all__ = [
     "result_of",
     "seed_std",
     "status_note",
+    "utilization",
 ]
 
 
@@ -68,11 +79,12 @@ class LineageField:
     scale: float
     lower_is_better: bool
     points: bool = False  # the change is a difference in percentage points, not relative
+    by_size: bool = True  # depends on the input size: compared only at one size
 
 
 # overview column → how it is shown and compared: the numbers a variant is compared on
 LINEAGE_FIELDS: dict[str, LineageField] = {
-    "params": LineageField("parameters", 0, 1, True),
+    "params": LineageField("parameters", 0, 1, True, by_size=False),
     "gmacs": LineageField("GMACs", 3, 1, True),
     "latency_ms_p50_b1": LineageField("latency b1 ms", 2, 1, True),
     "train_images_per_s": LineageField("train images/s", 1, 1, False),
@@ -153,12 +165,37 @@ def seed_std(result) -> float | None:
 
 
 def above_roof(result) -> bool:
-    """A roofline whose model or layers ran above the measured roof: the peak is an
+    """A roofline whose model or layers ran above the measured compute roof: the peak is an
     underestimate and its MFU is not a utilization."""
-    return bool(result.roof_underestimated) or result.mfu > 1 or any(
-        lay.achieved_flops and lay.achieved_flops > lay.roof_flops * (1 + 1e-9)
-        for lay in result.layers
-    )
+    return (bool(result.roof_underestimated) or result.mfu > 1
+            or any(lay.above_compute_roof(result.peak_flops) for lay in result.layers))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Utilization:
+    """A model's FLOPs utilization at its roofline's batch, numerator and denominator of one
+    statistic: the work of one forward pass over its median time, over the median-rate peak."""
+
+    mfu: float
+    forward_ms: float  # the median forward pass the numerator divides by
+    achieved_flops: float
+    source: str  # where forward_ms comes from
+
+
+def utilization(records: Iterable[Record], roof: Record) -> Utilization:
+    """MFU of a roofline record against the latency table's median forward pass at the same
+    model, size and batch (the number the report shows as that model's latency), else the
+    roofline worker's own median, and which it is."""
+    v = roof.result
+    work = v.model_achieved_flops * v.model_ms / 1e3  # FLOPs of one forward pass at the batch
+    lat = first_ok(records, "latency", model=roof.spec.model, image_size=roof.spec.image_size,
+                   batch_size=roof.spec.batch_size, mode="inference")  # fmt: skip
+    if lat is not None:
+        ms, source = lat.result.latency_ms_p50, f"latency table, median at batch {roof.spec.batch_size}"
+    else:
+        ms, source = v.model_ms, "the roofline's own forward passes (median; no latency record at this batch)"
+    achieved = work / (ms / 1e3)
+    return Utilization(achieved / v.peak_flops, ms, achieved, source)
 
 
 def _frame(rows: list[dict]) -> pd.DataFrame:
@@ -220,8 +257,9 @@ def _overview_row(model: str, mine: list[Record]) -> dict:
     row["train_image_size"] = acc.spec.image_size if acc else None
     tp, tg, source = trained_counts(mine, acc) if acc else (None, None, None)
     row["trained_params"], row["trained_gmacs"], row["trained_source"] = tp, tg, source
-    row["mfu"] = roof.result.mfu if roof else None
-    row["above_roof"] = above_roof(roof.result) if roof else None
+    use = utilization(at_size, roof) if roof else None
+    row["mfu"] = use.mfu if use else None
+    row["above_roof"] = (above_roof(roof.result) or use.mfu > 1) if roof else None
     row["other_time_share"] = roof.result.other_time_share if roof else None
     row["roofline_batch"] = roof.spec.batch_size if roof else None
     row["not_ok"] = status_note(mine)
@@ -332,8 +370,11 @@ def _layer_kind(layer: str) -> str:
 class Frames:
     """Every frame of one set of records, each built on first use and kept."""
 
-    def __init__(self, records: Iterable[Record]):
+    def __init__(self, records: Iterable[Record], *, paired: bool = True):
+        """``paired``: the records come from one run whose rounds interleaved its models (not
+        shards merged, not a resumed run), so latency comparisons may pair them round by round."""
         self.records = list(records)
+        self.paired = paired
         self._metrics: dict[str, pd.DataFrame] = {}
 
     @functools.cached_property
@@ -387,9 +428,25 @@ class Frames:
         ])  # fmt: skip
 
     @functools.cached_property
+    def noise(self) -> RunNoise:
+        """What the run's latencies resolve, per mode and batch (``noise.run_noise``)."""
+        return run_noise(self.records, paired=self.paired)
+
+    @functools.cached_property
     def control(self) -> Control | None:
         """The googlenet_ls / googlenet noise control (``noise.noise_control``)."""
-        return noise_control(self.records)
+        return noise_control(self.records, self.noise)
+
+    def floor(self, mode: str, batch: int) -> float:
+        """The smallest latency change called at (mode, batch): what the run resolves there,
+        or the noise control's interval where the control failed."""
+        control = self.control.floor(mode, batch) if self.control else 0.0
+        return max(self.noise.floor(mode, batch), control)
+
+    @functools.cached_property
+    def memory_noise(self) -> MemoryNoise | None:
+        """The identical pair's peak-memory spread (``noise.memory_noise``)."""
+        return memory_noise(self.records)
 
     def latency_pair(self, a: str, b: str, mode: str, batch: int | None = None):
         """(A's record, B's record, B against A) for latency at ``batch`` — by default the
@@ -405,7 +462,8 @@ class Frames:
         if batch not in ours or batch not in theirs:
             return None
         ra, rb = ours[batch], theirs[batch]
-        return ra, rb, latency_change(ra.result, rb.result)
+        return ra, rb, latency_change(ra.result, rb.result, paired=self.paired,
+                                      floor=self.floor(mode, batch))  # fmt: skip
 
     @functools.cached_property
     def lineage(self) -> pd.DataFrame:
@@ -424,31 +482,46 @@ class Frames:
             if spec.parent is None or spec.parent not in self.models:
                 continue
             mine, theirs = self.row(model), self.row(spec.parent)
+            # like with like: at different inputs a pair gets numbers, never a verdict
+            alike = mine["image_size"] == theirs["image_size"]
+            trained_alike = mine["train_image_size"] == theirs["train_image_size"]
             row = {"variant": model, "parent": spec.parent, "what changed": spec.description,
                    "accuracy_status": mine["accuracy_status"],
                    "input": mine["image_size"], "parent_input": theirs["image_size"],
+                   "alike": alike, "trained_alike": trained_alike,
                    "seeds": min(mine["seeds_finished"] or 0, theirs["seeds_finished"] or 0)}  # fmt: skip
-            b1 = self.latency_pair(spec.parent, model, "inference", 1)
-            train = self.latency_pair(spec.parent, model, "train")
+            b1 = self.latency_pair(spec.parent, model, "inference", 1) if alike else None
+            train = self.latency_pair(spec.parent, model, "train") if alike else None
             row["train_batch"] = train[0].spec.batch_size if train else None
             values = {
                 "params": (theirs["params"], mine["params"]),
                 "gmacs": (theirs["gmacs"], mine["gmacs"]),
                 "latency_ms_p50_b1": (theirs["latency_ms_p50_b1"], mine["latency_ms_p50_b1"]),
-                "train_images_per_s": (train[0].result.images_per_s, train[1].result.images_per_s) if train else (None, None),  # fmt: skip
+                "train_images_per_s": (train[0].result.images_per_s, train[1].result.images_per_s) if train
+                else (theirs["train_images_per_s_best"], mine["train_images_per_s_best"]) if not alike
+                else (None, None),  # unlike: each one's own best, shown, never compared  # fmt: skip
                 "train_memory_bytes": (theirs["train_memory_bytes"], mine["train_memory_bytes"]),
                 "test_accuracy_mean": (theirs["test_accuracy_mean"], mine["test_accuracy_mean"]),
             }
             for key, field in LINEAGE_FIELDS.items():
                 base, new = values[key]
-                row[key] = new
-                if field.points:
+                row[key], row[f"{key} parent"] = new, base
+                comparable = (trained_alike if field.points else alike) or not field.by_size
+                if not comparable:
+                    row[f"{key} change"] = None
+                elif field.points:
                     row[f"{key} change"] = None if base is None or new is None else new - base
                 else:
                     row[f"{key} change"] = relative_change(base, new)
                 row[f"{key} noise"] = None
             row["latency_ms_p50_b1 noise"] = b1[2] if b1 else None
             row["train_images_per_s noise"] = train[2].throughput() if train else None
+            if alike and self.memory_noise is not None:
+                row["train_memory_bytes noise"] = self.memory_noise.judge(row["train_memory_bytes change"])
+            if trained_alike:
+                acc = [next((result_of(r) for r in self.mine(m) if r.metric == "accuracy"), None)
+                       for m in (spec.parent, model)]  # fmt: skip
+                row["test_accuracy_mean noise"] = accuracy_change(*acc)
             rows.append(row)
         return _frame(rows)
 

@@ -18,7 +18,6 @@ import pandas as pd
 
 from .. import stats
 from ..results import Record, RunStore, records_frame
-from ..stats import MIN_EFFECT
 from . import exercises, figures
 from .fmt import ABOVE_ROOF, MISSING, accuracy, fmt, utilization
 from .frames import EQUAL_RESOLUTION, Frames, finished_seeds, result_of, seed_std, trained_counts
@@ -43,14 +42,21 @@ GLOSSARY: list[tuple[str, str]] = [
      "backward + optimizer step in train mode) over every kept iteration of every round."),
     ("round", "one worker process timing a model; rounds are interleaved across models "
      "(A B C A B C ...) so that drift over time hits every model alike."),
-    ("95% CI", "the 2.5th-97.5th percentile of 2,000 two-level bootstrap resamples (rounds "
-     "with replacement, then iterations within each drawn round): an interval for the median, "
-     "or for the ratio of two medians."),
-    ("within noise", "a latency or throughput ratio whose 95% CI includes 1, or whose size is "
-     f"below {100 * MIN_EFFECT:.0f}%: not called a change. Records without kept samples fall "
-     "back to the IQR rule: a change is called when larger than the larger IQR/median."),
+    ("95% CI", "of a median latency: Student's t on the logarithms of the round medians, so "
+     "the replicate is the worker process, not the iteration; it covers where this run's "
+     "processes put the median, not the drift between runs (a history of runs shows that). Of "
+     "a ratio of two latencies of one run: paired t over their interleaved rounds (the drift "
+     "they share cancels); of two runs: Welch's t. Of an accuracy: t over seeds; with one seed, "
+     "the test set's binomial (Wilson) interval, which holds no training noise."),
+    ("resolves", "the smallest change a comparison in this run can call at a mode and batch: "
+     "the half-width of a typical ratio interval there, from the noise of every model the run "
+     "measured; beside it the change called 80% of the time. Nothing smaller is called."),
+    ("not resolved", "a difference whose 95% interval includes no change, or that is smaller "
+     "than what the run resolves: no verdict. Records without kept samples fall back to the "
+     "IQR rule (a change larger than the larger IQR/median), labelled."),
     ("noise control", "googlenet_ls is googlenet (only its training loss differs): their "
-     "latency ratio must be within noise, or the run is too noisy to compare variants."),
+     "latency ratio must be not resolved, and its interval narrow enough to have seen the change "
+     "the run says it detects; where it is not, nothing smaller than its interval is called."),
     ("images/s", "batch size / median latency."),
     ("IQR", "interquartile range of the iteration times (p75 - p25)."),
     ("pp", "percentage points: the difference of two accuracies (0.472 -> 0.519 is +4.7 pp)."),
@@ -175,28 +181,51 @@ def _as_is(value):
     return MISSING if value is None else value
 
 
-def _accuracy_optimizers(frames: Frames) -> dict[str, str]:
-    """model → its accuracy run's optimizer, labelled as a training step's: 'adam 0.0005',
-    'sgd 0.01 momentum 0.9'."""
+@dataclass(frozen=True)
+class _Trained:
+    """What a model's accuracy run trained: the optimizer labelled as a training step's
+    ('adam 0.0005', 'sgd 0.01 momentum 0.9'), the side and the parameters of the network."""
+
+    optimizer: str
+    image_size: int
+    params: int | None
+
+
+def _accuracy_optimizers(frames: Frames) -> dict[str, _Trained]:
+    """model → what its accuracy run trained."""
     found = {}
-    for r in frames.metric("accuracy").to_dict("records"):
-        if r["optimizer"] is not None and r["lr"] is not None:
-            momentum = f" momentum {r['momentum']:g}" if r["momentum"] else ""
-            found.setdefault(r["model"], f"{r['optimizer']} {r['lr']:g}{momentum}")
+    for rec in frames.records:
+        if rec.metric != "accuracy" or rec.spec.model in found:
+            continue
+        res = result_of(rec)
+        if res is None or res.optimizer is None or res.lr is None:
+            continue
+        momentum = f" momentum {res.momentum:g}" if res.momentum else ""
+        params, _, _ = trained_counts(frames.records, rec)
+        found[rec.spec.model] = _Trained(f"{res.optimizer} {res.lr:g}{momentum}", rec.spec.image_size, params)
     return found
 
 
-def _step_optimizer(r: dict, theirs: dict[str, str]) -> str:
-    """A training step's optimizer beside the accuracy run's: 'adam 0.0005 (= accuracy run)'."""
+def _step_optimizer(r: dict, theirs: dict[str, _Trained]) -> str:
+    """A training step's optimizer beside the accuracy run's: 'adam 0.0005 (= accuracy run)' only
+    where the timed step trains the network that was trained — the same side (so the same head
+    and parameters) and the same optimizer; otherwise what differs."""
     if r["mode"] != "train" or r["status"] != "ok":
         return ""
     acc = theirs.get(r["model"])
     if r["optimizer"] is None:
-        return MISSING + (f" (accuracy run: {acc})" if acc else " (not recorded)")
+        return MISSING + (f" (accuracy run: {acc.optimizer})" if acc else " (not recorded)")
     if acc is None:
         return r["optimizer"]
-    same = " ".join(r["optimizer"].lower().split()) == " ".join(acc.lower().split())
-    return f"{r['optimizer']} ({'= accuracy run' if same else f'accuracy run: {acc}'})"
+    differs = []
+    if " ".join(r["optimizer"].lower().split()) != " ".join(acc.optimizer.lower().split()):
+        differs.append(f"optimizer {acc.optimizer}")
+    if r["image_size"] != acc.image_size:
+        net = f", {acc.params / 1e6:.1f}M parameters" if acc.params else ""
+        differs.append(f"trained at {acc.image_size} px{net}")
+    if not differs:
+        return f"{r['optimizer']} (= accuracy run)"
+    return f"{r['optimizer']} (accuracy run: {'; '.join(differs)})"
 
 
 def _ci_text(r: dict) -> str:
@@ -240,6 +269,7 @@ def _memory_table(frames: Frames) -> pd.DataFrame:
         "input tensor": mib(r["input_bytes"]), "saved for backward (train)": part(r, "train"),
         "largest layer in+out (inference)": part(r, "inference"), "analytic sum": mib(r["analytic_bytes"]),
         "measured / analytic": fmt(r["measured_over_analytic"], 2),
+        "not in the analytic sum": mib(None if r["measured_bytes"] is None else r["measured_bytes"] - r["analytic_bytes"]),
         "step optimizer": _step_optimizer(r, theirs), "source": r["source"] or r["reason"],
     } for r in frames.metric("memory").to_dict("records")])  # fmt: skip
     if len(table) and table["source"].nunique() == 1 and all(table["status"] == "ok"):
@@ -252,6 +282,19 @@ def _memory_caption(frames: Frames) -> str:
     return "Memory (MiB): measured peak beside the analytic breakdown" + (
         f" (measured: {', '.join(sources)})" if sources else ""
     )
+
+
+MEMORY_PARTS = (
+    "The measured peak is above the process's baseline (Python and torch are loaded before it "
+    "and not counted); the analytic sum counts parameters, gradients, optimizer state, the input "
+    "and, in training, the tensors autograd saves for backward — in inference only the largest "
+    "layer's input and output, a lower bound. What the sum leaves out ('not in the analytic "
+    "sum') is what this run cannot take apart: tensors alive during the step but not saved (a "
+    "layer's output before the next layer reads it, gradients of activations during backward), "
+    "library workspaces (oneDNN's scratchpads; cuDNN and cuBLAS workspaces on CUDA) and the "
+    "allocator's own slack (glibc's arenas and free lists on CPU; the caching allocator's rounding "
+    "on CUDA). An inference ratio well above 1 is mostly the first: its sum is a lower bound."
+)
 
 
 def _accuracy_table(frames: Frames) -> pd.DataFrame:
@@ -269,7 +312,8 @@ def _accuracy_table(frames: Frames) -> pd.DataFrame:
             "batch": r["batch_size"], "epochs": _as_is(r["epochs"]),
             "train / test images": f"{_as_is(r['train_images'])} / {_as_is(r['test_images'])}",
             "seed ids": ",".join(map(str, r["seeds"] or ())) or MISSING,
-            "test accuracy mean": fmt(r["test_accuracy_mean"]), "std": fmt(seed_std(res)),
+            "test accuracy mean": fmt(r["test_accuracy_mean"]), "95% interval": _accuracy_interval(res),
+            "std": fmt(seed_std(res)),
             "min–max": f"{fmt(r['test_accuracy_min'])}–{fmt(r['test_accuracy_max'])}" if res and finished_seeds(res) > 1 else MISSING,
             "train time s": fmt(r["train_time_s_mean"], 1), "images/s": fmt(r["images_per_s_mean"], 1),
             "reason": r["reason"] or "",
@@ -278,6 +322,21 @@ def _accuracy_table(frames: Frames) -> pd.DataFrame:
     if len(table) and not any(table["reason"]):
         table = table.drop(columns="reason")
     return table
+
+
+def _accuracy_interval(res) -> str:
+    """Over the seeds (t), or with one seed the test set's own binomial interval, which holds no
+    training noise: said so."""
+    if res is None or res.test_accuracy_mean is None:
+        return MISSING
+    finals = [run.final_test_accuracy for run in res.runs if run.final_test_accuracy is not None]
+    if len(finals) >= 2:
+        iv = stats.mean_interval(finals)
+        return f"{fmt(iv.low)}–{fmt(iv.high)} ({len(finals)} seeds)"
+    if not finals or not res.test_images:  # a diverged seed, or a record without its test size
+        return MISSING
+    iv = stats.binomial_interval(finals[0], res.test_images)
+    return f"{fmt(iv.low)}–{fmt(iv.high)} (test set only: no training noise)"
 
 
 def _glossary() -> pd.DataFrame:
@@ -335,13 +394,18 @@ def build_report(
         brief, full = _conditions(env, d)
         short.append(brief)
         conditions.append(full)
-    frames = Frames(records)
+    # rounds pair across models only inside one run measured in one go
+    paired = len(envs) == 1 and not next(iter(envs.values())).get("resumed")
+    frames = Frames(records, paired=paired)
     cond_short = " | ".join(short)
     figs = {f.stem: f for f in figures.make_figures(frames, out / "figures", cond_short)}
     blocks: list[tuple] = []
+    resolves = exercises.resolution_text(frames)
+    if resolves:
+        blocks.append(("p", resolves))
     control = frames.control
     if control is not None:
-        blocks.append(("warn" if control.noisy else "p", control.headline()))
+        blocks.append(("p" if control.passed else "warn", control.headline()))
     blocks += [
         ("h2", "Overview"),
         ("p", "Per model: the headline number of each metric, at the model's own input ('input'); "
@@ -367,6 +431,8 @@ def build_report(
             if stem not in figs:
                 blocks.append(("h2", caption))
             blocks.append(("table", caption, table))
+            if stem == "memory_breakdown":
+                blocks.append(("p", MEMORY_PARTS))
     for section in exercises.sections(frames):
         blocks.append(("h2", section.title))
         if section.answer:

@@ -7,13 +7,12 @@ latest value with its 95% interval, its change against the earlier runs (the med
 ``REFERENCE_RUNS`` ok runs before it) and a verdict:
 
 - counts (``better == "exact"``): any change from the run before is one ("changed");
-- measured values: "worse"/"better" only when the latest interval lies outside *every* earlier
-  run's interval (above the highest upper bound, or below the lowest lower bound) and the change
-  exceeds ``stats.MIN_EFFECT``; else "within noise". One run's interval holds the noise within
-  that run (its rounds); the spread between runs — another hour, another neighbour on the host —
-  shows only across runs, so the more earlier runs there are, the more of it the test sees. With
-  one earlier run a call says so ("worse, 1 earlier run"). "no interval" where a run kept none
-  (one seed, one RSS peak): then nothing is called;
+- measured values: "worse"/"better" by ``stats.call`` on :func:`latest_interval` — the latest
+  value against the earlier runs' drift (3 or more runs) or their own intervals (fewer: "drift
+  between runs unknown", not counted by a gate) — and at least ``MIN_CHANGE``; else "not
+  resolved". One run's interval holds the noise within that run (its rounds); the spread between
+  runs — another hour, another neighbour on the host — shows only across runs. "no interval"
+  where a run kept none (one seed, one RSS peak): then nothing is called;
 - a status that is not ok is a change of its own ("ok → oom").
 
 One figure per value: a panel per configuration, a line per fingerprint, the interval as a band.
@@ -69,7 +68,7 @@ class Step:
 
     change: float | None  # (latest − reference) / reference
     reference: float | None  # median of the earlier ok values (a count: the last one)
-    verdict: str  # "worse", "better", "within noise", "no interval", "same", "changed", ...
+    verdict: str  # "worse", "better", "not resolved", "no interval", "same", "changed", ...
     called: bool  # a change beyond the noise (or of a count, or of status)
     worse: bool
     # the call accounts for every noise the history can see: a count, a status, or a value
@@ -77,24 +76,52 @@ class Step:
     judged: bool = True
 
 
-def _drift_exceeded(values: list[float], latest: float) -> bool | None:
-    """Whether ``latest`` lies outside the 95% prediction interval of one more run's centre,
-    from the earlier runs' centres (log scale: drift is relative; Student's t): the drift between
-    runs, which no single run's interval contains. None with fewer than DRIFT_RUNS runs."""
-    if len(values) < DRIFT_RUNS or min(values) <= 0 or latest <= 0:
+# the least a history call can be (and `history show --fail-on regression`'s default threshold):
+# a history compares runs hours or commits apart, where a few per cent is the machine's drift
+MIN_CHANGE = 0.05
+
+
+def _log_half_width(row: dict) -> float | None:
+    """A run's own 95% interval as a half-width on the log scale (its larger side)."""
+    low, high, value = float(row["ci_low"]), float(row["ci_high"]), float(row["value"])
+    if min(low, high, value) <= 0:
+        return None
+    return max(math.log(value / low), math.log(high / value))
+
+
+def latest_interval(earlier: list[dict], last: dict) -> tuple[stats.Interval, bool] | None:
+    """The latest run's value over the earlier runs' centre, as a ratio with the 95% interval of
+    "no change", and whether that interval holds the drift between runs.
+
+    With ``DRIFT_RUNS`` or more earlier runs: Student's t prediction interval of one more run from
+    their log centres, which holds everything that moves a run's centre — its own rounds and the
+    drift between runs. With fewer: the runs' own intervals combined (the medians of the earlier
+    runs' half-widths and the latest's, in quadrature), which hold no drift between runs. None
+    where a run kept no interval."""
+    values = [float(r["value"]) for r in earlier]
+    b = float(last["value"])
+    if min(values) <= 0 or b <= 0:
         return None
     logs = [math.log(v) for v in values]
-    mean, sd, n = statistics.fmean(logs), statistics.stdev(logs), len(logs)
-    return abs(math.log(latest) - mean) > stats.t_975(n - 1) * sd * math.sqrt(1 + 1 / n)
+    if len(values) >= DRIFT_RUNS:
+        mean, sd, n = statistics.fmean(logs), statistics.stdev(logs), len(logs)
+        h, drift = stats.t_975(n - 1) * sd * math.sqrt(1 + 1 / n), True
+    else:
+        widths = [_log_half_width(r) for r in [*earlier, last]]
+        if any(w is None for w in widths):
+            return None
+        mean = math.log(statistics.median(values))
+        h, drift = math.hypot(statistics.median(widths[:-1]), widths[-1]), False
+    r = math.log(b) - mean
+    return stats.Interval(math.exp(r), math.exp(r - h), math.exp(r + h),
+                          "the earlier runs' drift" if drift else "the runs' own intervals"), drift  # fmt: skip
 
 
 def step(earlier: list[dict], last: dict, better: str) -> Step:
     """Judge ``last`` against ``earlier`` (rows of one series, oldest first; ``better``: lower,
-    higher or exact). A measured value is called worse or better only when (1) its 95% interval
-    lies outside the earlier runs' typical interval (the medians of their bounds: one noisy run
-    does not hide a change), (2) the change exceeds ``stats.MIN_EFFECT`` and (3) with
-    ``DRIFT_RUNS`` or more earlier runs, it lies outside their drift; with fewer, the call says
-    that the drift is unknown and is not ``judged``."""
+    higher or exact) by ``stats.call``: worse or better only where :func:`latest_interval`
+    excludes no change and the change is at least ``MIN_CHANGE``. With fewer than
+    ``DRIFT_RUNS`` earlier runs the call says that the drift is unknown and is not ``judged``."""
     prev = earlier[-1]
     if last["status"] != "ok":
         if prev["status"] == last["status"]:
@@ -110,23 +137,23 @@ def step(earlier: list[dict], last: dict, better: str) -> Step:
     if better == "exact":
         a = float(ref[-1]["value"])
         return Step((b - a) / a if a else None, a, ("same" if a == b else "changed") + after, a != b, a != b)
-    values = [float(r["value"]) for r in ref]
-    center = float(statistics.median(values))
+    center = float(statistics.median(float(r["value"]) for r in ref))
     rel = (b - center) / center if center else None
-    bounds = [(r["ci_low"], r["ci_high"]) for r in [*ref, last]]
-    if any(is_missing(x) for pair in bounds for x in pair):
+    # a value a run measured without an interval (one seed, one RSS peak) is never called
+    if any(is_missing(r[k]) for r in [*ref, last] for k in ("ci_low", "ci_high")):
         return Step(rel, center, "no interval" + after, False, False)
-    low = statistics.median(float(lo) for lo, _ in bounds[:-1])
-    high = statistics.median(float(hi) for _, hi in bounds[:-1])
-    outside = float(last["ci_low"]) > high or float(last["ci_high"]) < low
-    drift = _drift_exceeded(values, b)
-    if outside and rel is not None and abs(rel) > stats.MIN_EFFECT and drift is not False:
-        worse = (b > center) == (better == "lower")
-        verdict = "worse" if worse else "better"
-        if drift is None:
-            verdict += f" ({len(ref)} earlier run{'s' if len(ref) > 1 else ''}: drift between runs unknown)"
-        return Step(rel, center, verdict + after, True, worse, judged=drift is not None)
-    return Step(rel, center, "within noise" + after, False, False)
+    found = latest_interval(ref, last)
+    if found is None:
+        return Step(rel, center, "no interval" + after, False, False)
+    iv, drift = found
+    verdict = stats.call(iv, MIN_CHANGE, up="up", down="down")
+    if verdict == stats.NOT_RESOLVED:
+        return Step(rel, center, verdict + after, False, False)
+    worse = (verdict == "up") == (better == "lower")
+    verdict = "worse" if worse else "better"
+    if not drift:
+        verdict += f" ({len(ref)} earlier run{'s' if len(ref) > 1 else ''}: drift between runs unknown)"
+    return Step(rel, center, verdict + after, True, worse, judged=drift)
 
 
 def configuration(model, px, batch, dtype, mode, options: str = "") -> str:
@@ -369,12 +396,12 @@ VERDICT_RULE = (
     "fingerprint; runs on different hardware are never one series, a software change is shown "
     "along it). 'earlier' is the median of the ok runs among the "
     f"{REFERENCE_RUNS} before the latest, 'change' the latest against it. 'worse'/'better' only "
-    "where the latest 95% interval lies outside the earlier runs' typical interval (the medians "
-    f"of their bounds), the change exceeds {stats.MIN_EFFECT:.0%} and — with {DRIFT_RUNS} or more "
-    "earlier runs — the latest lies outside the 95% prediction interval of their drift (one run's "
-    "interval holds the noise within that run; the drift between runs shows only across runs). "
-    f"With fewer, a call says that the drift is unknown, and a gate does not count it. Else "
-    "'within noise'; 'no interval' where a run kept none (one seed, one RSS peak, a roofline): "
+    f"where the change is at least {MIN_CHANGE:.0%} and the latest lies outside the 95% "
+    f"interval of no change: with {DRIFT_RUNS} or more earlier runs the prediction interval of "
+    "their drift (Student's t over their log values: it holds each run's own noise and the drift "
+    "between runs, which one run's interval cannot); with fewer, the runs' own intervals "
+    "combined, and the call says the drift is unknown and a gate does not count it. Else 'not "
+    "resolved'; 'no interval' where a run kept none (one seed, one RSS peak, a roofline): "
     "nothing is called. A count changes or not. 'trend': the newest runs, oldest first, × a "
     "record that was not ok."
 )

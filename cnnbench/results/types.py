@@ -112,8 +112,9 @@ class LatencyResult:
     rounds: int = 1
     round_sizes: tuple[int, ...] | None = None
     round_medians_ms: tuple[float, ...] | None = None
-    # 95% interval of the median: a two-level bootstrap (rounds, then iterations within each
-    # drawn round) of times_ms; None where there are no samples (schema 1)
+    # 95% interval of the median between processes: Student's t on the logs of the round
+    # medians (stats.median_interval); None with one round or no samples (schema 1). Records
+    # written before held a two-level bootstrap of times_ms here, which did not cover
     latency_ms_p50_ci_low: float | None = None
     latency_ms_p50_ci_high: float | None = None
     # the training step's optimizer ("sgd 0.01", "adam 0.0005"): the accuracy run's, so that
@@ -252,8 +253,35 @@ class LayerRoof:
     achieved_flops: float | None  # 2 x MACs / time
     intensity: float  # FLOPs / bytes moved
     roof_flops: float  # min(peak, bandwidth x intensity)
-    bound: str  # "memory" or "compute", by the ridge point
+    # what bounds it (:meth:`bound_at`): "memory" or "compute" near that roof, "overhead" far below
+    # both; records before the overhead label said "memory" or "compute" by the ridge alone
+    bound: str
     fraction_of_roof: float | None
+    # multiply-adds on real data at the batch: a convolution's taps on padding excluded, the
+    # convention of the probes (achieved_flops and intensity use it); None in records before it,
+    # whose achieved_flops counted fvcore's nominal MACs
+    work_macs: int | None = None
+
+    def bound_at(self, ridge: float) -> str:
+        """'memory' or 'compute' only for a layer that reaches at least ``NEAR_ROOF`` of the roof
+        at its intensity (left or right of the ridge); below both roofs it is bound by neither,
+        but by launch, framework and small-shape overhead: 'overhead'."""
+        if self.fraction_of_roof is None or self.fraction_of_roof < NEAR_ROOF:
+            return "overhead"
+        return "memory" if self.intensity < ridge else "compute"
+
+    def above_compute_roof(self, peak_flops: float) -> bool:
+        """Above the compute roof by more than the timings' noise (``ROOF_TOLERANCE``): the
+        measured peak underestimates the machine. (Above the bandwidth roof alone is not: a
+        working set that sits in cache beats the copy probe's DRAM rate.)"""
+        return bool(self.achieved_flops) and self.achieved_flops > peak_flops * (1 + ROOF_TOLERANCE)
+
+
+NEAR_ROOF = 0.5  # a layer at half its roof or more is bound by that roof
+# A layer's rate is its profiler time over 5 passes, the roof a probe's median iteration: each
+# carries a few per cent of noise (the conv probes' shapes agree within 1%, their iterations
+# within 2-3% IQR on the reference machine), so a layer up to 5% above the roof is at it
+ROOF_TOLERANCE = 0.05
 
 
 @dataclass(frozen=True)
@@ -266,17 +294,21 @@ class RooflineResult:
     peaks: DevicePeaks  # measured once per run, handed to every model's roofline
     timing: str  # "cpu_time" or "device_time" (profiler)
     model_ms: float  # median forward pass, latency harness
-    model_achieved_flops: float  # 2 x MACs x batch / model time
+    model_achieved_flops: float  # 2 x MACs on real data (padding excluded) / model time
     mfu: float  # model_achieved_flops / peak_flops
     layers: tuple[LayerRoof, ...]
     # True when the model or a layer ran above the compute roof: the peak is an underestimate,
     # and MFU is not a utilization (the report never shows it as a number above 100%). A
     # memory-bound layer above the bandwidth roof is cache-resident, not a broken peak.
     roof_underestimated: bool = False
-    # share of the forward pass's profiled time spent outside convolution and linear layers
+    # share of the forward pass's time spent outside convolution and linear layers, with the
+    # profiler's own cost taken out (measure/roofline.py); records before profiled_ms: the
+    # profiled pass's share, overhead included
     other_time_share: float | None = None
     # model_achieved_flops / the data sheet's figure (PaLM's MFU); None where none is known
     mfu_datasheet: float | None = None
+    profiled_ms: float | None = None  # the whole forward pass as the profiler timed it (hooks in)
+    profiler_overhead_ms: float | None = None  # profiled_ms − model_ms: what the profiling added
 
 
 @dataclass(frozen=True)
