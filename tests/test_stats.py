@@ -32,7 +32,7 @@ def _process_medians(rng, rounds: int, median: float, shared=None, n: int = 20) 
     return np.median(times, axis=1)
 
 
-@pytest.mark.parametrize("rounds", [3, 5])
+@pytest.mark.parametrize("rounds", [3, 5, 8])
 def test_the_median_interval_covers_the_process_median_95_percent_of_the_time(rounds):
     rng = np.random.default_rng(rounds)
     covered = 0

@@ -173,18 +173,23 @@ def test_the_probe_takes_the_best_of_several_shapes():
 
 
 def test_a_probe_counts_only_the_taps_that_touch_data_and_rates_its_median_iteration(monkeypatch):
-    # an unpadded 3x3 convolution, counted by torch's own FLOP counter: every tap is real work
-    x, w = torch.rand(2, 8, 9, 9), torch.rand(8, 8, 3, 3)
-    with FlopCounterMode(display=False) as counter:
-        torch.nn.functional.conv2d(x, w)
-    assert roofline.conv3x3_flops(2, 8, 9) == counter.get_total_flops() == 2 * 2 * 8 * 8 * 9 * 7 * 7
+    # unpadded 3x3 and 5x5 convolutions, counted by torch's own FLOP counter: every tap is real work
+    for k, formula in ((3, 2 * 2 * 8 * 8 * 9 * 7 * 7), (5, 2 * 2 * 8 * 8 * 25 * 5 * 5)):
+        x, w = torch.rand(2, 8, 9, 9), torch.rand(8, 8, k, k)
+        with FlopCounterMode(display=False) as counter:
+            torch.nn.functional.conv2d(x, w)
+        assert roofline.conv_flops(2, 8, 9, k) == counter.get_total_flops() == formula
     # each probe's rate is its work over the median iteration, not over its fastest one
     times = [40.0, 10.0, 20.0, 1000.0, 30.0]  # ms: median 30
     monkeypatch.setattr(roofline, "time_iterations", lambda fn, dev, cfg: (times, "perf_counter"))
     monkeypatch.setattr(roofline, "MATMUL_SIDES", {"cpu": (4,)})
-    monkeypatch.setattr(roofline, "CONV_SHAPES", {"cpu": ((1, 2, 5),)})
+    monkeypatch.setattr(roofline, "CONV_SHAPES", {"cpu": ((1, 2, 5, 3), (1, 2, 6, 5))})
     probes = roofline._probe_flops(torch.device("cpu"), torch.float32, cuda=False)
-    assert probes == {"matmul 4": 2 * 4**3 / 0.030, "conv3x3 1x2x5": 2 * 1 * 2 * 2 * 9 * 3 * 3 / 0.030}
+    assert probes == {
+        "matmul 4": 2 * 4**3 / 0.030,
+        "conv3x3 1x2x5": 2 * 1 * 2 * 2 * 9 * 3 * 3 / 0.030,
+        "conv5x5 1x2x6": 2 * 1 * 2 * 2 * 25 * 2 * 2 / 0.030,
+    }
 
 
 @pytest.mark.parametrize("conv,size", [

@@ -1,7 +1,7 @@
 """Rooflines, measured: per-layer time of a forward pass joined with per-layer MACs and bytes.
 
 - Device peaks come from a short measurement on the device itself: compute is the best of a
-  large matrix multiply and a few unpadded 3x3 convolutions (FLOP/s, 2 per multiply-add, only
+  large matrix multiply and a few unpadded 3x3 and 5x5 convolutions (FLOP/s, 2 per multiply-add, only
   taps that touch real data; on CPUs oneDNN's convolutions outrun the BLAS matmul, ~210
   against ~180 GFLOP/s on two Zen 4 cores, and a peak below what layers reach would make MFU
   exceed 1), bandwidth a large copy (bytes read + written per second), all timed with the
@@ -135,18 +135,20 @@ def cpu_roof(threads: int | None = None) -> tuple[float | None, dict, str]:
 # count below is exact: a padded 3x3 on a 7x7 map does (7 / 9)^2 = 60% of the work a tap count
 # at the map's size says, and its "rate" would overstate the machine by the rest. Wide channels on
 # small maps are where a CNN's costliest layers sit and where oneDNN and cuDNN reach their best
-# (two Zen 4 cores: 203-212 GFLOP/s for these, medians, against 141-179 for BLAS matmuls).
+# (two Zen 4 cores: 203-212 GFLOP/s for these, medians, against 141-179 for BLAS matmuls). A 5x5
+# too: AlexNet's 5x5 layer (stage2.0, 96 -> 256 channels on 26x26) ran at 219 GFLOP/s there,
+# above every 3x3 probe (207-209), and a peak below a layer is not a peak.
 MATMUL_SIDES = {"cpu": (2048,), "cuda": (4096, 8192)}
-CONV_SHAPES = {  # (batch, channels, input side); the output side is 2 less
-    "cpu": ((16, 256, 16), (16, 512, 9), (8, 512, 16)),
-    "cuda": ((256, 256, 30), (256, 512, 16), (512, 512, 9)),
+CONV_SHAPES = {  # (batch, channels, input side, kernel); the output side is kernel - 1 less
+    "cpu": ((16, 256, 16, 3), (16, 512, 9, 3), (8, 512, 16, 3), (16, 256, 16, 5)),
+    "cuda": ((256, 256, 30, 3), (256, 512, 16, 3), (512, 512, 9, 3), (256, 256, 30, 5)),
 }
 
 
-def conv3x3_flops(batch: int, channels: int, side: int) -> int:
-    """FLOPs of an unpadded 3x3 convolution, ``channels`` in and out: 2 per multiply-add, one
-    multiply-add per tap, 9 taps per output element and input channel."""
-    return 2 * batch * channels * channels * 9 * (side - 2) ** 2
+def conv_flops(batch: int, channels: int, side: int, kernel: int = 3) -> int:
+    """FLOPs of an unpadded ``kernel`` x ``kernel`` convolution, ``channels`` in and out: 2 per
+    multiply-add, one multiply-add per tap, kernel^2 taps per output element and input channel."""
+    return 2 * batch * channels * channels * kernel**2 * (side - kernel + 1) ** 2
 
 
 def _rate(work: float, times_ms: list[float]) -> float:
@@ -157,7 +159,7 @@ def _rate(work: float, times_ms: list[float]) -> float:
 
 
 def _probe_flops(device: torch.device, torch_dtype, cuda: bool) -> dict[str, float]:
-    """FLOP/s of large matmuls and unpadded 3x3 convolutions (2 per multiply-add), each at its
+    """FLOP/s of large matmuls and unpadded convolutions (2 per multiply-add), each at its
     median iteration: oneDNN's convolutions outrun the BLAS matmul on some CPUs and not on
     others, and one shape can miss the best blocking, so the best of several is the peak."""
     kind = "cuda" if cuda else "cpu"
@@ -168,13 +170,13 @@ def _probe_flops(device: torch.device, torch_dtype, cuda: bool) -> dict[str, flo
         b = torch.randn(n, n, device=device, dtype=torch_dtype)
         times, _ = time_iterations(lambda a=a, b=b: torch.mm(a, b), device, cfg)
         out[f"matmul {n}"] = _rate(2 * n**3, times)
-    for batch, ch, side in CONV_SHAPES[kind]:
+    for batch, ch, side, k in CONV_SHAPES[kind]:
         x = torch.randn(batch, ch, side, side, device=device, dtype=torch_dtype)
-        w = torch.randn(ch, ch, 3, 3, device=device, dtype=torch_dtype)
+        w = torch.randn(ch, ch, k, k, device=device, dtype=torch_dtype)
         with torch.inference_mode():
             conv = lambda x=x, w=w: torch.nn.functional.conv2d(x, w)  # noqa: E731
             times, _ = time_iterations(conv, device, cfg)
-        out[f"conv3x3 {batch}x{ch}x{side}"] = _rate(conv3x3_flops(batch, ch, side), times)
+        out[f"conv{k}x{k} {batch}x{ch}x{side}"] = _rate(conv_flops(batch, ch, side, k), times)
     return out
 
 

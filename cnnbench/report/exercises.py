@@ -659,7 +659,7 @@ def rooflines(frames: Frames) -> Section:
         "Per convolution and linear layer of a forward pass: time from torch.profiler, MACs from "
         "fvcore, bytes from the layer's input, output and weights. Peaks measured on the device at "
         "the median iteration, as every latency (compute: the best of a large matmul and unpadded "
-        "3x3 convolutions, counting only taps on real data; bandwidth: a large copy); the "
+        "3x3 and 5x5 convolutions, counting only taps on real data; bandwidth: a large copy); the "
         "data-sheet roof beside them where every factor is known (on a CPU: its maximum clock). "
         "MFU = the work of one forward pass over its median time in the latency table (the same "
         "batch), over the measured peak. A layer is memory- or compute-bound only when it reaches "
