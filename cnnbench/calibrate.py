@@ -41,6 +41,7 @@ from . import stats
 
 __all__ = [
     "COMPUTE_MODELS",
+    "EXACT_MODEL",
     "ITERATION_SD",
     "PROCESS_SD",
     "SLEEP_MODELS",
@@ -55,6 +56,10 @@ PROCESS_SD = 0.06  # log sd of a worker process's own speed (measured here: 5-11
 ITERATION_SD = 0.02  # log sd of one iteration within a process (measured here: 2-3%)
 # the sleep workload's models and their true latency as a multiple of SLEEP_BASE_MS
 SLEEP_MODELS = {"calib_sleep": 1.0, "calib_sleep_twin": 1.0, "calib_sleep_10": 1.10, "calib_sleep_25": 1.25}
+# beside them in every sleep run: the base time with no noise at all. Its median is the asked time
+# plus what the harness's own path costs per call (tens of µs: the module call, the contexts),
+# which every measured latency includes and so does the truth the intervals are held against
+EXACT_MODEL = "calib_sleep_exact"
 COMPUTE_MODELS = ("calib_matmul", "calib_matmul_twin")
 MATMUL_SIDE, MATMUL_REPEATS = 256, 12  # about 3-5 ms a pass on 2 cores
 SPIN_S = 3e-4  # the last 0.3 ms of a wait spins on the clock: sleep() overshoots by ~0.1 ms
@@ -79,27 +84,34 @@ def _factor() -> float:
     return _process_factor[1]
 
 
-def _wait(seconds: float) -> None:
-    deadline = time.perf_counter() + seconds
-    if seconds > SPIN_S:
-        time.sleep(seconds - SPIN_S)
+def _wait_until(deadline: float) -> None:
+    """Sleeps, then spins the last ``SPIN_S`` to ``deadline`` (a ``perf_counter`` time)."""
+    rest = deadline - time.perf_counter()
+    if rest > SPIN_S:
+        time.sleep(rest - SPIN_S)
     while time.perf_counter() < deadline:
         pass
 
 
 class Sleeper(nn.Module):
-    """Waits ``ms`` x this process's factor x an iteration's own factor; returns 10 logits."""
+    """Takes ``ms`` x this process's factor x an iteration's own factor per forward pass, the
+    pass's own work included: the deadline is set on entry and the output is made before the
+    wait, so that what the pass does besides waiting (~20 µs measured) is inside the known
+    time rather than added to it."""
 
-    def __init__(self, ms: float):
+    def __init__(self, ms: float, noisy: bool = True):
         super().__init__()
         self.ms = ms
+        self.noisy = noisy  # False: the asked time exactly, no process or iteration factor
         self.bias = nn.Parameter(torch.zeros(10))
         self._rng = random.Random()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        jitter = math.exp(self._rng.gauss(0.0, ITERATION_SD))
-        _wait(self.ms * _factor() * jitter / 1e3)
-        return x.new_zeros(x.shape[0], 10) + self.bias
+        start = time.perf_counter()
+        factor = _factor() * math.exp(self._rng.gauss(0.0, ITERATION_SD)) if self.noisy else 1.0
+        out = x.new_zeros(x.shape[0], 10) + self.bias
+        _wait_until(start + self.ms * factor / 1e3)
+        return out
 
 
 class Matmul(nn.Module):
@@ -127,6 +139,10 @@ def _register() -> None:
             register_model(name, family="calibration", section=None, input_size=8,
                            description=f"calibration: waits {times:g} x {SLEEP_BASE_MS:g} ms")(
                 lambda ms=times * SLEEP_BASE_MS, **_: Sleeper(ms))  # fmt: skip
+    if EXACT_MODEL not in _REGISTRY:
+        register_model(EXACT_MODEL, family="calibration", section=None, input_size=8,
+                       description=f"calibration: waits {SLEEP_BASE_MS:g} ms, no noise")(
+            lambda **_: Sleeper(SLEEP_BASE_MS, noisy=False))  # fmt: skip
     for name in COMPUTE_MODELS:
         if name not in _REGISTRY:
             register_model(name, family="calibration", section=None, input_size=8,
@@ -229,21 +245,24 @@ class Calibration:
     # per round count k: (k, timed s per model, wall s per model, detectable change sleep, compute)
     resolution_by_rounds: tuple[tuple[int, float, float, float, float], ...]
     round_sd_measured: float  # the sleep runs' median log sd between rounds (checks the workload)
+    overhead_ms: float  # the harness's own cost per call (noise-free twin's median - asked), median
     compute_round_sd: float  # the compute runs' median log sd between rounds: this machine
     wall_s: float
 
     def checks(self) -> dict[str, bool]:
-        """The three properties, each judged by its estimate's interval: coverage whose interval
-        reaches the target band, false alarms whose interval reaches below the limit, power whose
-        interval reaches above its floor."""
-        low, high = self.coverage.interval
+        """The three properties, each judged by its point estimate (an estimate's interval is
+        shown beside it, never used to pass: a wide interval would pass more easily): coverage
+        inside the target band, every false-alarm rate (both workloads, both rules) at most the
+        limit, power at 25% at least the floor under both rules. Not judged: the compute kernel
+        compared across runs, which holds the machine's drift between runs; no interval of one
+        run covers that (the history does, from several runs), and the table says so."""
         return {
-            "coverage 92-98%": low <= COVERAGE_TARGET[1] and high >= COVERAGE_TARGET[0],
-            "false alarms <= 6%": self.paired_false_alarm.interval[0] <= FALSE_ALARM_MAX
-            and self.compare_false_alarm.interval[0] <= FALSE_ALARM_MAX,
-            "power at 25% >= 80%": self.paired_power_25.interval[1] >= POWER_25_MIN
-            and self.compare_power_25.interval[1] >= POWER_25_MIN,
-        }
+            "coverage 92-98%": COVERAGE_TARGET[0] <= self.coverage.value <= COVERAGE_TARGET[1],
+            "false alarms <= 6%": max(r.value for r in (
+                self.paired_false_alarm, self.compare_false_alarm,
+                self.compute_paired_false_alarm)) <= FALSE_ALARM_MAX,
+            "power at 25% >= 80%": min(self.paired_power_25.value, self.compare_power_25.value) >= POWER_25_MIN,
+        }  # fmt: skip
 
     def to_json(self) -> dict:
         out = dataclasses.asdict(self)
@@ -290,13 +309,15 @@ def calibrate(out: Path, *, replicates: int = 30, rounds: int = 7, min_time_s: f
 
     out = Path(out)
     t0 = time.perf_counter()
-    sleep_runs, compute_runs, seconds = [], [], []
+    sleep_runs, compute_runs, seconds, overheads = [], [], [], []
     with _calibration_models():
         for i in range(replicates):
-            s, _ = _run(tuple(SLEEP_MODELS), out / f"sleep-{i:02d}", rounds=rounds,
+            s, _ = _run((*SLEEP_MODELS, EXACT_MODEL), out / f"sleep-{i:02d}", rounds=rounds,
                         min_time_s=min_time_s, threads=threads)  # fmt: skip
             c, wc = _run(COMPUTE_MODELS, out / f"compute-{i:02d}", rounds=rounds,
                          min_time_s=min_time_s, threads=threads)  # fmt: skip
+            # the noise-free twin only sets the truth; it is in no comparison and no noise estimate
+            overheads.append(s.pop(EXACT_MODEL).result.latency_ms_p50 - SLEEP_BASE_MS)
             sleep_runs.append(s)
             compute_runs.append(c)
             seconds.append(wc / (len(COMPUTE_MODELS) * rounds))
@@ -314,8 +335,9 @@ def calibrate(out: Path, *, replicates: int = 30, rounds: int = 7, min_time_s: f
         return c.significant, c.verdict
 
     covered = sum(
-        r.result.latency_ms_p50_ci_low <= SLEEP_BASE_MS * times <= r.result.latency_ms_p50_ci_high
-        for recs in sleep_runs for name, times in SLEEP_MODELS.items() for r in (recs[name],)
+        r.result.latency_ms_p50_ci_low <= SLEEP_BASE_MS * times + overhead <= r.result.latency_ms_p50_ci_high
+        for recs, overhead in zip(sleep_runs, overheads, strict=True)
+        for name, times in SLEEP_MODELS.items() for r in (recs[name],)
     )  # fmt: skip
     base, twin, up10, up25 = SLEEP_MODELS
 
@@ -338,6 +360,7 @@ def calibrate(out: Path, *, replicates: int = 30, rounds: int = 7, min_time_s: f
         compute_paired_false_alarm=rate(paired(r, *COMPUTE_MODELS) for r in compute_runs),
         compute_compare_false_alarm=rate(unpaired(a, b, m, m) for a, b in cpairs for m in COMPUTE_MODELS),
         resolution_by_rounds=_resolution_by_rounds(sleep_runs, compute_runs, rounds, statistics.median(seconds)),
+        overhead_ms=statistics.median(overheads),
         round_sd_measured=statistics.median(_log_sd(r.result) for recs in sleep_runs for r in recs.values()),
         compute_round_sd=statistics.median(_log_sd(r.result) for recs in compute_runs for r in recs.values()),
         wall_s=time.perf_counter() - t0,

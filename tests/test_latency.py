@@ -132,3 +132,38 @@ def test_cuda_latency_uses_events_and_records_cudnn_benchmark():
     r = latency.measure(models.create("googlenet"), spec, TimingConfig(min_time_s=0.2))
     assert r.timer == "cuda_event" and r.cudnn_benchmark is True
     assert r.other_cpu_share is None and r.latency_ms_p50 > 0
+
+
+@pytest.mark.parametrize("threads,beyond_spare,repeated", [
+    (1, 0.0, False),  # the other cores fully busy, ours untouched: not contended
+    (1, 0.15, True),  # 15% of the machine taken from our core too
+    (None, 0.15, True),  # every core ours: any share above 10% is taken from us
+    (None, 0.05, False),
+])  # fmt: skip
+def test_contention_counts_only_the_cpu_taken_from_our_threads(monkeypatch, threads, beyond_spare, repeated):
+    """Other processes' share of the machine beyond the cores our threads leave free is what
+    contends; a measurement so contended is repeated once and flagged."""
+    import os
+
+    cpus = os.cpu_count()
+    threads = threads or cpus
+    share = (cpus - threads) / cpus + beyond_spare
+
+    class Fixed:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.other_share = share
+
+    calls = []
+    monkeypatch.setattr(latency, "CpuContention", Fixed)
+    monkeypatch.setattr(latency, "time_iterations", lambda fn, dev, cfg: calls.append(1) or ([10.0] * 5, "perf_counter"))
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        r = latency.measure(models.create("nin"), Spec("nin", 224, threads=threads))
+    finally:
+        torch.set_num_threads(before)
+    assert r.contended is repeated and len(calls) == (2 if repeated else 1)
+    assert r.other_cpu_share == pytest.approx(share)

@@ -462,3 +462,42 @@ def test_mfu_divides_the_pass_by_the_latency_tables_median(tmp_path):
     assert row(md, "Overview", "model", "googlenet")["MFU % (roofline batch)"] == f"{100 * expected:.1f} (16)"
     # alexnet has no inference latency at 16: its roofline's own pass, and the report says so
     assert "no latency record at this batch" in md
+
+
+def test_gradient_bytes_order_scaling_only_beyond_both_intervals():
+    """Exercise 4's scaling answer: an ordering by gradient bytes is claimed only where the
+    efficiencies' intervals separate; a point without an interval (one process per world size
+    holds none between processes) orders nothing."""
+    from types import SimpleNamespace as NS
+
+    from cnnbench.report.exercises import _bytes_verdict
+
+    def result(grad_bytes, eff, ci):
+        one = NS(kind="weak", world_size=1, step_ms_p50=100.0, step_ms_ci_low=ci and 100.0 - ci,
+                 step_ms_ci_high=ci and 100.0 + ci)  # fmt: skip
+        two = NS(kind="weak", world_size=2, efficiency=eff, step_ms_p50=100.0 / eff,
+                 step_ms_ci_low=ci and 100.0 / eff - ci, step_ms_ci_high=ci and 100.0 / eff + ci)  # fmt: skip
+        v = NS(grad_bytes=grad_bytes, points=[one, two])
+        return ("m", v, two)
+
+    tight = [result(10, 0.9, 1.0), result(1000, 0.5, 1.0)]
+    assert _bytes_verdict(tight) == "yes"
+    assert _bytes_verdict([result(10, 0.5, 1.0), result(1000, 0.9, 1.0)]) == "no"
+    assert _bytes_verdict([result(10, 0.9, None), result(1000, 0.5, None)]) == "noise"
+    assert _bytes_verdict([result(10, 0.9, 1.0), result(1000, 0.5, None)]) == "noise"
+
+
+def test_memory_noise_needs_two_pairs_and_a_spread():
+    """One pair of peaks, or pairs equal to the byte, hold no estimate of the noise: no memory
+    change is then called (a threshold of 0 would call every difference)."""
+    from cnnbench.report.noise import memory_noise
+
+    def pair(*ls_bytes):
+        out = []
+        for batch, ls in zip((4, 16), ls_bytes, strict=False):
+            out += [t.memory("googlenet", 96, batch, "train", 300 * MiB), t.memory("googlenet_ls", 96, batch, "train", ls)]
+        return out
+
+    assert memory_noise(pair(312 * MiB)) is None  # one pair
+    assert memory_noise(pair(300 * MiB, 300 * MiB)) is None  # equal to the byte
+    assert memory_noise(pair(312 * MiB, 291 * MiB)).threshold > 0

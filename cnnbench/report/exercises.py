@@ -793,12 +793,13 @@ def _compute_change(v, p) -> str:
 
 def _efficiency_interval(v, p) -> tuple[float, float]:
     """Bounds of ``p``'s efficiency from the 95% intervals of its median step and of the median
-    step at one rank (the point estimate when an interval is missing)."""
+    step at one rank; unbounded when an interval is missing (each world size is timed in one
+    process, which holds no interval between processes): no ordering is then claimed."""
     one = next((q for q in v.points if q.kind == p.kind and q.world_size == 1), None)
     parts = (p.step_ms_ci_low, p.step_ms_ci_high, getattr(one, "step_ms_ci_low", None),
              getattr(one, "step_ms_ci_high", None))  # fmt: skip
     if one is None or any(x is None for x in parts):
-        return p.efficiency, p.efficiency
+        return -math.inf, math.inf
     return (p.efficiency * p.step_ms_p50 / p.step_ms_ci_high * one.step_ms_ci_low / one.step_ms_p50,
             p.efficiency * p.step_ms_p50 / p.step_ms_ci_low * one.step_ms_ci_high / one.step_ms_p50)  # fmt: skip
 

@@ -184,12 +184,13 @@ class Utilization:
 
 def utilization(records: Iterable[Record], roof: Record) -> Utilization:
     """MFU of a roofline record against the latency table's median forward pass at the same
-    model, size and batch (the number the report shows as that model's latency), else the
+    spec (the number the report shows as that model's latency), else the
     roofline worker's own median, and which it is."""
     v = roof.result
     work = v.model_achieved_flops * v.model_ms / 1e3  # FLOPs of one forward pass at the batch
-    lat = first_ok(records, "latency", model=roof.spec.model, image_size=roof.spec.image_size,
-                   batch_size=roof.spec.batch_size, mode="inference")  # fmt: skip
+    # the same forward pass: every condition of the spec (dtype, memory format, compile, device,
+    # threads, ...), not only model, size and batch
+    lat = first_ok(records, "latency", **dataclasses.asdict(dataclasses.replace(roof.spec, mode="inference")))
     if lat is not None:
         ms, source = lat.result.latency_ms_p50, f"latency table, median at batch {roof.spec.batch_size}"
     else:

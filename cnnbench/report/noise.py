@@ -372,13 +372,14 @@ def memory_noise(*runs: Iterable[Record]) -> MemoryNoise | None:
     """From the control pair's ok memory records at the same mode and batch, in each of ``runs``
     (pooled): their log differences d (each a draw of the noise of one difference, mean 0),
     their root mean square s with n degrees of freedom, and the threshold t_975(n) x s; None
-    without such a pair."""
+    without two such pairs, or when every pair agreed to the byte: page-sized RSS steps can make
+    two peaks equal, and a spread of 0 from so few draws would call every difference."""
     diffs = [math.log(b.result.measured_bytes / a.result.measured_bytes)
              for records in runs for a, b in _control_records(list(records), "memory")
              if a.result.measured_bytes > 0 and b.result.measured_bytes > 0]  # fmt: skip
-    if not diffs:
+    rms = math.sqrt(sum(d * d for d in diffs) / len(diffs)) if diffs else 0.0
+    if len(diffs) < 2 or rms == 0:
         return None
-    rms = math.sqrt(sum(d * d for d in diffs) / len(diffs))
     return MemoryNoise(tuple(diffs), math.expm1(stats.t_975(len(diffs)) * rms))
 
 
