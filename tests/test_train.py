@@ -17,16 +17,18 @@ def fmnist():
 
 
 def test_short_training_learns(fmnist):
-    # NiN at 72x72 (its smallest workable size, rounded up), Adam: the quick profile's recipe
+    # NiN at 72x72 (its smallest workable size, rounded up), Adam: the quick profile's recipe.
+    # 2,000 images (measured on one thread: 0.458 test accuracy, 17 s; 3,000 read 0.419 in 25 s;
+    # 1,500 only 0.318, too near the bound to hold on another CPU)
     cfg = TrainConfig(
-        epochs=2, batch_size=16, optimizer="adam", lr=5e-4, train_subset=3000, test_subset=1000
+        epochs=2, batch_size=16, optimizer="adam", lr=5e-4, train_subset=2000, test_subset=1000
     )
     r = train.train(Spec("nin", 72, 16, mode="train", threads=torch.get_num_threads()), cfg, fmnist)
     first, second = r.runs[0].epochs
     assert second.train_loss < first.train_loss < math.log(10) + 0.05
     assert r.test_accuracy_mean > 0.3  # chance is 0.1
-    assert r.recipe == "modified" and r.train_images == 3000 and r.test_images == 1000
-    assert first.images_per_s == pytest.approx(3000 / first.wall_s)
+    assert r.recipe == "modified" and r.train_images == 2000 and r.test_images == 1000
+    assert first.images_per_s == pytest.approx(2000 / first.wall_s)
 
 
 def test_same_seed_same_result_on_cpu(fmnist):
