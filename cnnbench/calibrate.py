@@ -252,8 +252,9 @@ class Calibration:
     def checks(self) -> dict[str, bool]:
         """The three properties, each judged by its point estimate (an estimate's interval is
         shown beside it, never used to pass: a wide interval would pass more easily): coverage
-        inside the target band, every false-alarm rate (both workloads, both rules) at most the
-        limit, power at 25% at least the floor under both rules. Not judged: the compute kernel
+        inside the target band; the false-alarm rates of the sleep workload under both rules and
+        of the compute kernel within a run at most the limit; power at 25% at least the floor
+        under both rules. Not judged: the compute kernel
         compared across runs, which holds the machine's drift between runs; no interval of one
         run covers that (the history does, from several runs), and the table says so."""
         return {

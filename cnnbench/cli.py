@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/calibrate", help="where its runs and calibration.json go "
                    "(default: runs/calibrate)")  # fmt: skip
     p.add_argument("--replicates", type=positive_int, default=30,
-                   help="runs of each workload (default 30: about 7.5 minutes on 2 cores)")  # fmt: skip
+                   help="runs of each workload (default 30: about 9 minutes on 2 cores)")  # fmt: skip
     p.add_argument("--rounds", type=positive_int, default=None,
                    help="latency rounds per run (default: the quick profile's)")  # fmt: skip
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads (default: torch's)")
