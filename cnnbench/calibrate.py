@@ -8,7 +8,8 @@ records on disk — and then through the same functions the report and ``compare
   ``ITERATION_SD``): the noise structure measured on the 2-core reference machine, round
   spread about 3x the iteration spread. Waiting needs (almost) no CPU, so the truth holds on a
   busy machine too. Four models: a base, its identical twin, and two slower by exactly 10% and
-  25%. Their true median is known, so the coverage of each interval is checked, and so are the
+  25%. Their true median is known (the asked time plus the harness's own cost per call, which a
+  noise-free twin in each run measures), so the coverage of each interval is checked, and so are the
   false alarms (identical truth) and the power (10%, 25%) of the paired rule within a run and of
   ``compare``'s unpaired rule across runs.
 - **compute**: two registrations of one fixed matmul kernel. Their truth is only that they are
@@ -254,9 +255,9 @@ class Calibration:
         shown beside it, never used to pass: a wide interval would pass more easily): coverage
         inside the target band; the false-alarm rates of the sleep workload under both rules and
         of the compute kernel within a run at most the limit; power at 25% at least the floor
-        under both rules. Not judged: the compute kernel
-        compared across runs, which holds the machine's drift between runs; no interval of one
-        run covers that (the history does, from several runs), and the table says so."""
+        under both rules. Not judged: the compute kernel compared across runs, which holds the
+        machine's drift between runs; no interval of one run covers that (the history does, from
+        several runs), and the table says so."""
         return {
             "coverage 92-98%": COVERAGE_TARGET[0] <= self.coverage.value <= COVERAGE_TARGET[1],
             "false alarms <= 6%": max(r.value for r in (
