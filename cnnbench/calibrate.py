@@ -277,14 +277,14 @@ class Calibration:
 
 
 def _log_sd(result) -> float:
-    from .report.noise import round_medians
+    from .analysis.noise import round_medians
 
     return float(np.std(np.log(round_medians(result)), ddof=1))
 
 
 def _resolution_by_rounds(sleep_runs, compute_runs, rounds: int, wall_per_round: float):
     """What a run resolves after its first k rounds (paired, every model of the workload)."""
-    from .report.noise import round_medians, table_resolution
+    from .analysis.noise import round_medians, table_resolution
 
     out = []
     for k in range(2, rounds + 1):
@@ -307,7 +307,7 @@ def _resolution_by_rounds(sleep_runs, compute_runs, rounds: int, wall_per_round:
 def calibrate(out: Path, *, replicates: int = 30, rounds: int = 7, min_time_s: float = 0.06,
               threads: int | None = None, progress: Callable[[int, int], None] | None = None) -> Calibration:  # fmt: skip
     """``replicates`` runs of each workload under ``out``, judged as the report would."""
-    from .report.noise import latency_change, run_noise
+    from .analysis.noise import latency_change, run_noise
 
     out = Path(out)
     t0 = time.perf_counter()

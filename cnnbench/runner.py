@@ -77,7 +77,7 @@ class ResumeMismatch(RunRefused):
     """--resume on a folder whose env.json describes another machine or software stack."""
 
 
-def _base_spec(config: RunConfig, model: str) -> Spec:
+def base_spec(config: RunConfig, model: str) -> Spec:
     wl = config.workload
     return Spec(
         model=model,
@@ -96,7 +96,7 @@ def _base_spec(config: RunConfig, model: str) -> Spec:
 
 def plan(config: RunConfig, model: str) -> list[Unit]:
     """Every unit the run will attempt for ``model``, in order (a sweep may end early on OOM)."""
-    base = _base_spec(config, model)
+    base = base_spec(config, model)
     units = []
     for metric in config.metrics:
         if metric not in HARNESSES:
@@ -126,7 +126,7 @@ def _measure_unit(unit: Unit, ctx: Context) -> Record:
         release(torch.device(unit.spec.device))
 
 
-def _setup_process(config: RunConfig) -> None:
+def setup_process(config: RunConfig) -> None:
     """Per-process settings every measurement depends on (recorded in the spec and env.json).
 
     Both TF32 flags are set, never left to the defaults: cuDNN allows TF32 by default and cuBLAS
@@ -157,7 +157,7 @@ def process_flags() -> dict:
 
 
 def _worker_flags(config: RunConfig) -> dict:
-    _setup_process(config)
+    setup_process(config)
     return process_flags()
 
 
@@ -226,7 +226,7 @@ def _execute(
 
 def _worker(emit, ctx: Context, units: list[Unit], first_round: bool, seen: dict) -> None:
     """A model's worker process: set up like every worker, then measure its units."""
-    _setup_process(ctx.config)
+    setup_process(ctx.config)
     for kind, payload in _execute(ctx, units, first_round, seen):
         emit(kind, payload)
 
@@ -273,7 +273,7 @@ def _pooled(harness, unit: Unit, rounds: list[Record], config: RunConfig) -> Rec
 
 
 def _peaks_worker(config: RunConfig):
-    _setup_process(config)
+    setup_process(config)
     return _measure_peaks_here(config)
 
 
@@ -515,7 +515,7 @@ def run(
             else:
                 todo.setdefault(model, []).append(u)
     if config.isolation != "process":
-        _setup_process(config)  # once: threads, cuDNN autotuning, the memory cap
+        setup_process(config)  # once: threads, cuDNN autotuning, the memory cap
     ctx = Context(config)
     if any(u.metric == "roofline" for units in todo.values() for u in units):
         ctx = _measure_peaks(config)

@@ -46,7 +46,7 @@ def test_a_worker_sets_both_tf32_flags_from_the_config(flags_restored, tf32):
     # start from the opposite of cuDNN's and cuBLAS's defaults mixed: each must be set, not kept
     torch.backends.cuda.matmul.allow_tf32 = not tf32
     torch.backends.cudnn.allow_tf32 = not tf32
-    runner._setup_process(_config(tf32=tf32))
+    runner.setup_process(_config(tf32=tf32))
     flags = runner.process_flags()
     assert flags["matmul_allow_tf32"] is tf32 and flags["cudnn_allow_tf32"] is tf32
 
@@ -55,22 +55,22 @@ def test_cuda_n_becomes_the_current_device(flags_restored, monkeypatch):
     made_current = []
     # torch.cuda.set_device(torch.device("cuda")) raises (no index): the worker passes one
     monkeypatch.setattr(torch.cuda, "set_device", lambda d: made_current.append(d))
-    runner._setup_process(dataclasses.replace(_config(), device="cuda:1"))
-    runner._setup_process(dataclasses.replace(_config(), device="cuda"))
+    runner.setup_process(dataclasses.replace(_config(), device="cuda:1"))
+    runner.setup_process(dataclasses.replace(_config(), device="cuda"))
     assert made_current == [1, 0]
     assert torch.backends.cudnn.benchmark is True  # cuDNN autotuning, as recorded in the spec
 
 
 def test_the_spec_records_tf32_and_cast_where_they_apply():
     cuda = dataclasses.replace(_config(tf32=True), device="cuda")
-    assert runner._base_spec(cuda, "nin").tf32 is True
-    assert runner._base_spec(_config(), "nin").tf32 is None  # a CPU has no TF32
+    assert runner.base_spec(cuda, "nin").tf32 is True
+    assert runner.base_spec(_config(), "nin").tf32 is None  # a CPU has no TF32
     bf16 = _config(dtype="bf16", cast="weights")
-    units = harnesses.HARNESSES["latency"].plan(bf16, runner._base_spec(bf16, "nin"))
+    units = harnesses.HARNESSES["latency"].plan(bf16, runner.base_spec(bf16, "nin"))
     casts = {(s.mode, s.cast) for s in units}
     # a weights cast is for inference; the training step keeps fp32 weights under autocast
     assert casts == {("inference", "weights"), ("train", "autocast")}
-    assert runner._base_spec(_config(), "nin").cast is None
+    assert runner.base_spec(_config(), "nin").cast is None
 
 
 def test_isolation_none_sets_this_process_up_like_a_worker(tmp_path, flags_restored):

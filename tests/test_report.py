@@ -104,7 +104,7 @@ def test_minsize_and_roofline_sections(run_dir):
     records = RunStore(run_dir).records()
     g = next(r for r in records if r.metric == "roofline" and r.spec.model == "googlenet")
     from cnnbench.report.fmt import ABOVE_ROOF
-    from cnnbench.report.frames import above_roof
+    from cnnbench.analysis.frames import above_roof
 
     if above_roof(g.result):  # a layer or the model above the measured roof: never a number
         assert ABOVE_ROOF in roof.split("| googlenet |")[1].split("\n")[0]

@@ -470,7 +470,7 @@ def test_gradient_bytes_order_scaling_only_beyond_both_intervals():
     holds none between processes) orders nothing."""
     from types import SimpleNamespace as NS
 
-    from cnnbench.report.exercises import _bytes_verdict
+    from cnnbench.report.exercises.scaling import _bytes_verdict
 
     def result(grad_bytes, eff, ci):
         one = NS(kind="weak", world_size=1, step_ms_p50=100.0, step_ms_ci_low=ci and 100.0 - ci,
@@ -490,7 +490,7 @@ def test_gradient_bytes_order_scaling_only_beyond_both_intervals():
 def test_memory_noise_needs_two_pairs_and_a_spread():
     """One pair of peaks, or pairs equal to the byte, hold no estimate of the noise: no memory
     change is then called (a threshold of 0 would call every difference)."""
-    from cnnbench.report.noise import memory_noise
+    from cnnbench.analysis.noise import memory_noise
 
     def pair(*ls_bytes):
         out = []

@@ -237,7 +237,7 @@ def _result(grad_mib, eff, spread=0.01):
 
 
 def test_the_scaling_answer_says_whether_bytes_order_the_networks():
-    from cnnbench.report.exercises import _scaling_answer
+    from cnnbench.report.exercises.scaling import _scaling_answer
 
     def answer(models):
         best = [(m, v, max(v.points, key=lambda p: p.world_size)) for m, v in models]

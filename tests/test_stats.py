@@ -16,7 +16,7 @@ import pytest
 
 from cnnbench import stats
 from cnnbench.measure.latency import timing_stats
-from cnnbench.report.noise import IQR_RULE, latency_change, noise_control, run_noise
+from cnnbench.analysis.noise import IQR_RULE, latency_change, noise_control, run_noise
 from tests import trust_records as t
 
 ROUND_SD, ITERATION_SD = 0.06, 0.02  # log scale: between processes, within a process

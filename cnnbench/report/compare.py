@@ -27,8 +27,9 @@ import pandas as pd
 
 from .. import stats
 from ..results import Record, RunStore
+from . import verdicts
 from .fmt import MISSING, change, fmt, points
-from .noise import MemoryNoise, RunNoise, accuracy_change, latency_change, memory_noise, run_noise
+from ..analysis.noise import MemoryNoise, RunNoise, accuracy_change, latency_change, memory_noise, run_noise
 
 __all__ = ["HEADLINES", "compare_runs", "regressions", "resolution", "write_compare"]
 
@@ -82,13 +83,13 @@ def _row(a: Record, b: Record, field: str, va, vb, noise: RunNoise, memory: Memo
         floor = noise.floor(a.spec.mode, a.spec.batch_size)
         c = latency_change(a.result, b.result, paired=False, floor=floor)
         c = c.throughput() if field == "images_per_s" else c
-        shown = c.interval_text() + (f"; resolves {100 * floor:.1f}%" if floor else "")
+        shown = verdicts.interval_text(c) + (f"; resolves {100 * floor:.1f}%" if floor else "")
         row.update(noise=c.iqr_noise, noise_shown=shown, significant=c.significant,
                    verdict=c.verdict, method=c.method)  # fmt: skip
     elif a.metric == "accuracy" and field == "test_accuracy_mean":
         judged = accuracy_change(a.result, b.result)
         row.update(change_shown=points(vb - va), noise=None, method="seeds (Welch)",
-                   noise_shown=judged.short() if judged else MISSING,
+                   noise_shown=verdicts.short(judged) if judged else MISSING,
                    significant=bool(judged and judged.significant),
                    verdict=judged.verdict if judged else stats.NOT_RESOLVED)  # fmt: skip
     elif a.metric == "accuracy":  # training time: over the seeds' own times
@@ -99,7 +100,7 @@ def _row(a: Record, b: Record, field: str, va, vb, noise: RunNoise, memory: Memo
     elif a.metric == "memory" and field == "measured_bytes" and a.result.source != "cuda_allocator":
         judged = memory.judge(rel) if memory is not None else None
         row.update(noise=judged.threshold if judged else None, method="identical pair",
-                   noise_shown=judged.short() if judged else "no noise estimate (no googlenet_ls beside googlenet)",
+                   noise_shown=verdicts.short(judged) if judged else "no noise estimate (no googlenet_ls beside googlenet)",
                    significant=bool(judged and judged.significant),
                    verdict=judged.verdict if judged else stats.NOT_RESOLVED)  # fmt: skip
     else:  # deterministic: counts, analytic bytes, CUDA allocator peaks

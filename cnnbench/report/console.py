@@ -23,7 +23,7 @@ from rich.progress import (
 from rich.table import Table
 
 from .fmt import MISSING, accuracy, fmt, percent, shape
-from .frames import Frames
+from ..analysis.frames import Frames
 
 __all__ = [
     "MACS_NOTE",

@@ -20,8 +20,8 @@ import numpy as np  # noqa: E402
 
 from .. import stats  # noqa: E402
 from .fmt import is_missing, points, utilization  # noqa: E402
-from .frames import LINEAGE_FIELDS, Frames, above_roof, first_ok, ok_records  # noqa: E402
-from .frames import utilization as frame_utilization  # noqa: E402
+from ..analysis.frames import LINEAGE_FIELDS, Frames, above_roof, first_ok, ok_records  # noqa: E402
+from ..analysis.frames import utilization as frame_utilization  # noqa: E402
 
 __all__ = ["Figure", "make_figures"]
 

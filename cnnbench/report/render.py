@@ -18,9 +18,9 @@ import pandas as pd
 
 from .. import stats
 from ..results import Record, RunStore, records_frame
-from . import exercises, figures
+from . import exercises, figures, verdicts
 from .fmt import ABOVE_ROOF, MISSING, accuracy, fmt, utilization
-from .frames import EQUAL_RESOLUTION, Frames, finished_seeds, result_of, seed_std, trained_counts
+from ..analysis.frames import EQUAL_RESOLUTION, Frames, finished_seeds, result_of, seed_std, trained_counts
 
 __all__ = ["Report", "build_report", "write_report"]
 
@@ -405,7 +405,7 @@ def build_report(
         blocks.append(("p", resolves))
     control = frames.control
     if control is not None:
-        blocks.append(("p" if control.passed else "warn", control.headline()))
+        blocks.append(("p" if control.passed else "warn", verdicts.control_headline(control)))
     blocks += [
         ("h2", "Overview"),
         ("p", "Per model: the headline number of each metric, at the model's own input ('input'); "

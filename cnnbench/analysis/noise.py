@@ -28,7 +28,6 @@ import numpy as np
 
 from .. import stats
 from ..results import Record
-from .fmt import MISSING
 
 __all__ = [
     "CONTROL_PAIR",
@@ -91,29 +90,6 @@ class Change:
             None if self.low is None else 1 / self.low,
             self.verdict, self.method, self.floor, self.scope, self.iqr_noise,
         )  # fmt: skip
-
-    def interval_text(self) -> str:
-        """'95% CI 0.97–1.04, paired' or 'IQR rule ±3.1%, no samples'."""
-        if self.method == IQR_RULE:
-            noise = MISSING if self.iqr_noise is None else f"±{100 * self.iqr_noise:.1f}%"
-            return f"{IQR_RULE} {noise}, no samples"
-        if not self.known:
-            return f"no interval ({self.scope})"
-        return f"95% CI {self.low:.2f}–{self.high:.2f}, {self.method}"
-
-    def short(self) -> str:
-        """'slower, CI 1.19–1.31' or 'not resolved, CI 0.93–1.20': the verdict and its noise,
-        for a table cell."""
-        if self.method == IQR_RULE:
-            noise = MISSING if self.iqr_noise is None else f"±{100 * self.iqr_noise:.1f}%"
-            return f"{self.verdict}, IQR {noise}"
-        if not self.known:
-            return f"{self.verdict}, no interval"
-        return f"{self.verdict}, CI {self.low:.2f}–{self.high:.2f}"
-
-    def text(self) -> str:
-        """'x1.25 (95% CI 1.19–1.31, paired): slower' — the ratio, its noise and the verdict."""
-        return f"x{self.ratio:.2f} ({self.interval_text()}): {self.verdict}"
 
 
 def round_medians(result) -> tuple[float, ...] | None:
@@ -262,37 +238,6 @@ class Control:
     def floor(self, mode: str, batch: int) -> float:
         return max((p.floor for p in self.pairs if (p.mode, p.batch) == (mode, batch)), default=0.0)
 
-    def describe(self) -> str:
-        """One clause per pair: 'inference b1 x1.02 (95% CI 0.95–1.09, paired): not resolved'."""
-        return "; ".join(f"{p.mode} b{p.batch} {p.change.text()}" for p in self.pairs)
-
-    def headline(self) -> str:
-        a, b = CONTROL_PAIR
-        if self.noisy:
-            return (
-                f"Noise control failed: {b} is the same network as {a} (only its training loss "
-                f"differs), yet their latencies differ beyond the interval ({self.describe()}). "
-                "The noise is larger than the intervals say: where it failed, no change smaller "
-                "than the control's own is called in this report."
-            )
-        if not self.passed:
-            weak = [p for p in self.pairs if not p.powered]
-            parts = "; ".join(
-                f"{p.mode} b{p.batch}: its interval reaches ±{100 * (p.change.half_width or math.inf):.1f}%"
-                + (f", the run states {100 * p.stated.detectable:.1f}%" if p.stated else "")
-                for p in weak
-            )  # fmt: skip
-            return (
-                f"Noise control without power: {b} and {a} agree ({self.describe()}), but the "
-                f"interval is too wide to have seen the change the run says it detects ({parts}); "
-                "there, no change smaller than the control's interval is called."
-            )
-        return (
-            f"Noise control passed: {b} is the same network as {a}, their latencies agree, and "
-            f"each interval is narrow enough to have seen the change the run detects "
-            f"({self.describe()})."
-        )
-
 
 def _spec_without_model(r: Record) -> tuple:
     s = r.spec
@@ -345,12 +290,6 @@ class MemoryChange:
     def significant(self) -> bool:
         return self.verdict != stats.NOT_RESOLVED
 
-    def short(self) -> str:
-        if self.threshold is None:
-            return f"{self.verdict}, no noise estimate"
-        return f"{self.verdict}, beyond ±{100 * self.threshold:.0f}%" if self.significant else (
-            f"{self.verdict}, within ±{100 * self.threshold:.0f}%")  # fmt: skip
-
 
 @dataclass(frozen=True)
 class MemoryNoise:
@@ -397,17 +336,12 @@ class AccuracyChange:
     high: float | None
     verdict: str  # "higher", "lower" or stats.NOT_RESOLVED
     seeds: tuple[int, int]  # finished seeds of A and of B
-    why: str = ""  # why nothing could be called, where nothing was
+    fewest_seeds: int | None = None  # too few finished seeds a side to call: how many
     means: tuple[float, float] = (math.nan, math.nan)  # over the finished seeds of A and of B
 
     @property
     def significant(self) -> bool:
         return self.verdict != stats.NOT_RESOLVED
-
-    def short(self) -> str:
-        if self.low is None:
-            return f"{self.verdict}, {self.why}"
-        return f"{self.verdict}, CI {100 * self.low:+.1f} to {100 * self.high:+.1f} pp"
 
 
 def _finals(result) -> list[float]:
@@ -427,8 +361,7 @@ def accuracy_change(a, b) -> AccuracyChange | None:
     diff = means[1] - means[0]
     if min(len(fa), len(fb)) < MIN_SEEDS:
         fewest = min(len(fa), len(fb))
-        why = f"{fewest} seed{'s' if fewest > 1 else ''}: a call needs {MIN_SEEDS} a side"
-        return AccuracyChange(diff, None, None, stats.NOT_RESOLVED, (len(fa), len(fb)), why, means)
+        return AccuracyChange(diff, None, None, stats.NOT_RESOLVED, (len(fa), len(fb)), fewest, means)
     iv = stats.difference_interval(fa, fb)
     verdict = stats.call(iv, none=0.0, relative=False, up="higher", down="lower")
     return AccuracyChange(diff, iv.low, iv.high, verdict, (len(fa), len(fb)), means=means)

@@ -1,0 +1,32 @@
+"""The chapter's GoogLeNet exercises, answered from the records: one :class:`Section` each, an
+answer of one to three sentences that cites its numbers, then tables and sentences whose every
+number is read from the frames (no fixed prose about a model's results).
+
+1. the variants as a lineage, each against its parent, latency changes called only beyond noise;
+2. the minimum input size of every model, and the layer that sets it;
+3. GoogLeNet at Fashion-MNIST's native 28x28 against googlenet, both at the same input;
+4. where the parameters sit, and how NiN and GoogLeNet cut them;
+5. computation, memory, bandwidth and cache per image and per layer — at the chapter's sizes and
+   at equal resolution — and the measured rooflines.
+"""
+
+from __future__ import annotations
+
+from ...analysis.frames import Frames
+from .common import DATASHEET_PEAKS, Section, resolution_text
+from .computation import exercise5
+from .lineage import lineage
+from .minsize import minimum_sizes
+from .native28 import native_28
+from .parameters import exercise4
+from .rooflines import rooflines, sheet_below_probe
+from .scaling import scaling
+
+__all__ = ["DATASHEET_PEAKS", "Section", "resolution_text", "sections", "sheet_below_probe"]
+
+
+def sections(frames: Frames) -> list[Section]:
+    """Every exercise section, in report order."""
+    makers = (lineage, minimum_sizes, native_28, exercise4, exercise5, rooflines, scaling)
+    return [make(frames) for make in makers]
+
