@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -59,6 +60,11 @@ NOT_RESOLVED = "not resolved"
 
 
 # --- Student's t, by its density (numpy has no t quantile; scipy is not a dependency) ------------
+
+
+def is_missing(value) -> bool:
+    """No number: None or NaN (pandas turns a missing value into NaN)."""
+    return value is None or (isinstance(value, numbers.Real) and math.isnan(value))
 
 
 def _betacf(a: float, b: float, x: float) -> float:

@@ -20,7 +20,8 @@ import pandas as pd
 import pytest
 
 from cnnbench.cli import main
-from cnnbench.report.trend import series_table, step
+from cnnbench.analysis.trend import step
+from cnnbench.report.trend import series_table
 from cnnbench.results import history
 from tests import browser
 from tests.history_runs import make_run, source_records
@@ -556,7 +557,7 @@ def test_edges_of_the_statistics_the_window_and_the_gate(tmp_path, capsys):
 
 
 def test_compare_counts_a_slowdown_only_beyond_the_threshold_and_not_one_failure_for_another():
-    from cnnbench.report.compare import regressions
+    from cnnbench.analysis.compare import regressions
 
     row = {"metric": "latency", "value": "latency_ms_p50", "significant": True, "A": 10.0, "B": 10.5}
     frame = pd.DataFrame([{**row, "change": 0.05}], dtype=object)

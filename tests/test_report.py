@@ -304,7 +304,7 @@ def test_diverged_accuracy_keeps_its_number_beside_its_status(doctored):
 
 
 def test_conditions_read_the_sectioned_and_the_flat_config(doctored):
-    line = (doctored / "report.md").read_text().split("Conditions:")[1].split("\n## ")[0]
+    line = (doctored / "report.md").read_text().split("## Conditions")[1].split("\n## ")[0]
     assert "dtype bf16, channels_last;" in line
     assert "overrides: dtype=bf16, channels_last=True, train_batch_size=8;" in line
     flat_dir = doctored.parent / "flat"

@@ -26,21 +26,19 @@ from pathlib import Path
 import pandas as pd
 
 from .. import stats
+from ..analysis.compare import regressions
 from ..results import Record, RunStore
+from ..results.types import declared_values, value_info
 from . import verdicts
+from .blocks import Document, Note, Paragraph, Table, to_markdown
 from .fmt import MISSING, change, fmt, points
 from ..analysis.noise import MemoryNoise, RunNoise, accuracy_change, latency_change, memory_noise, run_noise
 
-__all__ = ["HEADLINES", "compare_runs", "regressions", "resolution", "write_compare"]
+__all__ = ["HEADLINES", "compare_runs", "regressions", "resolution", "write_compare"]  # regressions: analysis.compare
 
-# metric → the values compared, in display order
-HEADLINES = {
-    "params": ("params_total",),
-    "flops": ("gmacs",),
-    "latency": ("latency_ms_p50", "images_per_s"),
-    "memory": ("measured_bytes", "analytic_bytes"),
-    "accuracy": ("test_accuracy_mean", "train_time_s_mean"),
-}
+# metric → the values compared, in display order: each metric's headline values, as declared
+# on its result type (minimum sizes, rooflines and scaling are compared by their own sections)
+HEADLINES = {m: tuple(declared_values(m)) for m in ("params", "flops", "latency", "memory", "accuracy")}
 
 
 def _pair_key(r: Record) -> tuple:
@@ -110,11 +108,6 @@ def _row(a: Record, b: Record, field: str, va, vb, noise: RunNoise, memory: Memo
     return row
 
 
-# what a change of hardware changes: times, rates and measured memory (counts, analytic bytes
-# and test accuracy do not depend on the machine)
-SPEED_VALUES = ("latency_ms_p50", "images_per_s", "measured_bytes", "train_time_s_mean")
-
-
 def hardware_differences(run_a: str | Path, run_b: str | Path) -> tuple[str | None, list]:
     """(the hardware sentence or None, every fingerprint field that differs) of two runs."""
     from ..env import differences, hardware_sentence
@@ -154,7 +147,7 @@ def compare_runs(
             if va is None or vb is None:
                 continue
             row = {**base, **_row(a, b, field, va, vb, noise, memory)}
-            if hold and field in SPEED_VALUES:
+            if hold and value_info(field).machine:  # a time, a rate, a peak: the machine's
                 row.update(significant=False, verdict="different hardware")
             rows.append(row)
     # object dtype: a count stays an int (a float64 column would print 46,764,746 as 4.676e+07)
@@ -175,29 +168,17 @@ def flag(row: dict) -> str:
     return row["verdict"] if row["verdict"] in shown_verdicts else ""
 
 
-def regressions(frame: pd.DataFrame, threshold: float) -> pd.DataFrame:
-    """The called changes that are worse: slower or less throughput beyond ``threshold`` (a
-    fraction), lower accuracy, longer training beyond it, any changed count, a record that is
-    ok in A and not in B. Changes
-    not called (not resolved, or across hardware unless asked) are never regressions."""
-    worse = []
-    for r in frame.to_dict("records"):
-        if not r["significant"]:
-            continue
-        change_, value = r.get("change"), r["value"]
-        if value in ("latency_ms_p50", "train_time_s_mean", "measured_bytes"):
-            bad = change_ is not None and change_ > threshold
-        elif value == "images_per_s":
-            bad = change_ is not None and change_ < -threshold
-        elif value == "test_accuracy_mean":
-            bad = r["B"] < r["A"]
-        elif value == "status":  # B failed where A did not; a failure that B fixed is no regression
-            bad = r["A"] == "ok" and r["B"] != "ok"
-        else:  # counts, analytic bytes: any called change
-            bad = True
-        if bad:
-            worse.append(r)
-    return pd.DataFrame(worse, columns=frame.columns, dtype=object)
+_COMPARE_COLUMNS = ("metric", "model", "mode", "batch", "input", "value", "A", "B", "change", "noise", "")
+
+COMPARE_RULE = (
+    "change = (B − A) / A; test accuracy in percentage points (pp). Flagged (**!**) only "
+    "where the two runs resolve it: for latency and images/s Welch's 95% interval of the ratio "
+    "over the runs' round medians must exclude 1 and the change reach what the runs resolve "
+    "(shown per row); the interval covers these runs' processes, not the drift between runs "
+    "(`cnnbench history show` judges that). Accuracy over seeds, with "
+    "at least 3 a side; a CPU RSS peak against the identical pair's spread; counts and the "
+    "rest of memory exactly. Anything else is 'not resolved'."
+)
 
 
 def write_compare(frame: pd.DataFrame, out: Path, run_a: Path, run_b: Path) -> dict[str, Path]:
@@ -207,28 +188,17 @@ def write_compare(frame: pd.DataFrame, out: Path, run_a: Path, run_b: Path) -> d
     paths = {"md": out / "compare.md", "csv": out / "compare.csv"}
     frame.to_csv(paths["csv"], index=False)
     hardware, diffs = hardware_differences(run_a, run_b)
-    lines = [f"# cnnbench compare: A = `{run_a}`, B = `{run_b}`", ""]
+    blocks: list = []
     if hardware:
-        lines += [f"> **Warning**: {hardware[0].upper()}{hardware[1:]}.", ""]
+        blocks.append(Note(f"{hardware[0].upper()}{hardware[1:]}.", "warning"))
     if diffs:
-        lines += ["Fingerprint fields that differ (A → B): "
-                  + "; ".join(f"{label(k)} {a} → {b}" for k, a, b in diffs) + ".", ""]  # fmt: skip
-    lines += [
-        "change = (B − A) / A; test accuracy in percentage points (pp). Flagged (**!**) only "
-        "where the two runs resolve it: for latency and images/s Welch's 95% interval of the ratio "
-        "over the runs' round medians must exclude 1 and the change reach what the runs resolve "
-        "(shown per row); the interval covers these runs' processes, not the drift between runs "
-        "(`cnnbench history show` judges that). Accuracy over seeds, with "
-        "at least 3 a side; a CPU RSS peak against the identical pair's spread; counts and the "
-        "rest of memory exactly. Anything else is 'not resolved'.",
-        "",
-        "| metric | model | mode | batch | input | value | A | B | change | noise | |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for r in frame.to_dict("records"):
-        lines.append(
-            f"| {r['metric']} | {r['model']} | {r['mode']} | {r['batch']} | {r['input']} | {r['value']} "
-            f"| {shown(r['A'])} | {shown(r['B'])} | {r['change_shown']} | {r['noise_shown']} | {flag(r)} |"
-        )
-    paths["md"].write_text("\n".join(lines) + "\n")
+        blocks.append(Paragraph("Fingerprint fields that differ (A → B): "
+                                + "; ".join(f"{label(k)} {a} → {b}" for k, a, b in diffs) + "."))  # fmt: skip
+    blocks += [Paragraph(COMPARE_RULE), Table("Every shared value, A against B", pd.DataFrame([{
+        "metric": r["metric"], "model": r["model"], "mode": r["mode"], "batch": r["batch"],
+        "input": r["input"], "value": r["value"], "A": shown(r["A"]), "B": shown(r["B"]),
+        "change": r["change_shown"], "noise": r["noise_shown"], "": flag(r),
+    } for r in frame.to_dict("records")], columns=_COMPARE_COLUMNS))]  # fmt: skip
+    doc = Document(f"cnnbench compare: A = `{run_a}`, B = `{run_b}`", tuple(blocks))
+    paths["md"].write_text(to_markdown(doc, out))
     return paths

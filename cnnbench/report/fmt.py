@@ -15,8 +15,9 @@ Sentences in the exercise sections keep their own f-strings: their precision is 
 
 from __future__ import annotations
 
-import math
 import numbers
+
+from ..stats import is_missing
 
 __all__ = [
     "ABOVE_ROOF",
@@ -33,10 +34,6 @@ __all__ = [
 
 MISSING = "—"
 ABOVE_ROOF = "above roof (peak underestimated)"
-
-
-def is_missing(value) -> bool:
-    return value is None or (isinstance(value, numbers.Real) and math.isnan(value))
 
 
 def fmt(value, digits: int = 3, *, scale: float = 1, significant: bool = False) -> str:

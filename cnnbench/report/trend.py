@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import json
 import math
-import statistics
 import textwrap
-from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -41,9 +39,10 @@ from matplotlib.patches import Patch  # noqa: E402
 
 from .. import stats  # noqa: E402
 from ..results.history import VALUE_NAMES  # noqa: E402
-from .figures import COLORS, STATUS_MARK, Figure, _save, _stamp  # noqa: E402
+from .figures import COLORS, STATUS_MARK, Figure, _save  # noqa: E402
 from .fmt import MISSING, change, fmt, is_missing  # noqa: E402
-from .render import Report, render_html, render_markdown  # noqa: E402
+from ..analysis.trend import DRIFT_RUNS, MIN_CHANGE, REFERENCE_RUNS, Step, gate, latest_interval, step  # noqa: E402, F401
+from .blocks import Document, Figure as FigureBlock, Heading, Note, Paragraph, Table, Bullets, to_html, to_markdown  # noqa: E402
 
 __all__ = ["DRIFT_RUNS", "PANEL", "REFERENCE_RUNS", "SERIES", "Step", "configuration", "described", "gate",
            "software_change", "series_table", "sparkline", "step", "trend_figure",
@@ -54,106 +53,6 @@ SERIES = ("metric", "value_name", *PANEL, "hardware_id")
 SPARKS = "▁▂▃▄▅▆▇█"
 # how a unit is shown: (scale, label)
 _SCALES = {"bytes": (2**20, "MiB"), "FLOP/s": (1e9, "GFLOP/s")}
-
-
-REFERENCE_RUNS = 5  # the latest run is judged against the ok runs among the five before it
-
-
-DRIFT_RUNS = 3  # earlier ok runs needed to estimate the drift between runs
-
-
-@dataclass(frozen=True)
-class Step:
-    """The latest run of a series against the runs before it."""
-
-    change: float | None  # (latest − reference) / reference
-    reference: float | None  # median of the earlier ok values (a count: the last one)
-    verdict: str  # "worse", "better", "not resolved", "no interval", "same", "changed", ...
-    called: bool  # a change beyond the noise (or of a count, or of status)
-    worse: bool
-    # the call accounts for every noise the history can see: a count, a status, or a value
-    # judged with the drift between runs known (DRIFT_RUNS earlier runs); a gate counts only these
-    judged: bool = True
-
-
-# the least a history call can be (and `history show --fail-on regression`'s default threshold):
-# a history compares runs hours or commits apart, where a few per cent is the machine's drift
-MIN_CHANGE = 0.05
-
-
-def _log_half_width(row: dict) -> float | None:
-    """A run's own 95% interval as a half-width on the log scale (its larger side)."""
-    low, high, value = float(row["ci_low"]), float(row["ci_high"]), float(row["value"])
-    if min(low, high, value) <= 0:
-        return None
-    return max(math.log(value / low), math.log(high / value))
-
-
-def latest_interval(earlier: list[dict], last: dict) -> tuple[stats.Interval, bool] | None:
-    """The latest run's value over the earlier runs' centre, as a ratio with the 95% interval of
-    "no change", and whether that interval holds the drift between runs.
-
-    With ``DRIFT_RUNS`` or more earlier runs: Student's t prediction interval of one more run from
-    their log centres, which holds everything that moves a run's centre — its own rounds and the
-    drift between runs. With fewer: the runs' own intervals combined (the medians of the earlier
-    runs' half-widths and the latest's, in quadrature), which hold no drift between runs. None
-    where a run kept no interval."""
-    values = [float(r["value"]) for r in earlier]
-    b = float(last["value"])
-    if min(values) <= 0 or b <= 0:
-        return None
-    logs = [math.log(v) for v in values]
-    if len(values) >= DRIFT_RUNS:
-        mean, sd, n = statistics.fmean(logs), statistics.stdev(logs), len(logs)
-        h, drift = stats.t_975(n - 1) * sd * math.sqrt(1 + 1 / n), True
-    else:
-        widths = [_log_half_width(r) for r in [*earlier, last]]
-        if any(w is None for w in widths):
-            return None
-        mean = math.log(statistics.median(values))
-        h, drift = math.hypot(statistics.median(widths[:-1]), widths[-1]), False
-    r = math.log(b) - mean
-    return stats.Interval(math.exp(r), math.exp(r - h), math.exp(r + h),
-                          "the earlier runs' drift" if drift else "the runs' own intervals"), drift  # fmt: skip
-
-
-def step(earlier: list[dict], last: dict, better: str) -> Step:
-    """Judge ``last`` against ``earlier`` (rows of one series, oldest first; ``better``: lower,
-    higher or exact) by ``stats.call``: worse or better only where :func:`latest_interval`
-    excludes no change and the change is at least ``MIN_CHANGE``. With fewer than
-    ``DRIFT_RUNS`` earlier runs the call says that the drift is unknown and is not ``judged``."""
-    prev = earlier[-1]
-    if last["status"] != "ok":
-        if prev["status"] == last["status"]:
-            return Step(None, None, f"still {last['status']}", False, False)
-        return Step(None, None, f"{prev['status']} → {last['status']}", True, True)
-    ref = [r for r in earlier[-REFERENCE_RUNS:] if r["status"] == "ok" and not is_missing(r["value"])]
-    after = f" (after {prev['status']})" if prev["status"] != "ok" else ""
-    if is_missing(last["value"]):
-        return Step(None, None, "no value" + after, False, False)
-    if not ref:
-        return Step(None, None, f"{prev['status']} → ok", True, False)
-    b = float(last["value"])
-    if better == "exact":
-        a = float(ref[-1]["value"])
-        return Step((b - a) / a if a else None, a, ("same" if a == b else "changed") + after, a != b, a != b)
-    center = float(statistics.median(float(r["value"]) for r in ref))
-    rel = (b - center) / center if center else None
-    # a value a run measured without an interval (one seed, one RSS peak) is never called
-    if any(is_missing(r[k]) for r in [*ref, last] for k in ("ci_low", "ci_high")):
-        return Step(rel, center, "no interval" + after, False, False)
-    found = latest_interval(ref, last)
-    if found is None:
-        return Step(rel, center, "no interval" + after, False, False)
-    iv, drift = found
-    verdict = stats.call(iv, MIN_CHANGE, up="up", down="down")
-    if verdict == stats.NOT_RESOLVED:
-        return Step(rel, center, verdict + after, False, False)
-    worse = (verdict == "up") == (better == "lower")
-    verdict = "worse" if worse else "better"
-    if not drift:
-        verdict += f" ({len(ref)} earlier run{'s' if len(ref) > 1 else ''}: drift between runs unknown)"
-    return Step(rel, center, verdict + after, True, worse, judged=drift)
 
 
 def configuration(model, px, batch, dtype, mode, options: str = "") -> str:
@@ -290,25 +189,55 @@ def series_table(frame: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def gate(table: pd.DataFrame, threshold: float) -> tuple[list[dict], list[dict]]:
-    """(regressions, not judged) among the series the newest run of each machine measured: a
-    judged "worse" beyond ``threshold`` (a count: any change; a status: ok → not ok), and the
-    calls that could not be judged (drift unknown) or series with no earlier run."""
-    worse, unjudged = [], []
-    for r in table.to_dict("records"):
-        if not r["_current"]:
-            continue
-        if r["_first"] or (r["_called"] and not r["_judged"]):
-            unjudged.append(r)
-        elif r["_worse"] and r["_judged"] and (
-            r["better"] == "exact" or r["_change"] is None or abs(r["_change"]) > threshold
-        ):
-            worse.append(r)
-    return worse, unjudged
+def _machine_line(ax, line: pd.DataFrame, color, scale: float) -> None:
+    """One machine's runs of one panel: the values, their interval (a band; an error bar where one
+    run has it), the software changes along it, and a mark on the axis for a run not ok."""
+    # matplotlib's day numbers: what the date locator reads, and what a transform takes
+    when = pd.Series(mdates.date2num(pd.to_datetime(line["collected_at"], utc=True)
+                                     .dt.tz_localize(None)), index=line.index)  # fmt: skip
+    ok = (line["status"] == "ok") & line["value"].notna()
+    y = line["value"].where(ok).astype(float) / scale
+    ax.plot(when[ok], y[ok], marker="o", ms=3.5, lw=1.3, color=color)
+    has = ok & line["ci_low"].notna() & line["ci_high"].notna()
+    low = line["ci_low"].where(has).astype(float) / scale
+    high = line["ci_high"].where(has).astype(float) / scale
+    if has.sum() > 1:
+        ax.fill_between(when[has], low[has], high[has], color=color, alpha=0.22, lw=0)
+    elif has.sum() == 1:
+        ax.errorbar(when[has], y[has], yerr=[y[has] - low[has], high[has] - y[has]],
+                    fmt="none", ecolor=color, capsize=3, lw=1)  # fmt: skip
+    on_axis = mtransforms.blended_transform_factory(ax.transData, ax.transAxes)
+    # where the software changed on this machine: a dotted line, what changed above it
+    records = line.to_dict("records")
+    for i in range(1, len(records)):
+        what = software_change(records[i - 1], records[i])
+        if what:
+            ax.axvline(when.iloc[i], color=color, ls=":", lw=1)
+            ax.annotate(textwrap.shorten(what, 40), (when.iloc[i], 0.97), xycoords=on_axis,
+                        xytext=(2, 0), textcoords="offset points", fontsize=6.5, color=color, va="top")  # fmt: skip
+    for t, status in zip(when[~ok], line["status"][~ok], strict=True):
+        ax.plot([t], [0.04], marker=STATUS_MARK.get(status, "X"), color="#b00020",
+                transform=on_axis, clip_on=False, ms=7)  # fmt: skip
+        ax.annotate(status, (t, 0.04), xycoords=on_axis, xytext=(4, 2),
+                    textcoords="offset points", fontsize=7, color="#b00020")  # fmt: skip
 
 
-def trend_figure(frame: pd.DataFrame, value_name: str, out: Path, machines: dict[str, str],
-                 conditions: str) -> Figure:  # fmt: skip
+def _panel_axes(ax, key: tuple, label: str) -> None:
+    model, px, batch, dtype, mode, device, options = key
+    title = configuration(model, px, batch, dtype, mode, options)
+    ax.set_title(title + ("" if device == "cpu" else f" ({device})"), fontsize=8.5)
+    ax.set_ylabel(label, fontsize=8)
+    ax.set_xlabel("run time (UTC)", fontsize=7.5)
+    # the values as the tables print them: 46,764,746 rather than 4.68 with a 1e7 offset
+    ax.yaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _pos, ax=ax: f"{v:,.{_decimals(ax)}f}"))
+    locator = mdates.AutoDateLocator(minticks=2, maxticks=5)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+
+
+def trend_figure(frame: pd.DataFrame, value_name: str, out: Path, machines: dict[str, str]) -> Figure:
     """``value_name`` across runs: a panel per configuration, a line per fingerprint (colours as
     in ``machines``' order), the 95% interval as a band (error bars where a line has one run),
     a mark on the axis for a run whose record was not ok."""
@@ -320,48 +249,10 @@ def trend_figure(frame: pd.DataFrame, value_name: str, out: Path, machines: dict
     cols = min(3, len(panels))
     nrows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(4.3 * cols, 2.7 * nrows + 0.9), squeeze=False)
-    for ax, (key, panel) in zip(axes.flat, panels):
-        model, px, batch, dtype, mode, device, options = key
+    for ax, (key, panel) in zip(axes.flat, panels, strict=False):
         for fp, line in panel.groupby("hardware_id", sort=False):
-            # matplotlib's day numbers: what the date locator reads, and what a transform takes
-            when = pd.Series(mdates.date2num(pd.to_datetime(line["collected_at"], utc=True)
-                                             .dt.tz_localize(None)), index=line.index)  # fmt: skip
-            ok = (line["status"] == "ok") & line["value"].notna()
-            y = line["value"].where(ok).astype(float) / scale
-            ax.plot(when[ok], y[ok], marker="o", ms=3.5, lw=1.3, color=colors[fp])
-            has = ok & line["ci_low"].notna() & line["ci_high"].notna()
-            low = line["ci_low"].where(has).astype(float) / scale
-            high = line["ci_high"].where(has).astype(float) / scale
-            if has.sum() > 1:
-                ax.fill_between(when[has], low[has], high[has], color=colors[fp], alpha=0.22, lw=0)
-            elif has.sum() == 1:
-                ax.errorbar(when[has], y[has], yerr=[y[has] - low[has], high[has] - y[has]],
-                            fmt="none", ecolor=colors[fp], capsize=3, lw=1)  # fmt: skip
-            on_axis = mtransforms.blended_transform_factory(ax.transData, ax.transAxes)
-            # where the software changed on this machine: a dotted line, what changed above it
-            records = line.to_dict("records")
-            for i in range(1, len(records)):
-                what = software_change(records[i - 1], records[i])
-                if what:
-                    ax.axvline(when.iloc[i], color=colors[fp], ls=":", lw=1)
-                    ax.annotate(textwrap.shorten(what, 40), (when.iloc[i], 0.97), xycoords=on_axis,
-                                xytext=(2, 0), textcoords="offset points", fontsize=6.5,
-                                color=colors[fp], va="top")  # fmt: skip
-            for t, status in zip(when[~ok], line["status"][~ok]):
-                ax.plot([t], [0.04], marker=STATUS_MARK.get(status, "X"), color="#b00020",
-                        transform=on_axis, clip_on=False, ms=7)  # fmt: skip
-                ax.annotate(status, (t, 0.04), xycoords=on_axis, xytext=(4, 2),
-                            textcoords="offset points", fontsize=7, color="#b00020")  # fmt: skip
-        title = configuration(model, px, batch, dtype, mode, options)
-        ax.set_title(title + ("" if device == "cpu" else f" ({device})"), fontsize=8.5)
-        ax.set_ylabel(label, fontsize=8)
-        # the values as the tables print them: 46,764,746 rather than 4.68 with a 1e7 offset
-        ax.yaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _pos, ax=ax: f"{v:,.{_decimals(ax)}f}"))
-        locator = mdates.AutoDateLocator(minticks=2, maxticks=5)
-        ax.xaxis.set_major_locator(locator)
-        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
-        ax.tick_params(labelsize=7)
-        ax.grid(alpha=0.3)
+            _machine_line(ax, line, colors[fp], scale)
+        _panel_axes(ax, key, label)
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     handles = [Line2D([], [], color=colors[fp], marker="o", ms=3.5, label=f"{fp}: {machines[fp]}")
@@ -371,11 +262,10 @@ def trend_figure(frame: pd.DataFrame, value_name: str, out: Path, machines: dict
     fig.legend(handles=handles, loc="lower center", ncol=1, fontsize=7.5, frameon=False,
                bbox_to_anchor=(0.5, 0.0))  # fmt: skip
     fig.tight_layout(rect=(0, 0.05 + 0.035 * len(handles) / nrows, 1, 1))
-    _stamp(fig, conditions, f"{value_name} ({described(label, better)}) by run time (UTC)")
     figure = Figure(f"trend_{value_name}", f"{value_name} across runs",
-                    f"{label}; one line per machine (the hardware of the fingerprint), the band its "
-                    "runs' 95% interval; a dotted line where the software changed (torch, drivers, "
-                    "math flags), labelled with what changed.")  # fmt: skip
+                    f"{value_name} in {label} ({described(label, better)}); one line per machine (the "
+                    "hardware of the fingerprint), the band its runs' 95% interval; a dotted line where "
+                    "the software changed (torch, drivers, math flags), labelled with what changed.")  # fmt: skip
     return _save(fig, out, figure)
 
 
@@ -407,32 +297,39 @@ VERDICT_RULE = (
 )
 
 
-def build_history_report(frame: pd.DataFrame, db: Path, out: Path) -> tuple[Report, pd.DataFrame]:
-    table = series_table(frame)
-    machines = _machines(frame)
+def _conditions(frame: pd.DataFrame, db: Path, machines: dict[str, str]) -> list[str]:
     runs = frame.drop_duplicates("run_id")
-    conditions = [f"history {db}: {len(runs)} run(s) on {len(machines)} machine(s)"]
+    lines = [f"history {db}: {len(runs)} run(s) on {len(machines)} machine(s)"]
     for fp, words in machines.items():
         mine = runs[runs.hardware_id == fp]
-        conditions.append(f"{fp}: {words} — {len(mine)} run(s), {_when(mine.collected_at.iloc[0])} "
-                          f"to {_when(mine.collected_at.iloc[-1])} UTC")  # fmt: skip
-    blocks: list[tuple] = [("p", VERDICT_RULE)]
+        lines.append(f"{fp}: {words} — {len(mine)} run(s), {_when(mine.collected_at.iloc[0])} "
+                     f"to {_when(mine.collected_at.iloc[-1])} UTC")  # fmt: skip
+    return lines
+
+
+def _notes(frame: pd.DataFrame) -> list:
+    runs = frame.drop_duplicates("run_id")
     notes = runs[runs["notes"].notna() & (runs["notes"] != "")] if "notes" in runs else runs.iloc[0:0]
-    for r in notes.to_dict("records"):
-        blocks.append(("warn", f"run {r['run_id']} ({r['path']}): {r['notes']}; its values are "
-                               "attributed to the commit and machine it began with."))  # fmt: skip
-    figures_dir = out / "figures"
+    return [Note(f"run {r['run_id']} ({r['path']}): {r['notes']}; its values are attributed to "
+                 "the commit and machine it began with.", "warning") for r in notes.to_dict("records")]  # fmt: skip
+
+
+def build_history_report(frame: pd.DataFrame, db: Path, out: Path) -> tuple[Document, pd.DataFrame]:
+    table = series_table(frame)
+    machines = _machines(frame)
+    conditions = _conditions(frame, db, machines)
+    blocks: list = [Heading("Conditions"), Bullets(tuple(conditions)), Paragraph(VERDICT_RULE), *_notes(frame)]
     shown_columns = [c for c in table.columns
                      if not c.startswith("_") and c not in ("metric", "value", "unit", "better")]  # fmt: skip
     for value_name, rows in table.groupby("value", sort=False):
-        metric = rows["metric"].iloc[0]
         unit, better = _unit_and_better(frame[frame.value_name == value_name].to_dict("records"))
-        blocks.append(("h2", f"{metric}: {value_name}" + (f" ({described(unit, better)})" if unit else "")))
+        title = f"{rows['metric'].iloc[0]}: {value_name}" + (f" ({described(unit, better)})" if unit else "")
         worse = int(rows["_worse"].sum())
         caption = f"{value_name}: {len(rows)} series" + (f", {worse} worse in the latest run" if worse else "")
-        blocks.append(("table", caption, rows[shown_columns].reset_index(drop=True)))
-        blocks.append(("figure", trend_figure(frame, value_name, figures_dir, machines, conditions[0])))
-    return Report(f"cnnbench history: {db.name}", conditions, blocks), table
+        fig = trend_figure(frame, value_name, out / "figures", machines)
+        blocks += [Heading(title), Table(caption, rows[shown_columns].reset_index(drop=True)),
+                   FigureBlock(fig.title, fig.caption, fig.png, fig.svg)]  # fmt: skip
+    return Document(f"cnnbench history: {db.name}", tuple(blocks)), table
 
 
 def write_history_report(frame: pd.DataFrame, db: Path, out: Path) -> tuple[dict[str, Path], pd.DataFrame]:
@@ -444,7 +341,7 @@ def write_history_report(frame: pd.DataFrame, db: Path, out: Path) -> tuple[dict
     report, table = build_history_report(frame, db, out)
     paths = {"md": out / "history.md", "html": out / "history.html", "csv": out / "trend.csv",
              "figures": out / "figures"}  # fmt: skip
-    paths["md"].write_text(render_markdown(report, out))
-    paths["html"].write_text(render_html(report))
+    paths["md"].write_text(to_markdown(report, out))
+    paths["html"].write_text(to_html(report))
     table.drop(columns=[c for c in table.columns if c.startswith("_")]).to_csv(paths["csv"], index=False)
     return paths, table

@@ -39,6 +39,7 @@ import pandas as pd
 
 from .. import stats
 from .record import Record
+from .types import RESULT_TYPES, Optimizer, declared_values, value_info
 from .store import RunStore
 
 __all__ = ["APPLICATION_ID", "HISTORY_ENV", "HistoryError", "Added", "Summary", "add_runs",
@@ -139,17 +140,19 @@ class Summary:
     max: float | None = None
 
 
-# the values of each metric a history follows, for a record that is not ok (no values to read)
-VALUE_NAMES = {
-    "params": ("params_total",),
-    "flops": ("gmacs",),
-    "minsize": ("min_size",),
-    "latency": ("latency_ms_p50", "images_per_s"),
-    "memory": ("measured_bytes", "analytic_bytes"),
-    "accuracy": ("test_accuracy_mean", "train_time_s_mean"),
-    "roofline": ("model_achieved_flops",),
-    "scaling": ("efficiency",),  # ok records name theirs by kind and world size
-}
+# the values of each metric a history follows (declared on the result types), for a record that
+# is not ok too (no values to read: its rows carry the status and reason)
+VALUE_NAMES = {metric: tuple(declared_values(metric)) for metric in RESULT_TYPES}
+
+
+def _summary(name: str, value, *rest, **kw) -> Summary:
+    """A Summary of ``name`` in the unit and better direction its result type declares."""
+    return Summary(name, *_unit_better(name), value, *rest, **kw)
+
+
+def _unit_better(name: str) -> tuple[str, str]:
+    info = value_info(name)
+    return info.unit, info.better
 
 
 def _latency(r: Record) -> list[Summary]:
@@ -158,10 +161,10 @@ def _latency(r: Record) -> list[Summary]:
     low, high = res.latency_ms_p50_ci_low, res.latency_ms_p50_ci_high
     rate = lambda ms: 1e3 * batch / ms if ms else None  # noqa: E731  (images/s of a latency)
     return [
-        Summary("latency_ms_p50", "ms", "lower", res.latency_ms_p50, low, high, res.n_runs,
+        _summary("latency_ms_p50", res.latency_ms_p50, low, high, res.n_runs,
                 res.latency_ms_iqr, "IQR", res.latency_ms_min, max(times) if times else None),
         # images/s is batch / latency: its interval and extremes are the latency's, inverted
-        Summary("images_per_s", "images/s", "higher", res.images_per_s,
+        _summary("images_per_s", res.images_per_s,
                 rate(high) if high else None, rate(low) if low else None, res.n_runs, None, None,
                 rate(max(times)) if times else None, rate(res.latency_ms_min)),
     ]  # fmt: skip
@@ -173,13 +176,13 @@ def _accuracy(r: Record) -> list[Summary]:
     acc = [run.final_test_accuracy for run in finished]
     times = [run.train_time_s for run in finished]
     out = []
-    for name, unit, better, values, mean in (
-        ("test_accuracy_mean", "fraction", "higher", acc, res.test_accuracy_mean),
-        ("train_time_s_mean", "s", "lower", times, res.train_time_s_mean),
+    for name, values, mean in (
+        ("test_accuracy_mean", acc, res.test_accuracy_mean),
+        ("train_time_s_mean", times, res.train_time_s_mean),
     ):
         iv = stats.mean_interval(values)
         std = statistics.stdev(values) if len(values) > 1 else None
-        out.append(Summary(name, unit, better, mean, iv.low if iv else None, iv.high if iv else None,
+        out.append(_summary(name, mean, iv.low if iv else None, iv.high if iv else None,
                            len(values), std, "std" if std is not None else None,
                            min(values, default=None), max(values, default=None)))  # fmt: skip
     return out
@@ -189,11 +192,11 @@ def _scaling(r: Record) -> list[Summary]:
     out = []
     for p in r.result.points:
         tag = f"{p.kind}_w{p.world_size}"
-        out.append(Summary(f"step_ms_p50_{tag}", "ms", "lower", p.step_ms_p50, p.step_ms_ci_low,
+        out.append(Summary(f"step_ms_p50_{tag}", *_unit_better("step_ms_p50"), p.step_ms_p50, p.step_ms_ci_low,
                            p.step_ms_ci_high, len(p.times_ms), None, None,
                            min(p.times_ms, default=None), max(p.times_ms, default=None)))  # fmt: skip
         if p.world_size > 1:
-            out.append(Summary(f"efficiency_{tag}", "fraction", "higher", p.efficiency,
+            out.append(Summary(f"efficiency_{tag}", *_unit_better("efficiency"), p.efficiency,
                                n=len(p.times_ms)))  # fmt: skip
     return out
 
@@ -211,16 +214,16 @@ def summaries(record: Record) -> list[Summary]:
     if record.metric == "scaling":
         return _scaling(record)
     if record.metric == "params":
-        return [Summary("params_total", "parameters", "exact", res.params_total, n=1)]
+        return [_summary("params_total", res.params_total, n=1)]
     if record.metric == "flops":
-        return [Summary("gmacs", "GMAC", "exact", res.gmacs, n=1)]
+        return [_summary("gmacs", res.gmacs, n=1)]
     if record.metric == "minsize":
-        return [Summary("min_size", "px", "exact", res.min_size, n=1)]
+        return [_summary("min_size", res.min_size, n=1)]
     if record.metric == "memory":
-        return [Summary("measured_bytes", "bytes", "lower", res.measured_bytes, n=1),
-                Summary("analytic_bytes", "bytes", "exact", res.analytic_bytes, n=1)]  # fmt: skip
+        return [_summary("measured_bytes", res.measured_bytes, n=1),
+                _summary("analytic_bytes", res.analytic_bytes, n=1)]  # fmt: skip
     if record.metric == "roofline":
-        return [Summary("model_achieved_flops", "FLOP/s", "higher", res.model_achieved_flops, n=1)]
+        return [_summary("model_achieved_flops", res.model_achieved_flops, n=1)]
     return []
 
 
@@ -269,9 +272,7 @@ def _recipe(record: Record, train: dict) -> list[str]:
         return []
     if record.status == "ok":
         optimizer = record.result.optimizer
-    elif train.get("optimizer"):  # as the measure labels it (train.Optimizer.label)
-        from ..measure.train import Optimizer
-
+    elif train.get("optimizer"):  # as the measure labels it (Optimizer.label)
         optimizer = Optimizer(train["optimizer"], train.get("lr") or 0.0, train.get("momentum") or 0.0).label
     else:
         optimizer = None

@@ -31,13 +31,76 @@ __all__ = [
     "ScalingPoint",
     "ScalingResult",
     "RESULT_TYPES",
+    "Optimizer",
+    "Value",
+    "declared_values",
     "from_values",
+    "value_info",
 ]
+
+
+# --- a value's unit, better direction and name, declared once on its field ----------------------
+
+
+@dataclass(frozen=True)
+class Value:
+    """What a reader and a judge need to know of one measured value: its unit, which direction is
+    better ("lower", "higher", or "exact" for a count that changes or not), its display name and
+    how it is shown (``digits`` after dividing by ``scale``: bytes shown as MiB have 2**20)."""
+
+    unit: str
+    better: str
+    label: str
+    digits: int = 3
+    scale: float = 1
+    machine: bool = False  # depends on the machine (a time, a rate, a measured peak): another
+    # machine's value is not a change of the model
+    points: bool = False  # a fraction whose difference is read in percentage points
+    headline: bool = True  # followed by compare and history (the metric's headline values)
+
+
+def value(unit: str, better: str, label: str, **how) -> Any:
+    """A result field that is a headline value: its :class:`Value` rides on the field's metadata,
+    as ``config.opt()`` declares a command-line flag on its field."""
+    return dataclasses.field(metadata={"value": Value(unit, better, label, **how)})
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    """The optimizer of a model's training in this run: its name, learning rate, momentum. Records
+    keep its ``label`` ("sgd 0.01 momentum 0.9"); compare the objects, never the labels."""
+
+    name: str
+    lr: float
+    momentum: float
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} {self.lr:g}" + (f" momentum {self.momentum:g}" if self.momentum else "")
+
+    @classmethod
+    def of(cls, name: str | None, lr: float | None, momentum: float | None) -> Optimizer | None:
+        """From a record's fields (a TrainResult's optimizer, lr, momentum); None without a name."""
+        return cls(name, lr or 0.0, momentum or 0.0) if name else None
+
+    @classmethod
+    def parse(cls, label: str | None) -> Optimizer | None:
+        """From a label as records keep it ("adam 0.0005", "sgd 0.01 momentum 0.9"); None for
+        None or a label of another shape."""
+        words = (label or "").lower().split()
+        try:
+            if len(words) == 2:
+                return cls(words[0], float(words[1]), 0.0)
+            if len(words) == 4 and words[2] == "momentum":
+                return cls(words[0], float(words[1]), float(words[3]))
+        except ValueError:
+            return None
+        return None
 
 
 @dataclass(frozen=True)
 class ParamCount:
-    params_total: int  # every parameter element
+    params_total: int = value("parameters", "exact", "parameters", digits=0)  # every parameter element
     params_trainable: int  # elements with requires_grad
     params_by_block: dict[str, int]  # top-level child name → elements, in forward order
     params_by_layer_type: dict[str, int]  # "conv", "linear", "norm", "other" → elements
@@ -62,7 +125,7 @@ class LayerCost:
 @dataclass(frozen=True)
 class FlopCount:
     macs: int  # fvcore total at spec.batch_size; one fused multiply-add = 1
-    gmacs: float  # macs / 1e9
+    gmacs: float = value("GMAC", "exact", "GMACs", digits=3)  # macs / 1e9
     macs_by_block: dict[str, int]  # top-level child → MACs, in forward order
     macs_by_operator: dict[str, int]  # fvcore operator name ("conv", "linear", ...) → MACs
     unsupported_ops: dict[str, int]  # operators fvcore did not count → occurrences
@@ -76,7 +139,7 @@ class FlopCount:
 @dataclass(frozen=True)
 class MinInputSize:
     model: str
-    min_size: int  # smallest square side (pixels) the model runs on
+    min_size: int = value("px", "exact", "minimum input", digits=0)  # smallest square side the model runs on
     failing_layer: str  # the layer that fails at min_size - 1 ("" when min_size is 1)
     failure: str  # the error that layer raises at min_size - 1
     # at min_size, every layer up to the failing one that changes the spatial side, in order:
@@ -90,14 +153,14 @@ class LatencyResult:
     warmup_runs: int
     n_runs: int  # timed iterations behind the statistics
     latency_ms_min: float
-    latency_ms_p50: float
+    latency_ms_p50: float = value("ms", "lower", "latency p50", digits=2, machine=True)
     latency_ms_mean: float
     latency_ms_p90: float
     latency_ms_p99: float
     latency_ms_iqr: float
     latency_ms_std: float  # sample standard deviation (ddof 1)
     iqr_over_median: float | None
-    images_per_s: float | None  # batch_size / median latency
+    images_per_s: float | None = value("images/s", "higher", "images/s", digits=1, machine=True)  # batch / median
     unstable: bool  # iqr_over_median above the threshold
     other_cpu_share: float | None  # CPU: other processes' share of all cores during timing
     contended: bool  # other_cpu_share above the threshold even after one repeat
@@ -135,7 +198,7 @@ class LatencyResult:
 @dataclass(frozen=True)
 class MemoryResult:
     source: str  # "cuda_allocator", "rss_worker" (peak reset after imports) or "rss_worker_maxrss"
-    measured_bytes: int  # peak above baseline_bytes (CUDA: allocated, after a warm-up step;
+    measured_bytes: int = value("bytes", "lower", "peak memory", digits=0, scale=2**20, machine=True)  # peak above baseline_bytes (CUDA: allocated, after a warm-up step;
     # CPU: anonymous RSS)
     peak_bytes: int  # CUDA: peak allocated; CPU: peak anonymous RSS of the worker, absolute
     baseline_bytes: int  # CUDA: allocated before the model; CPU: anonymous RSS before it
@@ -145,7 +208,7 @@ class MemoryResult:
     optimizer_state_bytes: int
     input_bytes: int
     activation_bytes: int  # train: saved for backward; inference: the largest layer's in + out
-    analytic_bytes: int  # sum of the five above
+    analytic_bytes: int = value("bytes", "exact", "analytic memory", digits=0, scale=2**20)  # the five above
     measured_over_analytic: float | None
     optimizer: str | None = None  # the training step's optimizer, as in LatencyResult
 
@@ -198,11 +261,11 @@ class TrainResult:
     seeds: tuple[int, ...]
     runs: tuple[SeedRun, ...]
     diverged_seeds: tuple[int, ...]
-    test_accuracy_mean: float | None  # over seeds that did not diverge
+    test_accuracy_mean: float | None = value("fraction", "higher", "test accuracy", digits=3, points=True)  # seeds that did not diverge
     test_accuracy_std: float | None  # sample std; 0.0 for one seed
     test_accuracy_min: float | None
     test_accuracy_max: float | None
-    train_time_s_mean: float | None
+    train_time_s_mean: float | None = value("s", "lower", "training time", digits=1, machine=True)
     images_per_s_mean: float | None  # end to end, over every epoch of every seed
     data_dir: str | None = None  # where the Fashion-MNIST files were read
     data_verified: bool | None = None  # sizes, magic numbers and SHA-256 checked
@@ -294,7 +357,7 @@ class RooflineResult:
     peaks: DevicePeaks  # measured once per run, handed to every model's roofline
     timing: str  # "cpu_time" or "device_time" (profiler)
     model_ms: float  # median forward pass, latency harness
-    model_achieved_flops: float  # 2 x MACs on real data (padding excluded) / model time
+    model_achieved_flops: float = value("FLOP/s", "higher", "achieved FLOP/s", digits=1, scale=1e9)  # 2 x MACs on real data / model time
     mfu: float  # model_achieved_flops / peak_flops
     layers: tuple[LayerRoof, ...]
     # True when the model or a layer ran above the compute roof: the peak is an underestimate,
@@ -319,7 +382,7 @@ class ScalingPoint:
     kind: str  # "weak" (per-rank batch fixed) or "strong" (global batch fixed)
     per_rank_batch: int
     global_batch: int
-    step_ms_p50: float  # the DDP step: forward, backward with the bucketed all-reduce, optimizer
+    step_ms_p50: float = value("ms", "lower", "DDP step", digits=1, machine=True, headline=False)  # the DDP step: forward, backward with the bucketed all-reduce, optimizer
     step_ms_ci_low: float | None
     step_ms_ci_high: float | None
     local_step_ms_p50: float  # the same step under no_sync(): no gradient all-reduce
@@ -330,7 +393,7 @@ class ScalingPoint:
     exposed_comm_ms: float
     images_per_s: float  # global batch / median step
     speedup: float  # images/s over images/s at world size 1, same kind
-    efficiency: float  # speedup / world size
+    efficiency: float = value("fraction", "higher", "scaling efficiency", digits=3)  # speedup / world size
     times_ms: tuple[float, ...]
     local_times_ms: tuple[float, ...]
     allreduce_bus_bytes_per_s: float | None  # ring all-reduce bus bandwidth on this group
@@ -359,6 +422,28 @@ RESULT_TYPES: dict[str, type] = {
     "roofline": RooflineResult,
     "scaling": ScalingResult,
 }
+
+
+# where each metric's values are declared (scaling's live on its points, one per world size)
+_VALUE_TYPES = {**RESULT_TYPES, "scaling": ScalingPoint}
+
+
+def declared_values(metric: str, *, headline_only: bool = True) -> dict[str, Value]:
+    """``metric``'s declared values in field order: name → :class:`Value`."""
+    cls = _VALUE_TYPES.get(metric)
+    if cls is None:
+        return {}
+    found = {f.name: f.metadata["value"] for f in dataclasses.fields(cls) if "value" in f.metadata}
+    return {n: v for n, v in found.items() if v.headline or not headline_only}
+
+
+def value_info(name: str) -> Value | None:
+    """The declaration of the value called ``name`` in any metric (value names are unique)."""
+    for metric in _VALUE_TYPES:
+        found = declared_values(metric, headline_only=False).get(name)
+        if found is not None:
+            return found
+    return None
 
 
 def _rebuild(hint: Any, value: Any) -> Any:
