@@ -470,7 +470,7 @@ def test_gradient_bytes_order_scaling_only_beyond_both_intervals():
     holds none between processes) orders nothing."""
     from types import SimpleNamespace as NS
 
-    from cnnbench.report.exercises.scaling import _bytes_verdict
+    from cnnbench.analysis.scaling import _bytes_verdict
 
     def result(grad_bytes, eff, ci):
         one = NS(kind="weak", world_size=1, step_ms_p50=100.0, step_ms_ci_low=ci and 100.0 - ci,

@@ -237,11 +237,12 @@ def _result(grad_mib, eff, spread=0.01):
 
 
 def test_the_scaling_answer_says_whether_bytes_order_the_networks():
+    from cnnbench.analysis.scaling import weak_scaling
     from cnnbench.report.exercises.scaling import _scaling_answer
 
     def answer(models):
         best = [(m, v, max(v.points, key=lambda p: p.world_size)) for m, v in models]
-        return _scaling_answer(best)
+        return _scaling_answer(weak_scaling(best))
 
     ordered = answer([("small", _result(8, 0.9)), ("big", _result(80, 0.6))])
     assert "more parameters (exercise 4) move more bytes per step and scale worse" in ordered

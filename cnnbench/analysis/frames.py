@@ -36,7 +36,7 @@ import pandas as pd
 
 from ..config import EQUAL_RESOLUTION
 from ..results import Record
-from ..results.types import RESULT_TYPES, LayerCost
+from ..results.types import RESULT_TYPES, LayerCost, Value, value_info
 from .noise import (
     Control,
     MemoryNoise,
@@ -72,24 +72,44 @@ __all__ = [
 
 @dataclass(frozen=True)
 class LineageField:
-    """One number a variant is compared on (exercise 1)."""
+    """One number a variant is compared on (exercise 1): an overview column, the declared value it
+    holds (its unit, better direction and digits live on the result type), and the column's label,
+    which names its context (batch 1, train mode) as well as the value."""
 
     label: str
-    digits: int
-    scale: float
-    lower_is_better: bool
-    points: bool = False  # the change is a difference in percentage points, not relative
+    value: str  # the declared value name (results.types.value_info)
     by_size: bool = True  # depends on the input size: compared only at one size
 
+    @property
+    def _info(self) -> Value:
+        return value_info(self.value)
 
-# overview column → how it is shown and compared: the numbers a variant is compared on
+    @property
+    def digits(self) -> int:
+        return self._info.digits
+
+    @property
+    def scale(self) -> float:
+        return self._info.scale
+
+    @property
+    def lower_is_better(self) -> bool:
+        return self._info.better in ("lower", "exact")  # fewer parameters and MACs: cheaper
+
+    @property
+    def points(self) -> bool:
+        """The change is a difference in percentage points, not relative."""
+        return self._info.points
+
+
+# overview column → the value it holds and its label: the numbers a variant is compared on
 LINEAGE_FIELDS: dict[str, LineageField] = {
-    "params": LineageField("parameters", 0, 1, True, by_size=False),
-    "gmacs": LineageField("GMACs", 3, 1, True),
-    "latency_ms_p50_b1": LineageField("latency b1 ms", 2, 1, True),
-    "train_images_per_s": LineageField("train images/s", 1, 1, False),
-    "train_memory_bytes": LineageField("train memory MiB", 0, 2**20, True),
-    "test_accuracy_mean": LineageField("test accuracy", 3, 1, False, points=True),
+    "params": LineageField("parameters", "params_total", by_size=False),
+    "gmacs": LineageField("GMACs", "gmacs"),
+    "latency_ms_p50_b1": LineageField("latency b1 ms", "latency_ms_p50"),
+    "train_images_per_s": LineageField("train images/s", "images_per_s"),
+    "train_memory_bytes": LineageField("train memory MiB", "measured_bytes"),
+    "test_accuracy_mean": LineageField("test accuracy", "test_accuracy_mean"),
 }
 
 
@@ -179,7 +199,9 @@ class Utilization:
     mfu: float
     forward_ms: float  # the median forward pass the numerator divides by
     achieved_flops: float
-    source: str  # where forward_ms comes from
+    source: str  # where forward_ms comes from: "latency" (the latency table at the same spec)
+    # or "roofline" (the roofline worker's own forward passes: no latency record at its batch)
+    batch: int = 0  # the batch both are at
 
 
 def utilization(records: Iterable[Record], roof: Record) -> Utilization:
@@ -192,11 +214,11 @@ def utilization(records: Iterable[Record], roof: Record) -> Utilization:
     # threads, ...), not only model, size and batch
     lat = first_ok(records, "latency", **dataclasses.asdict(dataclasses.replace(roof.spec, mode="inference")))
     if lat is not None:
-        ms, source = lat.result.latency_ms_p50, f"latency table, median at batch {roof.spec.batch_size}"
+        ms, source = lat.result.latency_ms_p50, "latency"
     else:
-        ms, source = v.model_ms, "the roofline's own forward passes (median; no latency record at this batch)"
+        ms, source = v.model_ms, "roofline"
     achieved = work / (ms / 1e3)
-    return Utilization(achieved / v.peak_flops, ms, achieved, source)
+    return Utilization(achieved / v.peak_flops, ms, achieved, source, roof.spec.batch_size)
 
 
 def _frame(rows: list[dict]) -> pd.DataFrame:
@@ -208,19 +230,20 @@ def _flags(result) -> tuple[str, ...]:
 
 
 def trained_counts(records: list[Record], acc: Record) -> tuple[int | None, float | None, str | None]:
-    """(parameters, GMACs per image, source) of the network an accuracy record trained: its
+    """(parameters, GMACs per image, source: "accuracy" or "counts") of the network an accuracy
+    record trained: its
     own counts (``trained_params``/``trained_macs``), else the params/flops records of the same
     model at the trained size; ``None`` for what neither has."""
     a = result_of(acc)
     size, model = acc.spec.image_size, acc.spec.model
     params = a.trained_params if a else None
     gmacs = a.trained_macs / 1e9 if a and a.trained_macs is not None else None
-    source = "accuracy record" if params is not None or gmacs is not None else None
+    source = "accuracy" if params is not None or gmacs is not None else None
     if params is None and (p := first_ok(records, "params", model=model, image_size=size)):
-        params, source = p.result.params_total, source or f"params/flops records at {size}"
+        params, source = p.result.params_total, source or "counts"
     f = first_ok(records, "flops", model=model, image_size=size)
     if f is not None and gmacs is None:
-        gmacs, source = f.result.gmacs / max(f.spec.batch_size, 1), source or f"params/flops records at {size}"  # fmt: skip
+        gmacs, source = f.result.gmacs / max(f.spec.batch_size, 1), source or "counts"  # fmt: skip
     if f is not None and params is None and f.result.layers:  # every leaf with parameters is listed
         params = sum(lay.params for lay in f.result.layers)
     return params, gmacs, source

@@ -1,9 +1,11 @@
-"""Figures from records (matplotlib, Agg): each saved as PNG and SVG, each titled with its conditions.
+"""Figures from records (matplotlib, Agg): each saved as PNG and SVG.
 
-A figure never stands alone: the report puts the numbers it plots in a table beside it. Every
-figure is drawn for the report's width (about 1,100 px): data only where it was measured
-(markers), log axes with plain tick labels (1, 2, 4, 16), labels that do not overlap (a column
-of names with leader lines where points crowd), and the noise band where there is one.
+A figure never stands alone: the report puts the numbers it plots in a table beside it, and the
+run's conditions once at its top (not under every figure). Every figure is drawn for the report's
+width (about 1,100 px): data only where it was measured (markers), every axis labelled with its
+unit, log axes with plain tick labels (1, 2, 4, 16), names in a column beside the axes that never
+overlap and whose leader lines never cross, and the noise band where there is one (a band joins
+measured points: a series of one point has a whisker, never a band).
 """
 
 from __future__ import annotations
@@ -17,16 +19,22 @@ matplotlib.use("Agg")  # files only, no display; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker as mticker  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
 from .. import stats  # noqa: E402
-from .fmt import is_missing, points, utilization  # noqa: E402
 from ..analysis.frames import LINEAGE_FIELDS, Frames, above_roof, first_ok, ok_records  # noqa: E402
 from ..analysis.frames import utilization as frame_utilization  # noqa: E402
+from .fmt import is_missing, points, utilization  # noqa: E402
 
 __all__ = ["Figure", "make_figures"]
 
 STATUS_MARK = {"oom": "x", "error": "X", "unsupported": "s", "diverged": "v"}
 COLORS = plt.get_cmap("tab10").colors
+# The roofline names these models' costliest layers (AlexNet: the chapter's first network;
+# GoogLeNet: exercise 5's subject); every other model's layers are drawn faint and unnamed.
+ROOFLINE_FOCUS = ("alexnet", "googlenet")
+NAMED_PER_MODEL = 4  # costliest layers named per focus model on the roofline
+LABEL_LINE = 1.35  # a label's line height, in font sizes: the least distance between two names
 
 
 class Figure:
@@ -49,7 +57,7 @@ def _save(fig, out: Path, figure: Figure) -> Figure:
 
 
 def _stamp(fig, *lines: str, fontsize: float = 7.0) -> None:
-    """The conditions (and notes) above the figure, wrapped to its width so that they neither
+    """Notes above the figure (the key to its marks), wrapped to its width so that they neither
     widen the image nor overlap a label."""
     chars = int(fig.get_figwidth() * 72 / (fontsize * 0.55))
     text = "\n".join(textwrap.fill(line, chars) for line in lines if line)
@@ -87,34 +95,106 @@ def _batch_axis(axis, batches) -> None:
     axis.set_minor_locator(mticker.NullLocator())
 
 
-def _label_column(ax, labelled, *, x=1.03, fontsize=7.5, gap=0.055) -> None:
-    """Each (x, y, text) named in a column right of the axes, sorted by y and spread so that no
-    two names overlap, with a thin leader line to its point (data coordinates)."""
+# --- names in a column beside the axes ----------------------------------------------------------
+
+
+def _isotonic(values: list[float]) -> list[float]:
+    """The non-decreasing sequence nearest to ``values`` in least squares (pool adjacent
+    violators: a run that decreases is replaced by its mean)."""
+    blocks: list[list[float]] = []  # [mean, count]
+    for v in values:
+        blocks.append([v, 1])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            mean, count = blocks.pop()
+            before, n = blocks.pop()
+            blocks.append([(before * n + mean * count) / (n + count), n + count])
+    return [mean for mean, count in blocks for _ in range(int(count))]
+
+
+def _spread(wanted: list[float], gap: float) -> list[float]:
+    """Positions (axes fraction) nearest to ``wanted`` (ascending) with at least ``gap`` between
+    neighbours: a crowd spreads about its centre rather than upwards; kept within half a line of
+    the axes' ends when they fit there, else centred on the axes and reaching past both ends."""
+    n = len(wanted)
+    span = (n - 1) * gap
+    # half a line inside the axes' ends, so that a name at either end stays beside the axes
+    lo, hi = min(gap / 2, 0.5 - span / 2), max(1.0 - gap / 2, 0.5 + span / 2)
+    # q_i = p_i - i * gap must not decrease: then neighbours are at least gap apart
+    shifted = _isotonic([w - i * gap for i, w in enumerate(wanted)])
+    return [min(max(q + i * gap, lo + i * gap), hi - (n - 1 - i) * gap) for i, q in enumerate(shifted)]  # fmt: skip
+
+
+def _segments_cross(a, b, c, d) -> bool:
+    """Whether segments ab and cd cross at a point inside both (touching ends do not count)."""
+
+    def side(p, q, r):
+        return (q[0] - p[0]) * (r[1] - p[1]) - (q[1] - p[1]) * (r[0] - p[0])
+
+    return side(a, b, c) * side(a, b, d) < 0 and side(c, d, a) * side(c, d, b) < 0
+
+
+def _uncross(starts: list, ends: list) -> list:
+    """Ends reassigned until no two segments start→end cross: swapping the ends of two crossing
+    segments shortens their total length, so this stops, at worst at the shortest assignment,
+    which has no crossings."""
+    ends = list(ends)
+    n = len(ends)
+    for _ in range(n**3 + 1):
+        pair = next(((i, j) for i in range(n) for j in range(i + 1, n)
+                     if _segments_cross(starts[i], ends[i], starts[j], ends[j])), None)  # fmt: skip
+        if pair is None:
+            break
+        i, j = pair
+        ends[i], ends[j] = ends[j], ends[i]
+    return ends
+
+
+def _label_column(ax, labelled, *, x=1.03, fontsize=7.5) -> list:
+    """Each (x, y, text) named in a column right of the axes, a line apart, nearest to its
+    point's height, with a straight leader line to its point; leader lines never cross. Call it
+    once the axes' scales and limits are final (it freezes the limits) and do not resize the
+    axes afterwards (tight_layout): the spacing is computed for the axes' height."""
     if not labelled:
-        return
-    to_axes = ax.transAxes.inverted()
-    placed = []
-    for px, py, text in labelled:
-        ax_y = to_axes.transform(ax.transData.transform((px, py)))[1]
-        placed.append([min(max(ax_y, 0.0), 1.0), px, py, text])
-    placed.sort(key=lambda p: p[0])
-    gap = min(gap, 1.0 / max(len(placed), 1))
-    for i in range(1, len(placed)):
-        placed[i][0] = max(placed[i][0], placed[i - 1][0] + gap)
-    overflow = placed[-1][0] - 1.0
-    if overflow > 0:
-        for p in placed:
-            p[0] -= overflow
-        for i in range(len(placed) - 2, -1, -1):  # keep the gaps after shifting down
-            placed[i][0] = min(placed[i][0], placed[i + 1][0] - gap)
-    for ty, px, py, text in placed:
-        ax.annotate(text, (px, py), xytext=(x, ty), textcoords="axes fraction", fontsize=fontsize,
+        return []
+    ax.set_xlim(ax.get_xlim())  # freeze autoscaling: the layout holds for these limits only
+    ax.set_ylim(ax.get_ylim())
+    to_axes = ax.transData + ax.transAxes.inverted()
+    starts = [tuple(to_axes.transform((px, py))) for px, py, _ in labelled]
+    height_pt = ax.get_window_extent().height * 72 / ax.figure.dpi
+    order = sorted(range(len(labelled)), key=lambda i: starts[i][1])
+    wanted = [min(max(starts[i][1], 0.0), 1.0) for i in order]  # a point off the axes: its edge
+    heights = _spread(wanted, LABEL_LINE * fontsize / height_pt)
+    ends = [(x, 0.0)] * len(labelled)
+    for i, h in zip(order, heights, strict=True):
+        ends[i] = (x, h)
+    # crossings are the same in axes fraction as on screen (an affine map keeps them)
+    ends = _uncross(starts, ends)
+    return [
+        ax.annotate(text, (px, py), xytext=end, textcoords="axes fraction", fontsize=fontsize,
                     va="center", ha="left", annotation_clip=False,
-                    arrowprops=dict(arrowstyle="-", lw=0.5, color="grey", alpha=0.8,
-                                    shrinkA=0, shrinkB=3))  # fmt: skip
+                    arrowprops=dict(arrowstyle="-", lw=0.5, color="grey", alpha=0.8, relpos=(0, 0.5),
+                                    shrinkA=1, shrinkB=3))  # fmt: skip
+        for (px, py, text), end in zip(labelled, ends, strict=True)
+    ]
 
 
-def accuracy_vs_gmacs(frames: Frames, out: Path, conditions: str) -> Figure | None:
+# --- accuracy against computation ----------------------------------------------------------------
+
+
+def _accuracy_point(ax, p: dict, color, biggest: int) -> tuple[float, float, str]:
+    """One network's marker (area ∝ its parameters) and its spread; returns what names it."""
+    model, gmacs, acc, status = p["model"], p["trained_gmacs"], p["test_accuracy_mean"], p["accuracy_status"]  # fmt: skip
+    if acc is None:  # failed, or diverged on every seed: drawn at the bottom with its status
+        ax.scatter([gmacs], [0.0], s=80, marker=STATUS_MARK.get(status, "x"), color="crimson")
+        return gmacs, 0.0, f"{model} ({status}) @{p['train_image_size']} px"
+    ax.scatter([gmacs], [acc], s=60 + 1400 * p["trained_params"] / biggest, alpha=0.45, color=color)  # fmt: skip
+    if p["test_accuracy_std"] is not None:
+        ax.errorbar([gmacs], [acc], yerr=[p["test_accuracy_std"]], fmt="none", color="black", capsize=3)  # fmt: skip
+    flag = f" ({status})" if status != "ok" else ""
+    return gmacs, acc, f"{model}{flag} @{p['train_image_size']} px, {p['trained_params'] / 1e6:.2f}M params"  # fmt: skip
+
+
+def accuracy_vs_gmacs(frames: Frames, out: Path) -> Figure | None:
     """Canziani et al. (2016)'s chart: accuracy against the compute of the network as trained,
     marker area ∝ its parameters; an accuracy with no count of its trained network is listed,
     not plotted against another network's counts."""
@@ -126,25 +206,13 @@ def accuracy_vs_gmacs(frames: Frames, out: Path, conditions: str) -> Figure | No
         return None
     fig, ax = plt.subplots(figsize=(7.6, 4.6))
     biggest = max(p["trained_params"] for p in points_)
-    labelled = []
-    for i, p in enumerate(points_):
-        model, gmacs, acc, status = p["model"], p["trained_gmacs"], p["test_accuracy_mean"], p["accuracy_status"]  # fmt: skip
-        color = COLORS[i % len(COLORS)]
-        if acc is None:  # failed, or diverged on every seed: drawn at the bottom with its status
-            ax.scatter([gmacs], [0.0], s=80, marker=STATUS_MARK.get(status, "x"), color="crimson")
-            labelled.append((gmacs, 0.0, f"{model} ({status}) @{p['train_image_size']}"))
-            continue
-        ax.scatter([gmacs], [acc], s=60 + 1400 * p["trained_params"] / biggest, alpha=0.45, color=color)  # fmt: skip
-        if p["test_accuracy_std"] is not None:
-            ax.errorbar([gmacs], [acc], yerr=[p["test_accuracy_std"]], fmt="none", color="black", capsize=3)  # fmt: skip
-        labelled.append((gmacs, acc, f"{model}{f' ({status})' if status != 'ok' else ''} @{p['train_image_size']} px, "
-                                     f"{p['trained_params'] / 1e6:.2f}M params"))  # fmt: skip
+    labelled = [_accuracy_point(ax, p, COLORS[i % len(COLORS)], biggest) for i, p in enumerate(points_)]  # fmt: skip
     ax.set_xscale("log")
     xs = [p["trained_gmacs"] for p in points_]
     ax.set_xlim(min(xs) / 1.8, max(xs) * 1.8)
     _plain_log(ax.xaxis)
-    ax.set_xlabel("GMACs per image of the network as trained, at its training size (log)")
-    ax.set_ylabel("test accuracy (± sample std over seeds)")
+    ax.set_xlabel("compute per image of the network as trained, at its training size (GMACs, log scale)")  # fmt: skip
+    ax.set_ylabel("test accuracy (fraction correct)")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3, which="major")
     ax.axhline(0.1, color="grey", lw=0.8, ls=":", label="chance (0.10)")
@@ -156,11 +224,13 @@ def accuracy_vs_gmacs(frames: Frames, out: Path, conditions: str) -> Figure | No
         f"(trained at {', '.join(map(str, sizes))} px; error bar: sample std over seeds, none with one seed)",
         fontsize=9,
     )
-    caption = conditions + (
-        f". Not plotted (no count of the network as trained): {', '.join(left_out)}" if left_out else ""
-    )
-    _stamp(fig, caption)
+    caption = "Marker area ∝ the parameters of the network as trained; error bar: sample std over seeds"  # fmt: skip
+    if left_out:
+        caption += f". Not plotted (no count of the network as trained): {', '.join(left_out)}"
     return _save(fig, out, Figure("accuracy_vs_gmacs", "Accuracy vs GMACs (networks as trained)", caption))  # fmt: skip
+
+
+# --- latency and throughput against batch --------------------------------------------------------
 
 
 def _band(r) -> tuple[float, float] | None:
@@ -172,84 +242,103 @@ def _band(r) -> tuple[float, float] | None:
     return None if low is None or high is None else (low, high)
 
 
-def latency_vs_batch(frames: Frames, out: Path, conditions: str) -> Figure | None:
+def _series(ax, xs, ys, intervals, color, label=None) -> None:
+    """Measured points; where there are several, a dotted line and the interval as a band
+    between them; the interval as whiskers on every point. One point: no line, no band."""
+    ax.scatter(xs, ys, s=22, color=color, label=label, zorder=3)
+    joined = len(xs) > 1  # a band or a line needs two measured batches to join
+    if joined:
+        ax.plot(xs, ys, ls=":", lw=0.8, color=color, alpha=0.6)
+    if intervals is None:
+        return
+    lo, hi = [a for a, _ in intervals], [b for _, b in intervals]
+    if joined:
+        ax.fill_between(xs, lo, hi, color=color, alpha=0.15, lw=0)
+    whiskers = [[y - a for y, a in zip(ys, lo, strict=True)], [b - y for y, b in zip(ys, hi, strict=True)]]  # fmt: skip
+    ax.errorbar(xs, ys, yerr=whiskers, fmt="none", color=color, lw=0.8, capsize=2)
+
+
+def _latency_model(axes, rows: list[dict], dodge: float, color, model: str) -> bool:
+    """One model's latency (top) and throughput (bottom) at its measured batches, its failures
+    marked at the foot of the throughput panel; True when it drew an interval."""
+    for r in rows:
+        if r["status"] != "ok":
+            x, foot = r["batch_size"] * dodge, axes[1].get_xaxis_transform()
+            axes[1].scatter([x], [0.02], marker=STATUS_MARK.get(r["status"], "x"), color="crimson",
+                            transform=foot, clip_on=False)  # fmt: skip
+            axes[1].annotate(r["status"], (x, 0.05), xycoords=foot, fontsize=7, color="crimson")
+    ok = [r for r in rows if r["status"] == "ok"]
+    if not ok:
+        return False
+    xs = [r["batch_size"] * dodge for r in ok]
+    bands = [_band(r) for r in ok]
+    kept = all(b is not None for b in bands)
+    per_s = [(r["batch_size"] / (hi / 1e3), r["batch_size"] / (lo / 1e3)) for r, (lo, hi) in zip(ok, bands, strict=True)] if kept else None  # fmt: skip
+    _series(axes[0], xs, [r["latency_ms_p50"] for r in ok], bands if kept else None, color, model)
+    _series(axes[1], xs, [r["images_per_s"] for r in ok], per_s, color)
+    for r, x in zip(ok, xs, strict=True):
+        if r["unstable"] or r["contended"]:
+            axes[0].scatter([x], [r["latency_ms_p50"]], s=110, facecolors="none", edgecolors="orange", zorder=4)  # fmt: skip
+    return kept
+
+
+def _no_ok_panels(axes, mode: str, failed) -> None:
+    """A mode with no ok record: its failures written where its panels would be."""
+    what = "; ".join(f"{m} b{b}: {st}" for m, b, st in zip(failed["model"], failed["batch_size"], failed["status"], strict=True))  # fmt: skip
+    for ax in axes:
+        ax.text(0.5, 0.5, textwrap.fill(f"no ok {mode} record" + (f" ({what})" if what else ""), 50),
+                ha="center", va="center", transform=ax.transAxes,
+                color="crimson" if what else "dimgray", fontsize=8)  # fmt: skip
+        ax.set_xticks([])
+        ax.set_yticks([])
+
+
+def _latency_axes(axes, mode: str, measured: list[int]) -> None:
+    axes[0].set_title(f"{mode}: median latency per batch", fontsize=9)
+    axes[1].set_title(f"{mode}: throughput (batch / median latency)", fontsize=9)
+    axes[0].set_ylabel("median latency (ms per batch, log scale)")
+    axes[1].set_ylabel("throughput (images/s, log scale)")
+    for ax in axes:
+        ax.set_xlabel("batch size (images; measured batches only)")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        _batch_axis(ax.xaxis, measured)
+        _plain_log(ax.yaxis)
+        ax.grid(alpha=0.3, which="major")
+        ax.set_xlim(min(measured) / 1.35, max(measured) * 1.35)
+
+
+def latency_vs_batch(frames: Frames, out: Path) -> Figure | None:
     lat = frames.metric("latency")
     if not len(lat) or not any(lat["status"] == "ok"):
         return None  # nothing to put on a log axis; the table lists the failures
     models = list(dict.fromkeys(lat["model"]))
-    batches = sorted({int(b) for b in lat["batch_size"]})
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
-    n = len(models)
     banded = False
     for col, mode in enumerate(("inference", "train")):
-        if not any((lat["mode"] == mode) & (lat["status"] == "ok")):
-            failed = lat[lat["mode"] == mode]
-            what = "; ".join(f"{m} b{b}: {st}" for m, b, st in zip(failed["model"], failed["batch_size"], failed["status"], strict=True))  # fmt: skip
-            for row in range(2):
-                axes[row, col].text(0.5, 0.5, textwrap.fill(f"no ok {mode} record" + (f" ({what})" if what else ""), 50),
-                                    ha="center", va="center", transform=axes[row, col].transAxes,
-                                    color="crimson" if what else "dimgray", fontsize=8)  # fmt: skip
-                axes[row, col].set_xticks([])
-                axes[row, col].set_yticks([])
+        mine = lat[lat["mode"] == mode]
+        if not any(mine["status"] == "ok"):
+            _no_ok_panels(axes[:, col], mode, mine)
             continue
         for i, model in enumerate(models):
-            color = COLORS[i % len(COLORS)]
-            dodge = 2 ** ((i - (n - 1) / 2) * 0.035)  # side by side at each measured batch
-            mine = lat[(lat["model"] == model) & (lat["mode"] == mode)].sort_values("batch_size")
-            ok = [r for r in mine.to_dict("records") if r["status"] == "ok"]
-            if ok:
-                xs = [r["batch_size"] * dodge for r in ok]
-                ms = [r["latency_ms_p50"] for r in ok]
-                ips = [r["images_per_s"] for r in ok]
-                bands = [_band(r) for r in ok]
-                axes[0, col].plot(xs, ms, ls=":", lw=0.8, color=color, alpha=0.6)
-                axes[1, col].plot(xs, ips, ls=":", lw=0.8, color=color, alpha=0.6)
-                axes[0, col].scatter(xs, ms, s=22, color=color, label=model, zorder=3)
-                axes[1, col].scatter(xs, ips, s=22, color=color, zorder=3)
-                if all(b is not None for b in bands):
-                    banded = True
-                    lo, hi = [b[0] for b in bands], [b[1] for b in bands]
-                    axes[0, col].fill_between(xs, lo, hi, color=color, alpha=0.15, lw=0)
-                    axes[0, col].errorbar(xs, ms, yerr=[[m - a for m, a in zip(ms, lo, strict=True)], [b - m for m, b in zip(ms, hi, strict=True)]],
-                                          fmt="none", color=color, lw=0.8, capsize=2)  # fmt: skip
-                    ilo = [r["batch_size"] / (h / 1e3) for r, h in zip(ok, hi, strict=True)]
-                    ihi = [r["batch_size"] / (a / 1e3) for r, a in zip(ok, lo, strict=True)]
-                    axes[1, col].fill_between(xs, ilo, ihi, color=color, alpha=0.15, lw=0)
-                    axes[1, col].errorbar(xs, ips, yerr=[[v - a for v, a in zip(ips, ilo, strict=True)], [b - v for v, b in zip(ips, ihi, strict=True)]],
-                                          fmt="none", color=color, lw=0.8, capsize=2)  # fmt: skip
-                for r, x in zip(ok, xs, strict=True):
-                    if r["unstable"] or r["contended"]:
-                        axes[0, col].scatter([x], [r["latency_ms_p50"]], s=110, facecolors="none", edgecolors="orange", zorder=4)  # fmt: skip
-            for r in mine.to_dict("records"):
-                if r["status"] != "ok":
-                    axes[1, col].scatter([r["batch_size"] * dodge], [0.02], marker=STATUS_MARK.get(r["status"], "x"),
-                                         color="crimson", transform=axes[1, col].get_xaxis_transform(), clip_on=False)  # fmt: skip
-                    axes[1, col].annotate(r["status"], (r["batch_size"] * dodge, 0.05), xycoords=axes[1, col].get_xaxis_transform(),
-                                          fontsize=7, color="crimson")  # fmt: skip
-        axes[0, col].set_title(f"{mode}: median latency per batch (ms)", fontsize=9)
-        axes[1, col].set_title(f"{mode}: images/s (batch / median)", fontsize=9)
-        measured = sorted({int(b) for b in lat[lat["mode"] == mode]["batch_size"]}) or batches
-        for row in range(2):
-            ax = axes[row, col]
-            ax.set_xscale("log", base=2)
-            ax.set_yscale("log")
-            _batch_axis(ax.xaxis, measured)
-            _plain_log(ax.yaxis)
-            ax.grid(alpha=0.3, which="major")
-            ax.set_xlim(min(measured) / 1.35, max(measured) * 1.35)
-        axes[1, col].set_xlabel("batch size (measured batches only)")
-    axes[0, 0].set_ylabel("ms per batch")
-    axes[1, 0].set_ylabel("images / s")
+            dodge = 2 ** ((i - (len(models) - 1) / 2) * 0.035)  # side by side at each measured batch
+            rows = mine[mine["model"] == model].sort_values("batch_size").to_dict("records")
+            banded |= _latency_model(axes[:, col], rows, dodge, COLORS[i % len(COLORS)], model)
+        _latency_axes(axes[:, col], mode, sorted({int(b) for b in mine["batch_size"]}))
     handles, labels = axes[0, 0].get_legend_handles_labels()
     if not handles:
         handles, labels = axes[0, 1].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
-    note = ("markers: measured batches (models side by side); band and whiskers: 95% CI of the median"
-            if banded else "markers: measured batches (models side by side); no band: these records kept no samples")  # fmt: skip
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
+               frameon=False)  # fmt: skip
+    note = ("Markers: measured batches (models side by side); band and whiskers: 95% CI of the "
+            "median (a single batch: whiskers only, no band)" if banded else
+            "Markers: measured batches (models side by side); no band: these records kept no samples")  # fmt: skip
     fig.tight_layout()
-    _stamp(fig, f"{note}; orange ring: unstable or contended; red: oom/error", conditions, fontsize=7.5)
-    return _save(fig, out, Figure("latency_vs_batch", "Latency and throughput vs batch size", f"{note}. {conditions}"))  # fmt: skip
+    _stamp(fig, f"{note}; orange ring: unstable or contended; red: oom/error", fontsize=7.5)
+    return _save(fig, out, Figure("latency_vs_batch", "Latency and throughput vs batch size", note))
 
+
+# --- memory and layer types ----------------------------------------------------------------------
 
 MEMORY_PARTS = [
     ("param_bytes", "parameters", None),
@@ -261,7 +350,7 @@ MEMORY_PARTS = [
 ]
 
 
-def memory_breakdown(frames: Frames, out: Path, conditions: str) -> Figure | None:
+def memory_breakdown(frames: Frames, out: Path) -> Figure | None:
     mem = frames.metric("memory")
     if not len(mem):
         return None
@@ -290,16 +379,17 @@ def memory_breakdown(frames: Frames, out: Path, conditions: str) -> Figure | Non
             ax.annotate(r["status"], (0, y), va="center", color="crimson", fontsize=8)
     ax.set_yticks(ys, labels, fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel("MiB")
+    ax.set_xlabel("memory (MiB)")
+    ax.set_ylabel("model, mode and batch")
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.set_title("Memory at the largest measured batch: analytic breakdown (bars), measured peak (|)", fontsize=9)  # fmt: skip
     fig.tight_layout()
-    _stamp(fig, conditions)
-    return _save(fig, out, Figure("memory_breakdown", "Memory breakdown", conditions))
+    caption = "Bars: the analytic breakdown at the largest measured batch; |: the measured peak"
+    return _save(fig, out, Figure("memory_breakdown", "Memory breakdown", caption))
 
 
-def by_layer_type(frames: Frames, out: Path, conditions: str) -> Figure | None:
+def by_layer_type(frames: Frames, out: Path) -> Figure | None:
     counts = {  # model → (its ParamCount, its FlopCount) at its own size, for models with both
         m: (p.result, f.result)
         for m in frames.models
@@ -320,7 +410,8 @@ def by_layer_type(frames: Frames, out: Path, conditions: str) -> Figure | None:
                 vals = [_macs_of_kind(f.macs_by_operator, kind) / 1e9 for _, f in counts.values()]
             ax.bar(models, vals, bottom=bottom, label=kind)
             bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
-        ax.set_ylabel("parameters (millions)" if what == "params" else "GMACs per image")
+        ax.set_ylabel("parameters (millions)" if what == "params" else "compute per image (GMACs)")
+        ax.set_xlabel("model")
         ax.tick_params(axis="x", labelrotation=35, labelsize=8)
         for t in ax.get_xticklabels():
             t.set_horizontalalignment("right")
@@ -329,8 +420,8 @@ def by_layer_type(frames: Frames, out: Path, conditions: str) -> Figure | None:
     a2.set_title("MACs by layer type, each model at its own input (fvcore)", fontsize=10)
     a1.legend(fontsize=8)
     fig.tight_layout()
-    _stamp(fig, conditions)
-    return _save(fig, out, Figure("by_layer_type", "Parameters and MACs by layer type", conditions))
+    caption = "Each model at its own input size; MACs counted by fvcore (one multiply-add = one MAC)"
+    return _save(fig, out, Figure("by_layer_type", "Parameters and MACs by layer type", caption))
 
 
 def _macs_of_kind(ops: dict, kind: str) -> float:
@@ -345,71 +436,97 @@ def _macs_of_kind(ops: dict, kind: str) -> float:
     return sum(v for k, v in ops.items() if k not in known)
 
 
-def training_curves(frames: Frames, out: Path, conditions: str) -> Figure | None:
+# --- training curves -----------------------------------------------------------------------------
+
+
+def _training_run(loss_ax, acc_ax, run, per_epoch: bool, style: dict) -> None:
+    """One seed's loss (on ``loss_ax``) and accuracy: per epoch, or the single epoch's curve
+    points with the end-of-epoch test accuracy as a star where the curve ends."""
+    if per_epoch:
+        ep = [e.epoch for e in run.epochs]
+        loss_ax.plot(ep, [e.train_loss for e in run.epochs], marker="o", ms=4, **style)
+        acc_ax.plot(ep, [e.test_accuracy for e in run.epochs], marker="o", ms=4, **{**style, "label": None})  # fmt: skip
+    elif run.curve:
+        xs = [p.images for p in run.curve]
+        loss_ax.plot(xs, [p.train_loss for p in run.curve], lw=1.2, **style)
+        acc_ax.plot(xs, [p.train_accuracy for p in run.curve], lw=1.2, **{**style, "label": None})
+        if run.epochs:
+            acc_ax.scatter([xs[-1]], [run.epochs[-1].test_accuracy], marker="*", s=70, color=style["color"], zorder=3)  # fmt: skip
+    if run.diverged:
+        loss_ax.annotate("diverged", (1.0, 0.98), xycoords="axes fraction", ha="right", va="top", color="crimson", fontsize=8)  # fmt: skip
+
+
+def _training_axes(loss_axes: dict, acc_ax, per_epoch: bool) -> None:
+    span = "per epoch (mean over the epoch)" if per_epoch else "during the single epoch (mean since the previous point)"  # fmt: skip
+    for smoothing, ax in loss_axes.items():
+        if smoothing:
+            ax.set_title(f"Label-smoothed loss (ε={smoothing:g}): not comparable with cross-entropy", fontsize=9)  # fmt: skip
+            ax.set_ylabel(f"train loss, smoothed {smoothing:g} (nats)")
+        else:
+            ax.set_title(f"Train loss {span}", fontsize=9)
+            ax.set_ylabel("train loss, cross-entropy (nats)")
+    if per_epoch:
+        acc_ax.set_title("Test accuracy per epoch", fontsize=9)
+        acc_ax.set_ylabel("test accuracy (fraction correct)")
+    else:
+        acc_ax.set_title("Train accuracy during the epoch; ★ test accuracy at its end", fontsize=9)
+        acc_ax.set_ylabel("accuracy (fraction correct)")
+    for ax in (*loss_axes.values(), acc_ax):
+        ax.grid(alpha=0.3)
+        if per_epoch:
+            ax.set_xlabel("epoch (passes over the training images)")
+            ax.xaxis.set_major_locator(mticker.MaxNLocator(integer=True))
+        else:
+            ax.set_xlabel("training images seen (images)")
+            ax.xaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    acc_ax.set_ylim(0, 1)
+
+
+def training_curves(frames: Frames, out: Path) -> Figure | None:
     """Per epoch when any run trained more than one; else the per-step curve points of the
-    single epoch; no figure when a single epoch left no curve points (never an empty plot)."""
+    single epoch; no figure when a single epoch left no curve points (never an empty plot). A
+    label-smoothed loss is not cross-entropy (its floor is above 0): it gets its own panel."""
     acc = frames.metric("accuracy")
     acc = acc[[bool(runs) for runs in acc["runs"]]] if len(acc) else acc
     if not len(acc):
         return None
-    runs = [(m, run) for m, rs in zip(acc["model"], acc["runs"], strict=True) for run in rs]
-    per_epoch = any(len(run.epochs) > 1 for _, run in runs)
-    if not per_epoch and not any(run.curve for _, run in runs):
+    smoothing = [0.0 if is_missing(s) else float(s) for s in acc["label_smoothing"]]
+    runs = [(m, run, s) for m, rs, s in zip(acc["model"], acc["runs"], smoothing, strict=True) for run in rs]  # fmt: skip
+    per_epoch = any(len(run.epochs) > 1 for _, run, _ in runs)
+    if not per_epoch and not any(run.curve for _, run, _ in runs):
         return None
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    order = list(dict.fromkeys(m for m, _ in runs))
+    kinds = sorted({s for _, _, s in runs})  # 0.0 (plain cross-entropy) first
+    # losses stacked on the left (a label-smoothed one in a shorter panel below), accuracy right
+    fig = plt.figure(figsize=(11, 4.2 + 2.6 * (len(kinds) - 1)))
+    grid = fig.add_gridspec(len(kinds), 2, height_ratios=[2.0] + [1.4] * (len(kinds) - 1))
+    loss_axes = {s: fig.add_subplot(grid[row, 0]) for row, s in enumerate(kinds)}
+    acc_ax = fig.add_subplot(grid[:, 1])
+    order = list(dict.fromkeys(m for m, _, _ in runs))
     seen: dict[str, int] = {}
-    for model, run in runs:  # a colour per model, a line style per seed
-        color = COLORS[order.index(model) % len(COLORS)]
+    for model, run, s in runs:  # a colour per model, a line style per seed
         ls = ("-", "--", ":", "-.")[seen.setdefault(model, 0) % 4]
         seen[model] += 1
         label = f"{model} seed {run.seed}" + (" (diverged)" if run.diverged else "")
-        if per_epoch:
-            ep = [e.epoch for e in run.epochs]
-            a1.plot(ep, [e.train_loss for e in run.epochs], marker="o", ms=4, color=color, ls=ls, label=label)  # fmt: skip
-            a2.plot(ep, [e.test_accuracy for e in run.epochs], marker="o", ms=4, color=color, ls=ls)
-        elif run.curve:
-            xs = [p.images for p in run.curve]
-            a1.plot(xs, [p.train_loss for p in run.curve], color=color, ls=ls, lw=1.2, label=label)
-            a2.plot(xs, [p.train_accuracy for p in run.curve], color=color, ls=ls, lw=1.2)
-            if run.epochs:  # the end-of-epoch test accuracy, where the curve ends
-                a2.scatter([xs[-1]], [run.epochs[-1].test_accuracy], marker="*", s=70, color=color, zorder=3)  # fmt: skip
-        if run.diverged:
-            a1.annotate("diverged", (1.0, 0.98), xycoords="axes fraction", ha="right", va="top", color="crimson", fontsize=8)  # fmt: skip
-    if per_epoch:
-        a1.set_title("Train loss per epoch", fontsize=10)
-        a2.set_title("Test accuracy per epoch", fontsize=10)
-        for ax in (a1, a2):
-            ax.set_xlabel("epoch")
-            ax.xaxis.set_major_locator(mticker.MaxNLocator(integer=True))
-    else:
-        a1.set_title("Train loss during the single epoch (mean since the previous point)", fontsize=9)  # fmt: skip
-        a2.set_title("Train accuracy during the epoch; ★ test accuracy at its end", fontsize=9)
-        for ax in (a1, a2):
-            ax.set_xlabel("training images seen")
-            ax.xaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
-    for ax in (a1, a2):
-        ax.grid(alpha=0.3)
-    a2.set_ylim(0, 1)
-    fig.legend(*a1.get_legend_handles_labels(), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7.5, frameon=False)  # fmt: skip
+        label += f" (label-smoothed loss {s:g}, not comparable)" if s else ""
+        style = {"color": COLORS[order.index(model) % len(COLORS)], "ls": ls, "label": label}
+        _training_run(loss_axes[s], acc_ax, run, per_epoch, style)
+    _training_axes(loss_axes, acc_ax, per_epoch)
+    handles = [h for ax in loss_axes.values() for h in ax.get_legend_handles_labels()[0]]
+    labels = [lab for ax in loss_axes.values() for lab in ax.get_legend_handles_labels()[1]]
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7.5, frameon=False)  # fmt: skip
     fig.tight_layout()
-    _stamp(fig, conditions)
-    return _save(fig, out, Figure("training_curves", "Training curves", conditions))
+    caption = "Train loss and accuracy of every seed, a colour per model and a line style per seed"
+    if len(kinds) > 1 or kinds[0]:
+        caption += "; a label-smoothed loss on its own panel (not comparable with cross-entropy)"
+    return _save(fig, out, Figure("training_curves", "Training curves", caption))
 
 
-def roofline(frames: Frames, out: Path, conditions: str) -> Figure | None:
-    roof_records = ok_records(frames.records, "roofline")
-    roof = [(r.spec, r.result) for r in roof_records]
-    if not roof:
-        return None
-    uses = {r.spec.model: frame_utilization(frames.records, r) for r in roof_records}
-    fig, ax = plt.subplots(figsize=(8.4, 5.2))
-    first = roof[0][1]
+# --- roofline ------------------------------------------------------------------------------------
+
+
+def _roofs(ax, first, xs: list[float], under: bool) -> None:
+    """The measured roof (and the data sheet's, where known) over intensities ``xs``."""
     peak, bw = first.peak_flops, first.peak_bytes_per_s
-    intensities = [lay.intensity for _, v in roof for lay in v.layers]
-    lo, hi = min(intensities + [0.5]) / 2, max(intensities + [peak / bw]) * 2
-    xs = [lo * (hi / lo) ** (i / 200) for i in range(201)]
-    under = any(above_roof(v) for _, v in roof)
     ax.plot(xs, [min(peak, bw * x) / 1e9 for x in xs], color="black", lw=1.5,
             label="measured roof" + (" (underestimated: points above it)" if under else ""))  # fmt: skip
     sheet_f, sheet_b = first.datasheet_flops, first.datasheet_bytes_per_s
@@ -421,109 +538,163 @@ def roofline(frames: Frames, out: Path, conditions: str) -> Figure | None:
                 label=f"data-sheet roof{f' ({source})' if source else ''}"
                 + ("" if sheet_b else ", compute only")
                 + (": below the measured peak, underestimated" if low else ""))  # fmt: skip
-    for i, (spec, v) in enumerate(roof):
-        pts = [lay for lay in v.layers if lay.achieved_flops]
-        use = uses[spec.model]
-        mfu = utilization(use.mfu, above_roof(v) or use.mfu > 1)
-        ax.scatter([p.intensity for p in pts], [p.achieved_flops / 1e9 for p in pts], s=16, alpha=0.65,
-                   color=COLORS[i % len(COLORS)], label=f"{spec.model} b{spec.batch_size} (MFU {mfu})")  # fmt: skip
-    # name the layers that cost the most time, and every one above the roof (at most 10)
-    timed = [(spec.model, lay) for spec, v in roof for lay in v.layers if lay.achieved_flops]
-    over = [(spec.model, lay) for spec, v in roof for lay in v.layers if lay.above_compute_roof(v.peak_flops)]
-    top = sorted(timed, key=lambda ml: -(ml[1].time_ms or 0))
+
+
+def _costliest(record, n: int) -> list[tuple[float, float, str]]:
+    """The ``n`` layers of a roofline record that took the most time, named with their share of
+    the profiled forward pass."""
+    timed = [lay for lay in record.result.layers if lay.achieved_flops and lay.time_ms]
+    total_ms = sum(lay.time_ms for lay in timed)
+    top = sorted(timed, key=lambda lay: -lay.time_ms)[:n]
+    return [(lay.intensity, lay.achieved_flops / 1e9,
+             f"{record.spec.model} {lay.name} ({lay.kernel or ''} {lay.layer}".replace("( ", "(")
+             + f"): {lay.time_ms:.1f} ms, {lay.time_ms / total_ms:.0%}")
+            for lay in top]  # fmt: skip
+
+
+def _layer_points(ax, records, focus) -> None:
+    """The focus models' layers in colour, with their MFU in the legend; every other model's
+    layers small and faint under them (they show the spread, not one model)."""
+    faint = [lay for r in records if r not in focus for lay in r.result.layers if lay.achieved_flops]
+    if faint:
+        others = len(records) - len(focus)
+        ax.scatter([lay.intensity for lay in faint], [lay.achieved_flops / 1e9 for lay in faint],
+                   s=6, color="grey", alpha=0.3, lw=0, zorder=2,
+                   label=f"the other {others} model{'s' if others > 1 else ''}' layers (unnamed)")  # fmt: skip
+    for i, r in enumerate(focus):
+        pts = [lay for lay in r.result.layers if lay.achieved_flops]
+        use = frame_utilization(records, r)
+        mfu = utilization(use.mfu, above_roof(r.result) or use.mfu > 1)
+        ax.scatter([p.intensity for p in pts], [p.achieved_flops / 1e9 for p in pts], s=18, alpha=0.8,
+                   color=COLORS[i % len(COLORS)], zorder=3,
+                   label=f"{r.spec.model} b{r.spec.batch_size} (MFU {mfu})")  # fmt: skip
+
+
+def roofline(frames: Frames, out: Path) -> Figure | None:
+    records = ok_records(frames.records, "roofline")
+    if not records:
+        return None
+    focus = [r for r in records if r.spec.model in ROOFLINE_FOCUS] or records[:1]
+    fig, ax = plt.subplots(figsize=(8.4, 5.2))
+    first = records[0].result
+    intensities = [lay.intensity for r in records for lay in r.result.layers]
+    lo, hi = min(intensities + [0.5]) / 2, max(intensities + [first.peak_flops / first.peak_bytes_per_s]) * 2  # fmt: skip
+    _roofs(ax, first, [lo * (hi / lo) ** (i / 200) for i in range(201)], any(above_roof(r.result) for r in records))  # fmt: skip
+    _layer_points(ax, records, focus)
+    over = [(r.spec.model, lay) for r in records for lay in r.result.layers if lay.above_compute_roof(r.result.peak_flops)]  # fmt: skip
     if over:
         ax.scatter([lay.intensity for _, lay in over], [lay.achieved_flops / 1e9 for _, lay in over], s=70,
                    facecolors="none", edgecolors="crimson", linewidths=1.2, zorder=4,
                    label="above the measured roof (peak underestimated)")  # fmt: skip
-    chosen = list(dict.fromkeys([*over[:5], *top]))[:10]
-    _label_column(ax, [
-        (lay.intensity, lay.achieved_flops / 1e9,
-         f"{m} {lay.name} ({lay.kernel or lay.layer}{', above roof' if (m, lay) in over else ''})")
-        for m, lay in chosen
-    ], fontsize=7)  # fmt: skip
     ax.set_xscale("log")
     ax.set_yscale("log")
     _plain_log(ax.xaxis, subs=(1.0,))
     _plain_log(ax.yaxis)
-    ax.set_xlabel("arithmetic intensity (FLOP / byte moved)")
-    ax.set_ylabel("achieved GFLOP/s")
+    ax.set_xlabel("arithmetic intensity (FLOP/byte moved, log scale)")
+    ax.set_ylabel("achieved throughput (GFLOP/s, log scale)")
     ax.grid(alpha=0.3, which="major")
+    named = [p for r in focus for p in _costliest(r, NAMED_PER_MODEL)]
+    ax.scatter([x for x, _, _ in named], [y for _, y, _ in named], s=55, facecolors="none",
+               edgecolors="black", linewidths=0.8, zorder=4, label="named: the costliest layers")  # fmt: skip
+    named += [(lay.intensity, lay.achieved_flops / 1e9, f"{m} {lay.name} (above roof)") for m, lay in over[:5]]  # fmt: skip
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
-    ax.set_title("Per-layer roofline (conv and linear layers); named: the most time-consuming"
+    _label_column(ax, named, fontsize=7)
+    who = " and ".join(r.spec.model for r in focus)
+    ax.set_title(f"Per-layer roofline (conv and linear layers); named: the {NAMED_PER_MODEL} costliest of {who}"
                  + (" and those above the roof" if over else ""), fontsize=9)  # fmt: skip
-    _stamp(fig, conditions)
-    return _save(fig, out, Figure("roofline", "Per-layer roofline", conditions))
+    caption = (f"Named: the {NAMED_PER_MODEL} layers of {who} that took the most time per forward pass "
+               "(ms, share of the pass); the other models' layers faint")  # fmt: skip
+    return _save(fig, out, Figure("roofline", "Per-layer roofline", caption))
 
 
-def lineage(frames: Frames, out: Path, conditions: str) -> Figure | None:
+# --- GoogLeNet lineage ---------------------------------------------------------------------------
+
+
+def _ratio_interval(key: str, change) -> tuple[float, float] | None:
+    """The 95% CI of a timed change as an improvement in % (right = better), where known."""
+    if key not in ("latency_ms_p50_b1", "train_images_per_s") or change is None or not change.known:
+        return None
+    if key == "latency_ms_p50_b1":  # improvement = 1 - ratio of latencies
+        return 100 * (1 - change.high), 100 * (1 - change.low)
+    return 100 * (change.low - 1), 100 * (change.high - 1)  # ratio of throughputs - 1
+
+
+def _cost_bars(ax, records: list[dict], cost, height: float) -> bool:
+    """A bar per cost field and variant, signed so that right is better; faded and hatched
+    when the run does not resolve it; True when any was faded."""
+    faded_any = False
+    for i, (key, f) in enumerate(cost):
+        sign = -1 if f.lower_is_better else 1
+        ys = [y + i * height for y in range(len(records))]
+        vals = [0.0 if is_missing(r[f"{key} change"]) else sign * 100 * r[f"{key} change"] for r in records]  # fmt: skip
+        noise = [r[f"{key} noise"] for r in records]
+        for bar, c in zip(ax.barh(ys, vals, height=height, color=COLORS[i]), noise, strict=True):
+            if c is not None and not c.significant:
+                faded_any = True
+                bar.set_alpha(0.35)
+                bar.set_hatch("///")
+        for y, c in zip(ys, noise, strict=True):
+            if (iv := _ratio_interval(key, c)) is not None:
+                ax.plot(list(iv), [y, y], color="black", lw=1)
+    return faded_any
+
+
+def _accuracy_bars(axp, records: list[dict], ys: list[float], color) -> None:
+    for y, r in zip(ys, records, strict=True):
+        v = r["test_accuracy_mean change"]
+        if is_missing(v):
+            axp.annotate(r["accuracy_status"] or "—", (0, y), fontsize=7, ha="center", va="center")
+            continue
+        axp.barh([y], [100 * v], height=0.5, color=color)
+        axp.annotate(points(v), (100 * v, y), xytext=(3 if v >= 0 else -3, 0), textcoords="offset points",
+                     ha="left" if v >= 0 else "right", va="center", fontsize=7)  # fmt: skip
+
+
+def _variant_name(r: dict) -> str:
+    sizes = f"\n({r['input']} vs {r['parent_input']} px)" if r["input"] != r["parent_input"] else ""
+    return f"{r['variant']}\nvs {r['parent']}{sizes}"
+
+
+def lineage(frames: Frames, out: Path) -> Figure | None:
     """Each variant against its parent, every bar signed so that right is better; accuracy in
     percentage points on its own axis; a change the run does not resolve is faded."""
     frame = frames.lineage
     if not len(frame):
         return None
     cost = [(k, f) for k, f in LINEAGE_FIELDS.items() if not f.points]
-    n = len(frame)
-    fig, (ax, axp) = plt.subplots(1, 2, figsize=(10.5, 1.0 + 1.0 * n), sharey=True,
+    records = frame.to_dict("records")
+    fig, (ax, axp) = plt.subplots(1, 2, figsize=(10.5, 1.0 + 1.0 * len(records)), sharey=True,
                                   gridspec_kw={"width_ratios": [3, 1]})  # fmt: skip
     height = 0.8 / len(cost)
-    faded_any = False
-    records = frame.to_dict("records")
-    for i, (key, f) in enumerate(cost):
-        sign = -1 if f.lower_is_better else 1
-        ys = [y + i * height for y in range(n)]
-        vals = [0.0 if is_missing(r[f"{key} change"]) else sign * 100 * r[f"{key} change"] for r in records]  # fmt: skip
-        noise = [r[f"{key} noise"] for r in records]
-        faded = [c is not None and not c.significant for c in noise]
-        faded_any |= any(faded)
-        better = "lower" if f.lower_is_better else "higher"
-        bars = ax.barh(ys, vals, height=height, color=COLORS[i], label=f"{f.label} ({better} is better)")  # fmt: skip
-        for bar, fade in zip(bars, faded, strict=True):
-            if fade:
-                bar.set_alpha(0.35)
-                bar.set_hatch("///")
-        for y, c in zip(ys, noise, strict=True):
-            if key in ("latency_ms_p50_b1", "train_images_per_s") and c is not None and c.known:
-                if key == "latency_ms_p50_b1":  # improvement = 1 - ratio of latencies
-                    a, b = 100 * (1 - c.high), 100 * (1 - c.low)
-                else:  # improvement = ratio of throughputs - 1
-                    a, b = 100 * (c.low - 1), 100 * (c.high - 1)
-                ax.plot([a, b], [y, y], color="black", lw=1)
-    for y, r in enumerate(records):
-        v = r["test_accuracy_mean change"]
-        if not is_missing(v):
-            axp.barh([y + 0.4 - height / 2], [100 * v], height=0.5, color=COLORS[len(cost) % len(COLORS)])  # fmt: skip
-            axp.annotate(points(v), (100 * v, y + 0.4 - height / 2), xytext=(3 if v >= 0 else -3, 0),
-                         textcoords="offset points", ha="left" if v >= 0 else "right", va="center", fontsize=7)  # fmt: skip
-        else:
-            axp.annotate(r["accuracy_status"] or "—", (0, y + 0.4 - height / 2), fontsize=7, ha="center", va="center")  # fmt: skip
-    def name(r):
-        sizes = f"\n({r['input']} vs {r['parent_input']} px)" if r["input"] != r["parent_input"] else ""
-        return f"{r['variant']}\nvs {r['parent']}{sizes}"
-
-    ax.set_yticks([y + 0.4 - height / 2 for y in range(n)], [name(r) for r in records], fontsize=8)
+    faded_any = _cost_bars(ax, records, cost, height)
+    centres = [y + 0.4 - height / 2 for y in range(len(records))]
+    _accuracy_bars(axp, records, centres, COLORS[len(cost) % len(COLORS)])
+    ax.set_yticks(centres, [_variant_name(r) for r in records], fontsize=8)
     ax.invert_yaxis()  # the first variant on top; within it, bars in legend order
     for a in (ax, axp):
         a.axvline(0, color="black", lw=0.8)
         a.grid(axis="x", alpha=0.3)
     ax.set_xlabel("improvement against the parent (%); right = better for every bar")
+    ax.set_ylabel("variant vs its parent")
     axp.set_xlabel("test accuracy change (pp); right = better")
     axp.margins(x=0.45)
-    from matplotlib.patches import Patch  # solid swatches: a faded first bar must not style the key
-
     labels = [f"{f.label} ({'lower' if f.lower_is_better else 'higher'} is better)" for _, f in cost]
-    handles = [Patch(color=COLORS[i]) for i in range(len(cost))]  # top to bottom = bar order
+    handles = [Patch(color=COLORS[i]) for i in range(len(cost))]  # solid: a faded bar must not style the key  # fmt: skip
     fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 0.9), fontsize=7.5, frameon=False,
                title="bars, top to bottom", title_fontsize=7.5)  # fmt: skip
-    note = ("hatched, faded: not resolved (95% CI of the ratio includes 1, or the change is below "
+    note = ("Hatched, faded: not resolved (95% CI of the ratio includes 1, or the change is below "
             "what the run resolves; memory: within the identical pair's spread); black line: 95% CI "
-            "over the rounds") if faded_any else "black line: 95% CI over the rounds where samples were kept"  # fmt: skip
+            "over the rounds") if faded_any else "Black line: 95% CI over the rounds where samples were kept"  # fmt: skip
     ax.set_title("GoogLeNet variants against their parents — right is better", fontsize=10)
     fig.tight_layout()
-    _stamp(fig, note, conditions)
-    return _save(fig, out, Figure("lineage", "GoogLeNet lineage", f"{note}. {conditions}"))
+    _stamp(fig, note)
+    return _save(fig, out, Figure("lineage", "GoogLeNet lineage", note))
 
 
-def scaling(frames: Frames, out: Path, conditions: str) -> Figure | None:
+# --- data-parallel scaling -----------------------------------------------------------------------
+
+
+def scaling(frames: Frames, out: Path) -> Figure | None:
     """Efficiency against world size (weak and strong), and per step the gradient bytes against
     the compute time (the no_sync step) at the largest world size."""
     records = ok_records(frames.records, "scaling")
@@ -545,21 +716,22 @@ def scaling(frames: Frames, out: Path, conditions: str) -> Figure | None:
     a1.set_xticks(sizes)
     a1.set_xticklabels([str(s) for s in sizes])
     a1.set_xlabel("world size (ranks)")
-    a1.set_ylabel("efficiency % (images/s / (W x images/s at 1))")
+    a1.set_ylabel("scaling efficiency (%)")
     a1.axhline(100, color="grey", lw=0.8)
-    a1.set_title("Scaling efficiency; solid: weak, dashed: strong", fontsize=10)
+    a1.set_title("Efficiency = images/s ÷ (W × images/s at W=1)\nsolid: weak, dashed: strong", fontsize=9)  # fmt: skip
     a1.legend(fontsize=7)
     a1.grid(alpha=0.3)
-    a2.set_xlabel("compute per step, ms (no_sync step, per-rank batch)")
-    a2.set_ylabel("gradient MiB all-reduced per step")
+    a2.set_xlabel("compute per step (ms; no_sync step, per-rank batch)")
+    a2.set_ylabel("gradient all-reduced per step (MiB)")
     a2.set_title("What each step must move against what it computes", fontsize=10)
+    a2.margins(x=0.3)  # room for the names right of the points
     a2.grid(alpha=0.3)
     fig.tight_layout()
-    _stamp(fig, conditions)
-    return _save(fig, out, Figure("scaling", "Data-parallel scaling", conditions))
+    caption = "Solid: weak scaling (fixed per-rank batch); dashed: strong (fixed global batch)"
+    return _save(fig, out, Figure("scaling", "Data-parallel scaling", caption))
 
 
-def make_figures(frames: Frames, out: Path, conditions: str) -> list[Figure]:
+def make_figures(frames: Frames, out: Path) -> list[Figure]:
     makers = (accuracy_vs_gmacs, latency_vs_batch, memory_breakdown, by_layer_type, training_curves,
               roofline, lineage, scaling)  # fmt: skip
-    return [f for f in (m(frames, out, conditions) for m in makers) if f is not None]
+    return [f for f in (m(frames, out) for m in makers) if f is not None]

@@ -8,7 +8,6 @@ The steps are apart: :mod:`.runs` loads, ``analysis`` finds, :mod:`.document` wo
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 
 from ..analysis.flat import models_frame
@@ -31,13 +30,8 @@ def _fingerprints(runs: Runs) -> str:
     return ";".join(sorted({fingerprint_id(env) for env in runs.envs.values()}))
 
 
-def _figures(frames: Frames, out: Path, runs: Runs) -> dict:
-    make = figures.make_figures
-    if len(inspect.signature(make).parameters) == 3:  # figures that still stamp the conditions
-        made = make(frames, out / "figures", " | ".join(runs.brief))
-    else:
-        made = make(frames, out / "figures")
-    return {f.stem: f for f in made}
+def _figures(frames: Frames, out: Path) -> dict:
+    return {f.stem: f for f in figures.make_figures(frames, out / "figures")}
 
 
 def write_report(
@@ -58,7 +52,7 @@ def write_report(
     for path in benchmark_json:
         caption, table = benchmark_table(path)
         extra += [Heading("pytest-benchmark results"), Table(caption, table)]
-    doc = build_document(frames, runs, _figures(frames, out, runs), extra)
+    doc = build_document(frames, runs, _figures(frames, out), extra)
     paths = {"md": out / "report.md", "html": out / "report.html", "csv": out / "results.csv",
              "models_csv": out / "models.csv", "figures": out / "figures"}  # fmt: skip
     paths["md"].write_text(to_markdown(doc, out))

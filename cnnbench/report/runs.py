@@ -18,7 +18,6 @@ class Runs:
     records: tuple[Record, ...]
     envs: dict  # run folder → its env.json
     conditions: tuple[str, ...]  # one line per folder: the setup and every invocation
-    brief: tuple[str, ...]  # one line per folder: the setup and the commits
     paired: bool  # one run measured in one go: its rounds pair across models
 
 
@@ -33,15 +32,13 @@ def load_runs(run_dirs: list[Path], *, allow_mixed: bool = False) -> Runs:
         envs[Path(d)] = store.read_env()
     if len(envs) > 1 and not allow_mixed:
         check_mergeable(envs)
-    records, brief, full = [], [], []
+    records, conditions = [], []
     for d, env in envs.items():
         records += RunStore(d).records()
-        short, long = _conditions(env, d)
-        brief.append(short)
-        full.append(long)
+        conditions.append(_conditions(env, d))
     # rounds pair across models only inside one run measured in one go
     paired = len(envs) == 1 and not next(iter(envs.values())).get("resumed")
-    return Runs(tuple(records), envs, tuple(full), tuple(brief), paired)
+    return Runs(tuple(records), envs, tuple(conditions), paired)
 
 
 def _setting(cfg: dict, name: str):
@@ -64,9 +61,9 @@ def _git(env: dict) -> str:
     return f"git {str(env.get('git_commit'))[:10]}{' (dirty)' if env.get('git_dirty') else ''}"
 
 
-def _conditions(env: dict, run_dir: Path) -> tuple[str, str]:
-    """(the setup, the setup and every invocation): one line per run folder. A resumed run lists
-    each session's commit and command line (env.json "resumed")."""
+def _conditions(env: dict, run_dir: Path) -> str:
+    """The setup and every invocation, in one line per run folder. A resumed run lists each
+    session's commit and command line (env.json "resumed")."""
     cfg = env.get("config", {})
     device = env.get("device_name") or env.get("device")
     cuda = env.get("cuda") or {}
@@ -83,15 +80,13 @@ def _conditions(env: dict, run_dir: Path) -> tuple[str, str]:
         f"torch {env.get('versions', {}).get('torch')}, fvcore {env.get('versions', {}).get('fvcore')}, "
         f"Python {env.get('python')}"
     )  # fmt: skip
-    short = f"{setup}; " + ", ".join(_git(e) for e in sessions)
     if len(sessions) == 1:
-        return short, f"{setup}; {_git(env)}; command: `{cfg.get('command_line', '')}`"
+        return f"{setup}; {_git(env)}; command: `{cfg.get('command_line', '')}`"
     calls = "; ".join(
         f"({i}) {_git(e)}: `{(e.get('config') or {}).get('command_line', '')}`"
         for i, e in enumerate(sessions, 1)
     )
-    return short, f"{setup}; {len(sessions)} invocations (resumed): {calls}"
-
+    return f"{setup}; {len(sessions)} invocations (resumed): {calls}"
 
 
 class MixedRuns(ValueError):

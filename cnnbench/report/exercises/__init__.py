@@ -19,7 +19,8 @@ from .lineage import lineage
 from .minsize import minimum_sizes
 from .native28 import native_28
 from .parameters import exercise4
-from .rooflines import rooflines, sheet_below_probe
+from ...analysis.rooflines import sheet_below_probe
+from .rooflines import rooflines
 from .scaling import scaling
 
 __all__ = ["DATASHEET_PEAKS", "Section", "resolution_text", "sections", "sheet_below_probe"]

@@ -7,14 +7,13 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from ...analysis.computation import DATASHEET_PEAKS
 from ...analysis.frames import Frames
 
 
 __all__ = ["DATASHEET_PEAKS", "Section", "resolution_text"]
 
 
-# NVIDIA data sheets (dense): (FP32 TFLOP/s, BF16 TFLOP/s, memory TB/s); see shared/REFERENCE.md
-DATASHEET_PEAKS = {"H100 SXM": (67.0, 989.0, 3.35), "H200": (67.0, 989.0, 4.8)}
 
 
 @dataclass

@@ -1,139 +1,152 @@
-"""Exercise 1: the GoogLeNet variants as a lineage, each against its parent."""
+"""Exercise 1 in words: the GoogLeNet variants as a lineage, each against its parent
+(the finding: ``analysis.lineage``)."""
 
 from __future__ import annotations
 
-import math
-
-import pandas as pd
-
-from ... import stats
-from ...analysis.frames import (
-    EQUAL_RESOLUTION,
-    LINEAGE_FIELDS,
-    Frames,
-    ModelFacts,
-    above_roof,
-    first_ok,
-    ok_records,
-    relative_change,
-    result_of,
-    trained_counts,
-    utilization,
-)
-from ...analysis.noise import MIN_SEEDS, accuracy_change
-from ...results.types import NEAR_ROOF
-from ..fmt import ABOVE_ROOF, MISSING, accuracy, change, fmt, percent, points
-from ..fmt import utilization as utilization_text
+from ...analysis.frames import LINEAGE_FIELDS, Frames
+from ...analysis.lineage import Compared, Lineage, LineagePair
+from ...analysis.lineage import lineage as find_lineage
 from .. import verdicts
-from .common import DATASHEET_PEAKS, Section, _no_facts, _ratio
+from ..fmt import MISSING, accuracy, change, fmt, points
+from .common import Section
 
-
-def _headline(row: dict, key: str) -> str:
-    """A number in the unit and decimals of its LINEAGE_FIELDS label (any other, such as the
-    training time: 1 decimal); accuracy with its status when that is not ok."""
-    if key == "test_accuracy_mean":
-        return accuracy(row[key], None, row["accuracy_status"])
-    f = LINEAGE_FIELDS.get(key)
-    return fmt(row[key], f.digits if f else 1, scale=f.scale if f else 1)
-
-
-def _change_of(row: dict, key: str) -> str:
-    value = row[f"{key} change"]
-    return points(value) if LINEAGE_FIELDS[key].points else change(value)
-
-
-# the lineage fields judged beside their change: (key, the row field holding its judgement)
-_JUDGED = ("latency_ms_p50_b1", "train_images_per_s", "train_memory_bytes", "test_accuracy_mean")
-
-
-def _unlike(row: dict, key: str) -> str:
-    """Why a size-dependent field gets no change or verdict: '28 vs 96 px'."""
-    if LINEAGE_FIELDS[key].points:
-        return "trained at other sizes"
-    return f"{row['input']} vs {row['parent_input']} px"
-
-
-def _judged_cell(row: dict, key: str) -> str:
-    judged = row[f"{key} noise"]
-    if judged is not None:
-        return verdicts.short(judged)
-    if not (row["trained_alike"] if LINEAGE_FIELDS[key].points else row["alike"]):
-        return f"no verdict ({_unlike(row, key)})"
-    return MISSING
+_TITLE = "Exercise 1 — GoogLeNet variants as a lineage"
 
 
 def lineage(frames: Frames) -> Section:
     """Exercise 1: each variant against its parent, absolute values and change; a change gets a
     verdict only when the pair is alike (one input size; one training size for accuracy) and
     the run resolves it."""
-    section = Section(
-        "Exercise 1 — GoogLeNet variants as a lineage",
+    return section(find_lineage(frames))
+
+
+def _intro(min_seeds: int) -> str:
+    return (
         "Each variant against its parent, measured in the same runs (same profile, same seeds). "
         "Change = (variant − parent) / parent; test accuracy changes in percentage points (pp). "
         "Latency (inference, batch 1) and training throughput (train mode, the largest batch both "
         "measured) are called faster or slower only when the 95% interval of their ratio over the "
         "run's rounds excludes 1 and the change is at least what the run resolves there (see the "
         "header); peak memory beyond the identical pair's spread; test accuracy from "
-        f"{MIN_SEEDS} seeds a side, by an interval over the seeds. Otherwise 'not resolved'. A pair "
-        "measured at different sizes gets its numbers and no change or verdict.",
-        figure="lineage",
+        f"{min_seeds} seeds a side, by an interval over the seeds. Otherwise 'not resolved'. A "
+        "pair measured at different sizes gets its numbers and no change or verdict."
     )
-    frame = frames.lineage
-    if not len(frame):
+
+
+def section(finding: Lineage) -> Section:
+    """The lineage table, the answer and the summary, from the finding alone."""
+    section = Section(_TITLE, _intro(finding.min_seeds), figure="lineage")
+    if not finding.pairs:
         section.sentences.append("No variant and its parent were both measured in these runs.")
+        section.summary = "No variant and its parent were both measured: no lineage to compare."
         return section
-    control = frames.control
-    if control is not None and not control.passed:
-        section.warning = verdicts.control_headline(control)
-    rows, called, unlike = [], [], []
-    for row in frame.to_dict("records"):
-        shown = {"variant": row["variant"], "parent": row["parent"],
-                 "input (variant / parent)": f"{row['input']} / {row['parent_input']}"}  # fmt: skip
-        for key, f in LINEAGE_FIELDS.items():
-            shown[f.label] = _headline(row, key)
-            comparable = (row["trained_alike"] if f.points else row["alike"]) or not f.by_size
-            shown[f"{f.label} change"] = _change_of(row, key) if comparable else (
-                f"— ({_unlike(row, key)}: parent {_headline({**row, key: row[f'{key} parent']}, key)})")  # fmt: skip
-            if key in _JUDGED:
-                shown[f"{f.label} verdict"] = _judged_cell(row, key)
-                judged = row[f"{key} noise"]
-                if judged is not None and judged.significant:
-                    called.append((row["variant"], f.label, _change_of(row, key), judged.verdict))
-        if not row["alike"]:
-            unlike.append(row)
-        rows.append(shown)
-    batches = sorted({b for b in frame["train_batch"] if b is not None})
-    section.add_table(
-        "Variants against their parents (train images/s at batch "
-        f"{', '.join(map(str, batches)) or MISSING})", rows,
-    )  # fmt: skip
-    section.answer = _lineage_answer(frames, frame, called, unlike)
+    if finding.control is not None and not finding.control.passed:
+        section.warning = verdicts.control_headline(finding.control)
+    batches = ", ".join(map(str, finding.train_batches)) or MISSING
+    section.add_table(f"Variants against their parents (train images/s at batch {batches})",
+                      [_row(pair) for pair in finding.pairs])  # fmt: skip
+    section.answer = _answer(finding)
+    section.summary = _summary(finding)
     return section
 
 
-def _lineage_answer(frames: Frames, frame: pd.DataFrame, called: list, unlike: list) -> str:
+def _value(c: Compared, value, status: str | None) -> str:
+    """A number in the unit and decimals of its LINEAGE_FIELDS label; accuracy with its status
+    when that is not ok."""
+    if c.key == "test_accuracy_mean":
+        return accuracy(value, None, status)
+    f = LINEAGE_FIELDS[c.key]
+    return fmt(value, f.digits, scale=f.scale)
+
+
+def _change(c: Compared) -> str:
+    return points(c.change) if LINEAGE_FIELDS[c.key].points else change(c.change)
+
+
+def _unlike(pair: LineagePair, c: Compared) -> str:
+    """Why a size-dependent number gets no change or verdict: '28 vs 96 px'."""
+    if LINEAGE_FIELDS[c.key].points:
+        return "trained at other sizes"
+    return f"{pair.input_px} vs {pair.parent_input_px} px"
+
+
+def _verdict_cell(pair: LineagePair, c: Compared) -> str:
+    if c.verdict is not None:
+        return verdicts.short(c.verdict)
+    return MISSING if c.comparable else f"no verdict ({_unlike(pair, c)})"
+
+
+def _row(pair: LineagePair) -> dict:
+    shown = {"variant": pair.variant, "parent": pair.parent,
+             "input (variant / parent)": f"{pair.input_px} / {pair.parent_input_px}"}  # fmt: skip
+    for c in pair.values:
+        label = LINEAGE_FIELDS[c.key].label
+        shown[label] = _value(c, c.value, pair.accuracy_status)
+        parent = _value(c, c.parent_value, pair.parent_accuracy_status)
+        shown[f"{label} change"] = (_change(c) if c.comparable
+                                    else f"— ({_unlike(pair, c)}: parent {parent})")  # fmt: skip
+        if c.judged:
+            shown[f"{label} verdict"] = _verdict_cell(pair, c)
+    return shown
+
+
+def _called_text(pair: LineagePair, c: Compared) -> str:
+    """'googlenet_bn latency b1 ms +10.8% (slower)'."""
+    return f"{pair.variant} {LINEAGE_FIELDS[c.key].label} {_change(c)} ({c.verdict.verdict})"
+
+
+def _answer(finding: Lineage) -> str:
     """What the lineage resolves, first; then what it cannot, and why."""
-    control = frames.control
-    answer = []
+    called = finding.called
     if called:
-        what = "; ".join(f"{v} {label} {c} ({verdict})" for v, label, c, verdict in called[:5])
+        what = "; ".join(_called_text(p, c) for p, c in called[:5])
         more = f" and {len(called) - 5} more (table)" if len(called) > 5 else ""
-        answer.append(f"Changes this run resolves: {what}{more}.")
+        answer = [f"Changes this run resolves: {what}{more}."]
     else:
-        answer.append("This run resolves no variant's change of latency, throughput, memory or "
-                      "accuracy against its parent.")  # fmt: skip
-    if control is not None and not control.passed:
+        answer = ["This run resolves no variant's change of latency, throughput, memory or "
+                  "accuracy against its parent."]  # fmt: skip
+    if finding.control is not None and not finding.control.passed:
         answer.append("The noise control did not pass (warning above): where it failed, only "
                       "changes beyond its interval are called.")  # fmt: skip
-    seeds = [r["seeds"] for r in frame.to_dict("records") if r["seeds"]]
-    if seeds and min(seeds) < MIN_SEEDS:
+    fewest = finding.fewest_seeds
+    if fewest is not None and fewest < finding.min_seeds:
         answer.append(
-            f"Accuracy differences are not judged: {min(seeds)} seed(s) per network, and a call "
-            f"needs {MIN_SEEDS} a side (the spread from seed to seed is not known from fewer)."
+            f"Accuracy differences are not judged: {fewest} seed(s) per network, and a call "
+            f"needs {finding.min_seeds} a side (the spread from seed to seed is not known from "
+            "fewer)."
         )
-    if unlike:
-        names = ", ".join(f"{r['variant']} ({r['input']} vs {r['parent_input']} px)" for r in unlike)
+    if finding.unlike:
+        names = ", ".join(f"{p.variant} ({p.input_px} vs {p.parent_input_px} px)"
+                          for p in finding.unlike)  # fmt: skip
         answer.append(f"No size-dependent verdict for {names}: measured at another input than "
                       "its parent (exercise 3 compares them at one size).")  # fmt: skip
     return " ".join(answer)
 
+
+def _summary(finding: Lineage) -> str:
+    """How many of the judged changes the run resolves, where, the largest; then what it cannot
+    resolve (accuracy with too few seeds, a failed noise control)."""
+    called = finding.called
+    counts: dict[str, int] = {}
+    for pair, _ in called:
+        counts[pair.variant] = counts.get(pair.variant, 0) + 1
+    text = (f"Against their parents, this run resolves {len(called)} of the {finding.judged} "
+            f"changes it judges across {len(finding.pairs)} variants")  # fmt: skip
+    if counts:
+        text += " — " + ", ".join(f"{n} in {v}" for v, n in counts.items())
+    relative = [(p, c) for p, c in called if not LINEAGE_FIELDS[c.key].points]
+    if relative:
+        top = max(relative, key=lambda pc: abs(pc[1].change or 0.0))
+        text += f"; the largest: {_called_text(*top)}"
+    notes = []
+    fewest = finding.fewest_seeds
+    if fewest is not None and fewest < finding.min_seeds:
+        notes.append(f"accuracy is not resolved ({fewest} seed(s) per network; a call needs "
+                     f"{finding.min_seeds} a side)")  # fmt: skip
+    if finding.control is not None and not finding.control.passed:
+        notes.append("the noise control did not pass, so only changes beyond its interval are "
+                     "called")  # fmt: skip
+    if notes:
+        first = "; ".join(notes)
+        text += f". {first[0].upper()}{first[1:]}"
+    return text + "."
