@@ -304,65 +304,96 @@ def _resolution_by_rounds(sleep_runs, compute_runs, rounds: int, wall_per_round:
     return tuple(out)
 
 
+@dataclass(frozen=True)
+class _Replicates:
+    """The records of every replicate: one run of each workload, by model."""
+
+    sleep: list[dict]  # the sleep models (the noise-free twin taken out)
+    compute: list[dict]
+    overheads_ms: list[float]  # per sleep run: the noise-free twin's median - the asked time
+    seconds_per_round: list[float]  # per compute run: wall s per model and round
+
+
+def _replicate_runs(out: Path, replicates: int, rounds: int, min_time_s: float,
+                    threads: int | None, progress) -> _Replicates:  # fmt: skip
+    done = _Replicates([], [], [], [])
+    for i in range(replicates):
+        s, _ = _run((*SLEEP_MODELS, EXACT_MODEL), out / f"sleep-{i:02d}", rounds=rounds,
+                    min_time_s=min_time_s, threads=threads)  # fmt: skip
+        c, wc = _run(COMPUTE_MODELS, out / f"compute-{i:02d}", rounds=rounds,
+                     min_time_s=min_time_s, threads=threads)  # fmt: skip
+        # the noise-free twin only sets the truth; it is in no comparison and no noise estimate
+        done.overheads_ms.append(s.pop(EXACT_MODEL).result.latency_ms_p50 - SLEEP_BASE_MS)
+        done.sleep.append(s)
+        done.compute.append(c)
+        done.seconds_per_round.append(wc / (len(COMPUTE_MODELS) * rounds))
+        if progress:
+            progress(i + 1, replicates)
+    return done
+
+
+def _paired(recs, a, b) -> tuple[bool, str]:
+    """(called, verdict) of ``b`` against ``a`` within one run: the paired rule."""
+    from .analysis.noise import latency_change, run_noise
+
+    noise = run_noise(list(recs.values()), paired=True)
+    floor = noise.floor("inference", 1)
+    c = latency_change(recs[a].result, recs[b].result, paired=True, floor=floor)
+    return c.significant, c.verdict
+
+
+def _unpaired(ra, rb, a, b) -> tuple[bool, str]:
+    """(called, verdict) of ``b`` of run ``rb`` against ``a`` of run ``ra``: compare's rule."""
+    from .analysis.noise import latency_change, run_noise
+
+    noise = run_noise([*ra.values(), *rb.values()], paired=False)  # compare.resolution
+    c = latency_change(ra[a].result, rb[b].result, paired=False, floor=noise.floor("inference", 1))
+    return c.significant, c.verdict
+
+
+def _rate(results, want: str | None = None) -> Rate:
+    """How many of the (called, verdict) ``results`` were called (with verdict ``want``)."""
+    results = list(results)
+    hits = sum(hit and (want is None or verdict == want) for hit, verdict in results)
+    return Rate(hits, len(results))
+
+
+def _coverage(runs: _Replicates) -> Rate:
+    """Sleep intervals that hold the true median: the asked time plus the harness's own cost."""
+    covered = sum(
+        r.result.latency_ms_p50_ci_low <= SLEEP_BASE_MS * times + overhead <= r.result.latency_ms_p50_ci_high
+        for recs, overhead in zip(runs.sleep, runs.overheads_ms, strict=True)
+        for name, times in SLEEP_MODELS.items() for r in (recs[name],)
+    )  # fmt: skip
+    return Rate(int(covered), len(runs.sleep) * len(SLEEP_MODELS))
+
+
 def calibrate(out: Path, *, replicates: int = 30, rounds: int = 7, min_time_s: float = 0.06,
               threads: int | None = None, progress: Callable[[int, int], None] | None = None) -> Calibration:  # fmt: skip
     """``replicates`` runs of each workload under ``out``, judged as the report would."""
-    from .analysis.noise import latency_change, run_noise
-
     out = Path(out)
     t0 = time.perf_counter()
-    sleep_runs, compute_runs, seconds, overheads = [], [], [], []
     with _calibration_models():
-        for i in range(replicates):
-            s, _ = _run((*SLEEP_MODELS, EXACT_MODEL), out / f"sleep-{i:02d}", rounds=rounds,
-                        min_time_s=min_time_s, threads=threads)  # fmt: skip
-            c, wc = _run(COMPUTE_MODELS, out / f"compute-{i:02d}", rounds=rounds,
-                         min_time_s=min_time_s, threads=threads)  # fmt: skip
-            # the noise-free twin only sets the truth; it is in no comparison and no noise estimate
-            overheads.append(s.pop(EXACT_MODEL).result.latency_ms_p50 - SLEEP_BASE_MS)
-            sleep_runs.append(s)
-            compute_runs.append(c)
-            seconds.append(wc / (len(COMPUTE_MODELS) * rounds))
-            if progress:
-                progress(i + 1, replicates)
-
-    def paired(recs, a, b) -> tuple[bool, str]:
-        noise = run_noise(list(recs.values()), paired=True)
-        c = latency_change(recs[a].result, recs[b].result, paired=True, floor=noise.floor("inference", 1))
-        return c.significant, c.verdict
-
-    def unpaired(ra, rb, a, b) -> tuple[bool, str]:
-        noise = run_noise([*ra.values(), *rb.values()], paired=False)  # compare.resolution
-        c = latency_change(ra[a].result, rb[b].result, paired=False, floor=noise.floor("inference", 1))
-        return c.significant, c.verdict
-
-    covered = sum(
-        r.result.latency_ms_p50_ci_low <= SLEEP_BASE_MS * times + overhead <= r.result.latency_ms_p50_ci_high
-        for recs, overhead in zip(sleep_runs, overheads, strict=True)
-        for name, times in SLEEP_MODELS.items() for r in (recs[name],)
-    )  # fmt: skip
+        runs = _replicate_runs(out, replicates, rounds, min_time_s, threads, progress)
+    sleep_runs, compute_runs = runs.sleep, runs.compute
     base, twin, up10, up25 = SLEEP_MODELS
-
-    def rate(results, want: str | None = None) -> Rate:
-        results = list(results)
-        return Rate(sum(hit and (want is None or verdict == want) for hit, verdict in results), len(results))
-
     pairs = list(zip(sleep_runs, sleep_runs[1:], strict=False))  # consecutive runs
     cpairs = list(zip(compute_runs, compute_runs[1:], strict=False))
     result = Calibration(
         replicates=replicates, rounds=rounds, min_time_s=min_time_s,
         process_sd=PROCESS_SD, iteration_sd=ITERATION_SD,
-        coverage=Rate(int(covered), len(sleep_runs) * len(SLEEP_MODELS)),
-        paired_false_alarm=rate(paired(r, base, twin) for r in sleep_runs),
-        paired_power_10=rate((paired(r, base, up10) for r in sleep_runs), "slower"),
-        paired_power_25=rate((paired(r, base, up25) for r in sleep_runs), "slower"),
-        compare_false_alarm=rate(unpaired(a, b, m, m) for a, b in pairs for m in SLEEP_MODELS),
-        compare_power_10=rate((unpaired(a, b, base, up10) for a, b in pairs), "slower"),
-        compare_power_25=rate((unpaired(a, b, base, up25) for a, b in pairs), "slower"),
-        compute_paired_false_alarm=rate(paired(r, *COMPUTE_MODELS) for r in compute_runs),
-        compute_compare_false_alarm=rate(unpaired(a, b, m, m) for a, b in cpairs for m in COMPUTE_MODELS),
-        resolution_by_rounds=_resolution_by_rounds(sleep_runs, compute_runs, rounds, statistics.median(seconds)),
-        overhead_ms=statistics.median(overheads),
+        coverage=_coverage(runs),
+        paired_false_alarm=_rate(_paired(r, base, twin) for r in sleep_runs),
+        paired_power_10=_rate((_paired(r, base, up10) for r in sleep_runs), "slower"),
+        paired_power_25=_rate((_paired(r, base, up25) for r in sleep_runs), "slower"),
+        compare_false_alarm=_rate(_unpaired(a, b, m, m) for a, b in pairs for m in SLEEP_MODELS),
+        compare_power_10=_rate((_unpaired(a, b, base, up10) for a, b in pairs), "slower"),
+        compare_power_25=_rate((_unpaired(a, b, base, up25) for a, b in pairs), "slower"),
+        compute_paired_false_alarm=_rate(_paired(r, *COMPUTE_MODELS) for r in compute_runs),
+        compute_compare_false_alarm=_rate(_unpaired(a, b, m, m) for a, b in cpairs for m in COMPUTE_MODELS),
+        resolution_by_rounds=_resolution_by_rounds(sleep_runs, compute_runs, rounds,
+                                                   statistics.median(runs.seconds_per_round)),
+        overhead_ms=statistics.median(runs.overheads_ms),
         round_sd_measured=statistics.median(_log_sd(r.result) for recs in sleep_runs for r in recs.values()),
         compute_round_sd=statistics.median(_log_sd(r.result) for recs in compute_runs for r in recs.values()),
         wall_s=time.perf_counter() - t0,

@@ -321,7 +321,9 @@ def _cmd_run(args, out: Console, err: Console, argv) -> int:
         err.print(console.describe(config))
         with console.RunProgress(err) as progress:
             result = runner.run(config, progress.on_event)
-    except (runner.RunRefused, HistoryError) as exc:
+    except runner.RunRefused as exc:
+        raise UsageError(exc.naming(_flag)) from None
+    except HistoryError as exc:
         raise UsageError(str(exc)) from None
     except KeyboardInterrupt:
         err.print(f"interrupted; finished records are in {config.out_dir}/results.jsonl")
@@ -349,6 +351,19 @@ def _cmd_run(args, out: Console, err: Console, argv) -> int:
                   f"(status error); see {config.out_dir}/results.jsonl")  # fmt: skip
         return 1
     return 0
+
+
+# RunConfig's own fields that a `cnnbench run` flag sets (the sections' flags are in config.OPTIONS)
+_RUN_FLAGS = {"models": "--models", "metrics": "--metrics", "device": "--device",
+              "profile": "--profile", "out_dir": "--out", "resume": "--resume",
+              "data_dir": "--data-dir", "shard": "--shard"}  # fmt: skip
+
+
+def _flag(field: str) -> str:
+    """The flag that sets a RunConfig field (``train.seeds`` → ``--seeds``): the runner names
+    settings by field, the command line by flag."""
+    options = {f"{o.section}.{o.field}": o.flag for o in config_fields.OPTIONS.values()}
+    return options.get(field) or _RUN_FLAGS.get(field, field)
 
 
 def _run_folders(*dirs: str) -> None:
@@ -415,45 +430,59 @@ def _cmd_history(args, out: Console, err: Console) -> int:
     from .results import history
 
     db = Path(args.db) if args.db else history.default_path()
-    threshold = _parse_fail_on(getattr(args, "fail_on", None))
+    action = {"add": _history_add, "export": _history_export, "show": _history_show}[args.action]
     try:
-        if args.action == "add":
-            # a `history show` report beside the runs (runs/history/ for the default file) is
-            # not a run: `history add runs/*/` skips it, saying so
-            reports = [d for d in args.runs if history.is_history_report(Path(d))]
-            for d in reports:
-                err.print(f"skipped {d}: a history report (history show --out), not a run", markup=False,
-                          soft_wrap=True)  # fmt: skip
-            folders = [d for d in args.runs if d not in reports]
-            for d in folders:
-                if not Path(d).is_dir():
-                    raise UsageError(f"{d}: no such folder")
-            _run_folders(*folders)
-            for added in history.add_runs(db, folders):
-                out.print(f"{added.folder}: {console.added_line(added)}", markup=False, soft_wrap=True)
-            out.print(f"history: {db}")
-            return 0
-        if args.action == "export":
-            frame = history.read(db)
-            if args.out == "-":
-                frame.to_csv(sys.stdout, index=False)
-                return 0
-            target = Path(args.out) if args.out else db.parent / "history.csv"
-            if target.exists() and target.resolve() == db.resolve():
-                raise UsageError(f"--out {target}: is the history file itself; give a CSV file name")
-            try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                frame.to_csv(target, index=False)
-            except OSError as exc:
-                raise _unwritable(target, exc) from None
-            out.print(f"{len(frame)} values of {frame['run_id'].nunique()} run(s) written to {target}")
-            return 0
-        from .report.trend import DRIFT_RUNS, gate, write_history_report
-
-        models_ = [p.strip() for p in (args.model or "").split(",") if p.strip()]
-        frame = history.read(db, metric=args.metric, models=models_ or None, last=args.last)
+        return action(args, db, out, err)
     except history.HistoryError as exc:
         raise UsageError(str(exc)) from None
+
+
+def _history_add(args, db: Path, out: Console, err: Console) -> int:
+    from .results import history
+
+    # a `history show` report beside the runs (runs/history/ for the default file) is not a
+    # run: `history add runs/*/` skips it, saying so
+    reports = [d for d in args.runs if history.is_history_report(Path(d))]
+    for d in reports:
+        err.print(f"skipped {d}: a history report (history show --out), not a run", markup=False,
+                  soft_wrap=True)  # fmt: skip
+    folders = [d for d in args.runs if d not in reports]
+    for d in folders:
+        if not Path(d).is_dir():
+            raise UsageError(f"{d}: no such folder")
+    _run_folders(*folders)
+    for added in history.add_runs(db, folders):
+        out.print(f"{added.folder}: {console.added_line(added)}", markup=False, soft_wrap=True)
+    out.print(f"history: {db}")
+    return 0
+
+
+def _history_export(args, db: Path, out: Console, err: Console) -> int:
+    from .results import history
+
+    frame = history.read(db)
+    if args.out == "-":
+        frame.to_csv(sys.stdout, index=False)
+        return 0
+    target = Path(args.out) if args.out else db.parent / "history.csv"
+    if target.exists() and target.resolve() == db.resolve():
+        raise UsageError(f"--out {target}: is the history file itself; give a CSV file name")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(target, index=False)
+    except OSError as exc:
+        raise _unwritable(target, exc) from None
+    out.print(f"{len(frame)} values of {frame['run_id'].nunique()} run(s) written to {target}")
+    return 0
+
+
+def _history_show(args, db: Path, out: Console, err: Console) -> int:
+    from .report.trend import write_history_report
+    from .results import history
+
+    threshold = _parse_fail_on(args.fail_on)
+    models_ = [p.strip() for p in (args.model or "").split(",") if p.strip()]
+    frame = history.read(db, metric=args.metric, models=models_ or None, last=args.last)
     if frame.empty:
         wanted = " ".join(f"--{k} {v}" for k, v in (("metric", args.metric), ("model", args.model)) if v)
         raise UsageError(f"{db}: no values" + (f" for {wanted}" if wanted else "") +
@@ -470,8 +499,13 @@ def _cmd_history(args, out: Console, err: Console) -> int:
     for t in console.trend_tables(table, out.width):
         out.print(t)
     out.print(f"report: {paths['md']}, {paths['html']}; table: {paths['csv']}; figures: {paths['figures']}")  # fmt: skip
-    if threshold is None:
-        return 0
+    return 0 if threshold is None else _history_gate(table, threshold, err)
+
+
+def _history_gate(table, threshold: float, err: Console) -> int:
+    """``history show --fail-on``: 1 when the newest run of a machine is worse (printed)."""
+    from .report.trend import DRIFT_RUNS, gate
+
     worse, unjudged = gate(table, threshold)
     for r in worse:
         err.print(f"regression: {r['value']} {r['model']} {r['px']}px b{r['batch']} {r['mode']} on "

@@ -14,7 +14,8 @@ from typing import Any
 import torch
 
 __all__ = ["collect_env", "cpu_facts", "cpu_model", "device_name", "differences", "digest",
-           "fingerprint", "fingerprint_id", "hardware_id", "hardware_sentence", "label", "machine"]
+           "fingerprint", "fingerprint_id", "hardware_id", "hardware_sentence", "has_fp32_precision_api",
+           "label", "machine", "tf32_state"]
 
 
 def _version(dist: str) -> str | None:
@@ -159,6 +160,54 @@ def collect_env(device: str = "cpu") -> dict[str, Any]:
         }
     env["env_vars"] = {k: os.environ.get(k) for k in SPEED_ENV_VARS}
     return env
+
+
+# --- TF32: what torch will actually do with fp32 matmuls and convolutions ------------------------
+
+
+def has_fp32_precision_api() -> bool:
+    """True where torch has the per-backend ``fp32_precision`` settings (torch >= 2.9):
+    ``torch.backends.cuda.matmul.fp32_precision`` and ``torch.backends.cudnn.conv.fp32_precision``.
+    (Both exist without a GPU: they are process settings, not device state.)"""
+    try:
+        torch.backends.cuda.matmul.fp32_precision  # noqa: B018 - an unknown name raises
+        torch.backends.cudnn.conv.fp32_precision  # noqa: B018
+    except AttributeError:
+        return False
+    return True
+
+
+def _resolved(precision: str | None, legacy) -> bool:
+    """"tf32" or "ieee" decide; "none" means the setting was left to its parent, in the end to
+    the legacy flag (``legacy()`` reads it). The legacy flag is read only then: torch raises on
+    reading it once the new API has set a value (it calls that mixing the two APIs)."""
+    if precision in ("tf32", "ieee"):
+        return precision == "tf32"
+    return bool(legacy())
+
+
+def tf32_state() -> dict[str, Any]:
+    """Whether fp32 matmuls (cuBLAS) and convolutions (cuDNN) may run in TF32, as torch reports
+    it now, not as it was asked: the record of a run must hold what the kernels were allowed.
+    Keys: ``matmul_allow_tf32`` and ``cudnn_allow_tf32`` (the names env.json has always used),
+    the raw ``fp32_precision`` values (None on a torch without them) and ``tf32_api``."""
+    if not has_fp32_precision_api():
+        return {"matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
+                "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
+                "matmul_fp32_precision": None, "cudnn_conv_fp32_precision": None,
+                "tf32_api": "allow_tf32"}  # fmt: skip
+    cudnn = torch.backends.cudnn
+    matmul = torch.backends.cuda.matmul.fp32_precision
+    conv = cudnn.conv.fp32_precision
+    # a convolution left at "none" inherits cuDNN's own setting, and that one the legacy flag
+    conv_parent = conv if conv != "none" else cudnn.fp32_precision
+    return {
+        "matmul_allow_tf32": _resolved(matmul, lambda: torch.backends.cuda.matmul.allow_tf32),
+        "cudnn_allow_tf32": _resolved(conv_parent, lambda: cudnn.allow_tf32),
+        "matmul_fp32_precision": matmul,
+        "cudnn_conv_fp32_precision": conv,
+        "tf32_api": "fp32_precision",
+    }
 
 
 # environment variables that change what a measurement means (unset: None)

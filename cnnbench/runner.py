@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
+import re
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -68,13 +69,33 @@ class RunResult:
         return tuple(r for r in self.records if r.status == "error")
 
 
+_FIELD = re.compile(r"\{([a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)?)\}")  # {train.seeds}
+
+
 class RunRefused(ValueError):
     """The run cannot start as configured: one line saying what is wrong and what would be right.
-    Raised by :func:`preflight` before anything is measured or any folder is created."""
+    Raised by :func:`preflight` before anything is measured or any folder is created.
+
+    The line names a setting by its :class:`RunConfig` field in braces (``{batches.batch_sizes}``,
+    ``{out_dir}``; see :func:`_field`): ``str()`` shows the field's name, :meth:`naming` whatever
+    the caller calls it (the command line: its flag). The runner knows fields, not flags."""
+
+    def __init__(self, template: str):
+        self.template = template
+        super().__init__(self.naming(lambda field: field))
+
+    def naming(self, name: Callable[[str], str]) -> str:
+        """The line with each ``{field}`` replaced by ``name(field)``."""
+        return _FIELD.sub(lambda m: name(m.group(1)), self.template)
+
+
+def _field(path: str) -> str:
+    """A setting in a refusal: its RunConfig field (``"train.seeds"``), for :class:`RunRefused`."""
+    return "{" + path + "}"
 
 
 class ResumeMismatch(RunRefused):
-    """--resume on a folder whose env.json describes another machine or software stack."""
+    """A resumed run folder whose env.json describes another machine or software stack."""
 
 
 def base_spec(config: RunConfig, model: str) -> Spec:
@@ -87,7 +108,7 @@ def base_spec(config: RunConfig, model: str) -> Spec:
         dtype=wl.dtype,
         channels_last=wl.channels_last,
         compiled=False,
-        # CPU: the thread count every worker uses (set from --threads, else torch's default)
+        # CPU: the thread count every worker uses (workload.threads, else torch's default)
         threads=None if config.device.startswith("cuda") else wl.threads or torch.get_num_threads(),
         tf32=wl.tf32 if config.device.startswith("cuda") and wl.dtype == "fp32" else None,
         cast=None if wl.dtype == "fp32" else wl.cast,
@@ -215,7 +236,7 @@ def _execute(
         elif in_sweep and first_round and record.status == "ok" and unit.metric == "latency":
             seen = rates.setdefault(key, [])
             seen.append(record.values["images_per_s"])
-            gains = [b / a - 1 for a, b in zip(seen, seen[1:])][-PLATEAU_DOUBLINGS:]
+            gains = [b / a - 1 for a, b in zip(seen, seen[1:], strict=False)][-PLATEAU_DOUBLINGS:]
             if len(gains) == PLATEAU_DOUBLINGS and all(g < PLATEAU_GAIN for g in gains):
                 stopped.add(key)
                 why = (f"images/s plateaued: {', '.join(f'{g:+.1%}' for g in gains)} over the "
@@ -353,37 +374,38 @@ def _check_resume(store: RunStore, env: dict) -> None:
 def _check_out_dir(config: RunConfig) -> None:
     out = Path(config.out_dir)
     store = RunStore(out)
+    resume, out_dir = _field("resume"), _field("out_dir")
     if config.resume:
         if not out.is_dir():
-            raise RunRefused(f"--resume {out}: no such folder; start a run with --out {out}")
+            raise RunRefused(f"{resume} {out}: no such folder; start a run with {out_dir} {out}")
         missing = [p.name for p in (store.env_path, store.results_path) if not p.is_file()]
         if missing:
             raise RunRefused(
-                f"--resume {out}: not a cnnbench run folder (no {' or '.join(missing)}); "
-                f"start a new run with --out {out}"
+                f"{resume} {out}: not a cnnbench run folder (no {' or '.join(missing)}); "
+                f"start a new run with {out_dir} {out}"
             )
         return
     if out.exists() and not out.is_dir():
-        raise RunRefused(f"--out {out}: exists and is not a folder; choose another --out")
+        raise RunRefused(f"{out_dir} {out}: exists and is not a folder; choose another {out_dir}")
     if store.results_path.exists():
         raise RunRefused(
-            f"--out {out}: already holds a run (results.jsonl); continue it with --resume {out} "
-            "or choose another --out"
+            f"{out_dir} {out}: already holds a run (results.jsonl); continue it with {resume} "
+            f"{out} or choose another {out_dir}"
         )
     ancestor = out
     while not ancestor.exists():
         ancestor = ancestor.parent
     if not ancestor.is_dir():
-        raise RunRefused(f"--out {out}: cannot be created, {ancestor} is a file")
+        raise RunRefused(f"{out_dir} {out}: cannot be created, {ancestor} is a file")
     if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise RunRefused(f"--out {out}: cannot be written ({ancestor} is not writable)")
+        raise RunRefused(f"{out_dir} {out}: cannot be written ({ancestor} is not writable)")
 
 
 def _first_too_small(checks: list[tuple[str, int, str]]) -> str | None:
-    """The refusal for the first (model, size, flag) whose model cannot take that input."""
+    """The refusal for the first (model, size, setting) whose model cannot take that input."""
     from .measure.shapes import check_input_size, min_input_size
 
-    for model, size, flag in checks:
+    for model, size, setting in checks:
         try:
             check_input_size(model, size)
         except models.InputTooSmallError as exc:
@@ -392,7 +414,7 @@ def _first_too_small(checks: list[tuple[str, int, str]]) -> str | None:
             except ValueError:
                 continue  # fails at every size: not a size problem; its units record why
             return (
-                f"{flag} {size} is too small for '{model}' (layer '{exc.layer}' fails); the "
+                f"{setting} {size} is too small for '{model}' (layer '{exc.layer}' fails); the "
                 f"smallest input it runs on is {smallest}"
             )
     return None
@@ -403,13 +425,13 @@ def _check_sizes(config: RunConfig) -> None:
     meta device (shapes only), in a worker like the measurements: a model's own code never runs
     in this process."""
     checks: dict[tuple[str, int], str] = {}
+    sized_by = (_field("workload.image_size"), _field("train.image_size"))  # (every unit, training)
     for model in config.models:
         for unit in plan(config, model):
             if unit.metric != "minsize":
-                explicit_train = unit.metric == "accuracy" and config.train.image_size
-                flag = "--train-image-size" if explicit_train else "--image-size"
-                checks.setdefault((model, unit.spec.image_size), flag)
-    todo = [(m, size, flag) for (m, size), flag in checks.items()]
+                explicit_train = unit.metric == "accuracy" and bool(config.train.image_size)
+                checks.setdefault((model, unit.spec.image_size), sized_by[explicit_train])
+    todo = [(m, size, setting) for (m, size), setting in checks.items()]
     if config.isolation == "process":
         try:
             refusal = call_in_worker(_first_too_small, todo, name="cnnbench-sizes")
@@ -423,7 +445,7 @@ def _check_sizes(config: RunConfig) -> None:
 
 def preflight(config: RunConfig) -> None:
     """Refuse a run that cannot work, before anything is measured or any folder is created:
-    the run folder (``--out`` creatable and free, ``--resume`` a run of this machine and torch,
+    the run folder (``out_dir`` creatable and free; resumed: a run of this machine and torch,
     its results.jsonl readable), option combinations, input sizes against each model's minimum,
     and a named data folder that holds no data. Raises :class:`RunRefused` (or
     :class:`~cnnbench.results.CorruptStore`) with one line."""
@@ -436,30 +458,7 @@ def preflight(config: RunConfig) -> None:
         store = RunStore(config.out_dir)
         _check_resume(store, collect_env(config.device))
         store.records()  # a corrupt line refuses the resume here (CorruptStore), file untouched
-    tr, wl = config.train, config.workload
-    for name, value in (("--seeds", tr.seeds), ("--batch-sizes", config.batches.batch_sizes)):
-        if len(set(value)) != len(value):
-            raise RunRefused(f"{name} {','.join(map(str, value))} repeats a value; give each once")
-    for name, n in (("--train-subset", tr.train_subset), ("--test-subset", tr.test_subset)):
-        if n is not None and n % 10:
-            raise RunRefused(f"{name} {n} is not a multiple of the 10 classes (balanced subsets)")
-    if tr.optimizer != "sgd" and tr.momentum:
-        raise RunRefused(f"--momentum applies to SGD; --optimizer {tr.optimizer} has its own")
-    cuda = config.device.startswith("cuda")
-    for flag, given, why in (
-        ("--tf32", wl.tf32 and not cuda, "applies to CUDA (a CPU has no TF32)"),
-        ("--tf32", wl.tf32 and wl.dtype != "fp32", f"applies to fp32; --dtype {wl.dtype} is "
-         "reduced precision already"),
-        ("--cuda-graphs", wl.cuda_graphs and not cuda, "needs --device cuda"),
-        ("--cuda-graphs", wl.cuda_graphs and wl.compile, "and --compile: choose one (torch.compile "
-         "with mode='reduce-overhead' captures graphs itself)"),
-        ("--cast weights", wl.cast == "weights" and wl.dtype == "fp32", "needs --dtype bf16 or fp16"),
-    ):  # fmt: skip
-        if given:
-            raise RunRefused(f"{flag} {why}")
-    cpus = os.cpu_count() or 1
-    if wl.threads and wl.threads > cpus and not cuda:
-        raise RunRefused(f"--threads {wl.threads}: this machine has {cpus} CPU(s)")
+    _check_options(config)
     _check_sizes(config)
     if "accuracy" in config.metrics:
         from .data import DataNotFound, locate, named_dir
@@ -469,6 +468,178 @@ def preflight(config: RunConfig) -> None:
                 locate(config.data_dir)
             except DataNotFound as exc:
                 raise RunRefused(str(exc).splitlines()[0]) from None
+
+
+def _check_options(config: RunConfig) -> None:
+    """Values and combinations of settings that cannot work (a repeated seed, momentum for Adam,
+    TF32 on a CPU, more threads than CPUs, ...)."""
+    tr, wl = config.train, config.workload
+    for name, value in ((_field("train.seeds"), tr.seeds),
+                        (_field("batches.batch_sizes"), config.batches.batch_sizes)):  # fmt: skip
+        if len(set(value)) != len(value):
+            raise RunRefused(f"{name} {','.join(map(str, value))} repeats a value; give each once")
+    for name, n in ((_field("train.train_subset"), tr.train_subset),
+                    (_field("train.test_subset"), tr.test_subset)):  # fmt: skip
+        if n is not None and n % 10:
+            raise RunRefused(f"{name} {n} is not a multiple of the 10 classes (balanced subsets)")
+    if tr.optimizer != "sgd" and tr.momentum:
+        raise RunRefused(f"{_field('train.momentum')} applies to SGD; "
+                         f"{_field('train.optimizer')} {tr.optimizer} has its own")  # fmt: skip
+    cuda = config.device.startswith("cuda")
+    tf32, dtype = _field("workload.tf32"), _field("workload.dtype")
+    graphs = _field("workload.cuda_graphs")
+    for flag, given, why in (
+        (tf32, wl.tf32 and not cuda, "applies to CUDA (a CPU has no TF32)"),
+        (tf32, wl.tf32 and wl.dtype != "fp32", f"applies to fp32; {dtype} {wl.dtype} is "
+         "reduced precision already"),
+        (graphs, wl.cuda_graphs and not cuda, f"needs {_field('device')} cuda"),
+        (graphs, wl.cuda_graphs and wl.compile, f"and {_field('workload.compile')}: choose one "
+         "(torch.compile with mode='reduce-overhead' captures graphs itself)"),
+        (f"{_field('workload.cast')} weights", wl.cast == "weights" and wl.dtype == "fp32",
+         f"needs {dtype} bf16 or fp16"),
+    ):  # fmt: skip
+        if given:
+            raise RunRefused(f"{flag} {why}")
+    cpus = os.cpu_count() or 1
+    if wl.threads and wl.threads > cpus and not cuda:
+        raise RunRefused(
+            f"{_field('workload.threads')} {wl.threads}: this machine has {cpus} CPU(s)"
+        )
+
+
+@dataclass(frozen=True)
+class _Resumed:
+    """What a resumed run folder holds already (empty for a new run)."""
+
+    kept: tuple[Record, ...] = ()  # every record but the errors, which are retried
+    done: frozenset = frozenset()  # their keys: units not measured again
+    stopped_at: dict = dataclasses.field(default_factory=dict)  # sweep → the batch it ended at
+    env: dict = dataclasses.field(default_factory=dict)  # env.json as it was
+
+
+def _resume_state(config: RunConfig, store: RunStore, env: dict) -> _Resumed:
+    """The records a resumed run keeps. Reading first refuses a corrupt file (CorruptStore), and
+    another machine or torch (ResumeMismatch), before anything in the folder is rewritten."""
+    if not config.resume:
+        return _Resumed()
+    _check_resume(store, env)
+    # error records are retried; every other status is a result and is kept
+    kept = tuple(r for r in store.records() if r.status != "error")
+    stops = _sweep_stops(kept) if config.batches.sweep else {}
+    return _Resumed(kept, frozenset(r.key for r in kept), stops, store.read_env())
+
+
+def _pending(
+    config: RunConfig, resumed: _Resumed
+) -> tuple[dict[str, list[Unit]], dict[str, list[Unit]], list[Unit]]:
+    """(every unit of the run or its shard by model, those still to measure by model, those
+    skipped: recorded already, or past where their sweep ended last time)."""
+    all_units = {m: plan(config, m) for m in config.models}
+    if config.shard:
+        all_units = shard(all_units, config)
+    todo: dict[str, list[Unit]] = {}
+    skipped: list[Unit] = []
+    for model, units in all_units.items():
+        for u in units:
+            ended = resumed.stopped_at.get(_sweep_key(u.metric, u.spec), u.spec.batch_size)
+            if Record(u.metric, u.spec, "ok").key in resumed.done or u.spec.batch_size > ended:
+                skipped.append(u)
+            else:
+                todo.setdefault(model, []).append(u)
+    return all_units, todo, skipped
+
+
+def _context(config: RunConfig, todo: dict[str, list[Unit]], env: dict) -> Context:
+    """What every unit is measured with: the device peaks when a roofline is to be measured
+    (recorded in ``env`` as a fact about the machine, never read back)."""
+    if not any(u.metric == "roofline" for units in todo.values() for u in units):
+        return Context(config)
+    ctx = _measure_peaks(config)
+    if ctx.peaks is not None:
+        env["peaks"] = {f"{config.device} {ctx.peaks.math_mode}": dataclasses.asdict(ctx.peaks)}
+    return ctx
+
+
+def _env_json(config: RunConfig, env: dict, previous: dict) -> dict:
+    """env.json: ``env`` with what the workers run with (the parent is not set up like them) and
+    the fingerprint of what decides speed (compare checks it before calling a speed change); a
+    resumed run keeps the first env and appends this one under ``resumed``."""
+    try:
+        env["worker_flags"] = (
+            call_in_worker(_worker_flags, config, name="cnnbench-flags")
+            if config.isolation == "process"
+            else process_flags()
+        )
+    except Exception as exc:
+        env["worker_flags"] = {"error": error_line(exc)}
+    env["fingerprint"] = fingerprint(env)
+    env["fingerprint_id"] = fingerprint_id(env)
+    if previous:
+        return {**previous, "resumed": previous.get("resumed", []) + [env]}
+    return env
+
+
+@dataclass
+class _Recorder:
+    """Appends each finished record to the store and reports it; keeps the ok records of the
+    rounds so far of each unit that is pooled over rounds."""
+
+    store: RunStore
+    notify: Callable[[str, object], None]
+    rounds: int  # latency rounds of the run
+    written: list[Record] = dataclasses.field(default_factory=list)
+    partial: dict[Unit, list[Record]] = dataclasses.field(default_factory=dict)
+
+    def write(self, record: Record) -> None:
+        self.store.append(record)
+        self.written.append(record)
+        self.notify("record", record)
+
+    def record(self, record: Record, config: RunConfig) -> None:
+        """A round's record: written at once, or kept until its unit's last round is pooled."""
+        unit = Unit(record.metric, record.spec)
+        harness = HARNESSES[unit.metric]
+        if harness.pool is None or record.status != "ok":
+            self.partial.pop(unit, None)  # a failed round ends the unit
+            self.write(record)
+            return
+        self.partial.setdefault(unit, []).append(record)
+        if len(self.partial[unit]) == self.rounds:
+            self.write(_pooled(harness, unit, self.partial.pop(unit), config))
+
+    def skip(self, unit: Unit, r: int) -> None:
+        if self.partial.pop(unit, None):  # measured in earlier rounds, not in this one
+            self.write(Record.failed(unit.metric, unit.spec, "oom",
+                                     f"not measured in round {r + 1} of {self.rounds}: a smaller "
+                                     "batch of this sweep ran out of memory in that round"))  # fmt: skip
+        else:
+            self.notify("skip", unit)
+
+    def lost(self, pending: list[Unit], why: str) -> None:
+        """The worker is gone: an error record for each unit it did not finish."""
+        for u in pending:
+            self.partial.pop(u, None)
+            self.write(Record.failed(u.metric, u.spec, "error", f"not measured: {why}"))
+
+
+def _run_round(ctx: Context, out: _Recorder, r: int, units: list[Unit], seen: dict | None) -> None:
+    """Round ``r`` of one model: every unit in round 0, then the units still pooling rounds."""
+    mine = [u for u in units if r == 0 or (u in out.partial and len(out.partial[u]) == r)]
+    if not mine:
+        return  # nothing of this model is timed in rounds: no worker to start
+    pending = list(mine)
+    for kind, payload in _events(ctx, mine, r == 0, seen):
+        if kind == "record":
+            pending.remove(Unit(payload.metric, payload.spec))
+            out.record(payload, ctx.config)
+        elif kind == "skip":
+            pending.remove(payload)
+            out.skip(payload, r)
+        elif kind in ("died", "raised"):
+            out.lost(pending, payload if kind == "died" else payload[0])
+            pending = []
+        else:
+            out.notify(kind, payload)
 
 
 def run(
@@ -485,105 +656,24 @@ def run(
     store = RunStore(config.out_dir).create()
     env = collect_env(config.device)
     env["config"] = dataclasses.asdict(config)
-    done_keys: set[tuple] = set()
-    stopped_at: dict[tuple, int] = {}  # resumed sweeps that ended: the batch where they did
-    kept: list[Record] = []
-    previous = {}
-    if config.resume:
-        _check_resume(store, env)
-        # error records are retried; every other status is a result and is kept. Reading first
-        # refuses a corrupt file (CorruptStore) before anything in the folder is rewritten.
-        kept = [r for r in store.records() if r.status != "error"]
-        done_keys = {r.key for r in kept}
-        stopped_at = _sweep_stops(kept) if config.batches.sweep else {}
-        previous = store.read_env()
+    resumed = _resume_state(config, store, env)
     repaired = store.repair_torn_tail()
     if repaired:
         notify("warning", repaired)
-
-    all_units = {m: plan(config, m) for m in config.models}
-    if config.shard:
-        all_units = shard(all_units, config)
-    todo: dict[str, list[Unit]] = {}
-    skipped: list[Unit] = []
-    for model, units in all_units.items():
-        for u in units:
-            if Record(u.metric, u.spec, "ok").key in done_keys:
-                skipped.append(u)
-            elif u.spec.batch_size > stopped_at.get(_sweep_key(u.metric, u.spec), u.spec.batch_size):
-                skipped.append(u)  # past where this sweep ended last time
-            else:
-                todo.setdefault(model, []).append(u)
+    all_units, todo, skipped = _pending(config, resumed)
     if config.isolation != "process":
         setup_process(config)  # once: threads, cuDNN autotuning, the memory cap
-    ctx = Context(config)
-    if any(u.metric == "roofline" for units in todo.values() for u in units):
-        ctx = _measure_peaks(config)
-        if ctx.peaks is not None:  # a fact about the machine: recorded, never read back
-            env["peaks"] = {f"{config.device} {ctx.peaks.math_mode}": dataclasses.asdict(ctx.peaks)}
-    # what the workers run with (the parent is not set up like them)
-    try:
-        env["worker_flags"] = (
-            call_in_worker(_worker_flags, config, name="cnnbench-flags")
-            if config.isolation == "process"
-            else process_flags()
-        )
-    except Exception as exc:
-        env["worker_flags"] = {"error": error_line(exc)}
-    # what decides speed, and its short id: compare checks it before calling a speed change
-    env["fingerprint"] = fingerprint(env)
-    env["fingerprint_id"] = fingerprint_id(env)
-    if previous:
-        env = {**previous, "resumed": previous.get("resumed", []) + [env]}
-    store.write_env(env)
-
+    ctx = _context(config, todo, env)
+    store.write_env(_env_json(config, env, resumed.env))
     notify("plan", [u for units in all_units.values() for u in units])
     for u in skipped:
         notify("skip", u)
-    written: list[Record] = []
-
-    def write(record: Record) -> None:
-        store.append(record)
-        written.append(record)
-        notify("record", record)
-
+    out = _Recorder(store, notify, config.timing.rounds)
     # Round r of every model, then round r + 1 (A B C A B C ...): drift over time hits every
     # model alike. Round 0 also measures the units that are measured once.
-    rounds = config.timing.rounds
-    partial: dict[Unit, list[Record]] = {}  # pooled units: the ok records of finished rounds
-    for r in range(rounds):
+    kept = list(resumed.kept)
+    for r in range(config.timing.rounds):
         for model, units in todo.items():
-            mine = [u for u in units if r == 0 or (u in partial and len(partial[u]) == r)]
-            if not mine:
-                continue  # nothing of this model is timed in rounds: no worker to start
-            pending = list(mine)
             seen = _seen_rates(kept, all_units[model]) if config.batches.sweep and kept else None
-            for kind, payload in _events(ctx, mine, r == 0, seen):
-                if kind == "record":
-                    unit = Unit(payload.metric, payload.spec)
-                    pending.remove(unit)
-                    harness = HARNESSES[unit.metric]
-                    if harness.pool is None or payload.status != "ok":
-                        partial.pop(unit, None)  # a failed round ends the unit
-                        write(payload)
-                    else:
-                        partial.setdefault(unit, []).append(payload)
-                        if len(partial[unit]) == rounds:
-                            write(_pooled(harness, unit, partial.pop(unit), config))
-                elif kind == "skip":
-                    pending.remove(payload)
-                    if partial.pop(payload, None):  # measured in earlier rounds, not in this one
-                        write(Record.failed(payload.metric, payload.spec, "oom",
-                                            f"not measured in round {r + 1} of {rounds}: a smaller "
-                                            "batch of this sweep ran out of memory in that round"))  # fmt: skip
-                    else:
-                        notify(kind, payload)
-                elif kind in ("died", "raised"):
-                    why = payload if kind == "died" else payload[0]
-                    for u in pending:  # the worker is gone: say what it did not finish
-                        partial.pop(u, None)
-                        write(Record.failed(u.metric, u.spec, "error", f"not measured: {why}"))
-                    pending = []
-                else:
-                    notify(kind, payload)
-    return RunResult(str(store.root), tuple(written), len(skipped))
+            _run_round(ctx, out, r, units, seen)
+    return RunResult(str(store.root), tuple(out.written), len(skipped))

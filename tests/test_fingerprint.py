@@ -64,7 +64,7 @@ def test_other_hardware_is_said_at_the_top_and_its_latency_not_flagged(tmp_path,
     err = capsys.readouterr().err
     assert "warning: these runs measured different hardware: CPU family 25 → 26" in err
     md = (tmp_path / "c" / "compare.md").read_text()
-    assert "> **Warning**: These runs measured different hardware: CPU family 25 → 26" in md
+    assert "> **Warning.** These runs measured different hardware: CPU family 25 → 26" in md
     rows = md.split("| --- |", 1)[1]
     assert "**!**" not in rows and rows.count("| different hardware |") == 2  # latency, images/s
     # a 2x slowdown on other hardware does not fail the gate either, unless asked

@@ -403,7 +403,7 @@ def test_every_exercise_opens_with_an_answer(tmp_path):
 
 def test_conditions_list_every_invocation_of_a_resumed_run(tmp_path):
     md = render(tmp_path, chapter_run(), env=t.env_with_resume())
-    line = md.split("Conditions:")[1].split("\n## ")[0]
+    line = md.split("## Conditions")[1].split("\n## ")[0]
     assert "2 invocations (resumed)" in line
     assert "(1) git 1111111111 (dirty): `cnnbench run --out R`" in line
     assert "(2) git 2222222222: `cnnbench run --metrics roofline --resume R`" in line

@@ -2,11 +2,14 @@
 
 Measured:
 
-- CUDA: the caching allocator's own statistics. One warm-up step (cuDNN's autotuning trials),
-  a synchronize, then the peak statistics are reset and a few iterations run in a loop of their
-  own (never inside the latency loop); ``measured_bytes`` is ``max_memory_allocated`` minus what
-  was allocated before the model was built (``baseline_bytes``), ``reserved_bytes`` is
-  ``max_memory_reserved``.
+- CUDA: the caching allocator's own statistics. Before the baseline is read, cuBLAS/cuBLASLt and
+  cuDNN are made to create what they create on first use (``cuda_warmup``); then one warm-up
+  step (cuDNN's autotuning trials), a synchronize, the peak statistics reset, and a few
+  iterations in a loop of their own (never inside the latency loop). ``measured_bytes`` is
+  ``max_memory_allocated`` minus what was allocated before the model was built
+  (``baseline_bytes``), ``reserved_bytes`` is ``max_memory_reserved``. ``conv_scratch_bytes``
+  is the most one convolution call held beyond its inputs and outputs (cuDNN's workspace): part
+  of ``measured_bytes``, in no analytic term.
 - CPU: peak resident set size of a fresh worker process that does nothing but this measurement,
   so that one model's allocations do not pollute another's. Once Python and torch are loaded the
   worker resets the kernel's high-water mark (``/proc/self/clear_refs``, value 5) so that import
@@ -34,6 +37,7 @@ import resource
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from ..results import Spec
 from ..results.types import MemoryResult
@@ -145,24 +149,109 @@ def _result(source, measured, peak, baseline, reserved, b: Breakdown) -> MemoryR
     )
 
 
-def _measure_cuda(spec: Spec, opt: tuple[str, float, float]) -> MemoryResult:
-    """One warm-up step first, synchronized, and only then the peak statistics reset: cuDNN's
-    autotuning tries algorithms with workspaces of their own on a cold cache, and those trials
-    are not what the step needs. What was allocated before the model (leftovers, workspaces of
-    earlier units) is the baseline, recorded and subtracted."""
-    device = torch.device(spec.device)
+WARM_N = 64  # the warm-up's matmul side and convolution channels: small, but real library calls
+
+
+def _warm_libraries(device: torch.device, dtype: torch.dtype, convs: bool) -> tuple[str, ...]:
+    """Call cuBLAS (a bias matmul, cuBLASLt's path, and a plain one) and, where ``convs``,
+    cuDNN once forward and once backward, on the current stream: the one the unit's steps use.
+
+    Their first call on a thread and stream allocates workspaces through the caching allocator
+    (cuBLAS: one per handle and stream, 32 MiB on Hopper) that ``empty_cache`` never frees.
+    Backward runs in autograd's device thread, which has handles of its own: forward alone would
+    leave half of them to the measured step. Returns what ran, in order."""
+    ran = []
+    x, w = (torch.randn(WARM_N, WARM_N, device=device, dtype=dtype, requires_grad=True)
+            for _ in range(2))  # fmt: skip
+    bias = torch.zeros(WARM_N, device=device, dtype=dtype, requires_grad=True)
+    y = nn.functional.linear(x, w, bias) @ w
+    ran.append("cublas forward")
+    y.sum().backward()
+    ran.append("cublas backward")
+    if convs:
+        image = torch.randn(1, 8, 8, 8, device=device, dtype=dtype, requires_grad=True)
+        kernel = torch.randn(8, 8, 3, 3, device=device, dtype=dtype, requires_grad=True)
+        out = nn.functional.conv2d(image, kernel, padding=1)
+        ran.append("cudnn conv forward")
+        out.sum().backward()
+        ran.append("cudnn conv backward")
+    synchronize(device)
+    return tuple(ran)
+
+
+def _warm_before_baseline(device: torch.device, spec: Spec) -> dict:
+    """:func:`_warm_libraries`, and the bytes it left allocated (the libraries' workspaces: its
+    own tensors are released), for the record."""
     release(device)
+    before = torch.cuda.memory_allocated(device)
+    cudnn = torch.backends.cudnn.is_available() and torch.backends.cudnn.enabled
+    ran = _warm_libraries(device, workload.TORCH_DTYPES[spec.dtype], convs=cudnn)
+    release(device)
+    return {"ran": list(ran), "bytes_kept": torch.cuda.memory_allocated(device) - before}
+
+
+def _conv_scratch(w: workload.Workload) -> int | None:
+    """One more step, each convolution call (forward, and its backward node) watched: the most
+    it held above what it started and ended with. Run after the unit's peak was read, since it
+    resets the peak statistics per call. None for a compiled model (hooks would recompile it).
+
+    Why a separate number rather than a cap: torch's cuDNN path picks the fastest algorithm whose
+    workspace fits the free memory (``Conv_v8.cpp``: ``get_available_workspace``), gigabytes on
+    a 139 GB card. ``CUDNN_CONV_WSCAP_DBG`` is documented for cuDNN's legacy find/get calls, not
+    for the backend API torch uses, so a cap through it could not be shown to hold; turning
+    ``benchmark`` off would measure another algorithm than the one the latency unit timed. So
+    ``measured_bytes`` stays the step's true peak and this says how much of it was scratch."""
+    if w.spec.compiled:
+        return None
+    device, starts, largest = w.device, [], [0]
+
+    def start(*_):
+        torch.cuda.reset_peak_memory_stats(device)
+        starts.append(torch.cuda.memory_allocated(device))
+
+    def end(*_):
+        now = torch.cuda.memory_allocated(device)
+        largest[0] = max(largest[0], torch.cuda.max_memory_allocated(device) - max(now, starts.pop()))
+
+    def forward_end(_module, _inputs, output):
+        end()
+        if torch.is_tensor(output) and output.grad_fn is not None:  # training: its backward too
+            output.grad_fn.register_prehook(lambda _grads: start())
+            output.grad_fn.register_hook(lambda _inputs, _outputs: end())
+
+    convs = [m for _, m in workload.leaf_modules(w.model) if isinstance(m, nn.modules.conv._ConvNd)]
+    handles = [h for m in convs
+               for h in (m.register_forward_pre_hook(start), m.register_forward_hook(forward_end))]  # fmt: skip
+    try:
+        w.step()
+        synchronize(device)
+    finally:
+        for h in handles:
+            h.remove()
+    return largest[0]
+
+
+def _measure_cuda(spec: Spec, opt: tuple[str, float, float]) -> MemoryResult:
+    """The libraries warmed first, so that their workspaces are in the baseline and not the
+    model's peak (a cold unit would otherwise read 64-128 MiB higher than a warm one). One
+    warm-up step, synchronized, and only then the peak statistics reset: cuDNN's autotuning
+    tries algorithms with workspaces of their own on a cold cache, and those trials are not what
+    the step needs. What was allocated before the model (leftovers, workspaces) is the baseline,
+    recorded and subtracted."""
+    device = torch.device(spec.device)
+    warmup = _warm_before_baseline(device, spec)
     baseline = torch.cuda.memory_allocated(device)
     w = workload.build(spec, optimizer=opt[0], lr=opt[1], momentum=opt[2])
-    w.step()  # warm: autotuning, cuBLAS workspace, lazily created optimizer state
+    w.step()  # warm: autotuning, lazily created optimizer state
     synchronize(device)
     torch.cuda.empty_cache()  # the autotuning trials' cached segments out of the reserved peak
     torch.cuda.reset_peak_memory_stats(device)
     _run(w)
     peak = torch.cuda.max_memory_allocated(device)
     reserved = torch.cuda.max_memory_reserved(device)
-    return _result("cuda_allocator", peak - baseline, peak, baseline, reserved,
-                   analytic_breakdown(w))  # fmt: skip
+    result = _result("cuda_allocator", peak - baseline, peak, baseline, reserved,
+                     analytic_breakdown(w))  # fmt: skip
+    return dataclasses.replace(result, cuda_warmup=warmup, conv_scratch_bytes=_conv_scratch(w))
 
 
 def set_memory_cap(cap_bytes: int | None, device: str = "cpu") -> None:

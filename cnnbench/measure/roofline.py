@@ -192,6 +192,48 @@ def _tf32(allowed: bool):
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
+def _probe_at_cores(
+    device: torch.device, torch_dtype, probes: dict[str, float], peak: float
+) -> float:
+    """CPU: the probes again at one thread per core, added to ``probes`` (named so); the peak they
+    give. When the run oversubscribes the cores, that is the machine's peak; when the run uses
+    fewer threads than cores, its own probes are its peak (these are recorded beside, never its
+    roof)."""
+    from ..env import cpu_facts
+
+    run_threads = torch.get_num_threads()
+    cores = cpu_facts().get("physical_cores")
+    if not cores or cores == run_threads:
+        return peak
+    torch.set_num_threads(cores)
+    try:
+        at_cores = _probe_flops(device, torch_dtype, False)
+    finally:
+        torch.set_num_threads(run_threads)
+    probes.update({f"{k}, {cores} threads": v for k, v in at_cores.items()})
+    return max(peak, *at_cores.values()) if cores < run_threads else peak
+
+
+def _probe_bandwidth(device: torch.device, cuda: bool) -> tuple[float, int]:
+    """(bytes/s of a large fp32 copy, read + written, at the median iteration; bytes copied)."""
+    cfg = TimingConfig(warmup_runs=2, min_runs=5, min_time_s=0.3 if not cuda else 0.5, max_runs=200)
+    elements = (1 << 28) if cuda else (1 << 25)  # 1 GiB / 128 MiB of fp32
+    src = torch.empty(elements, device=device, dtype=torch.float32).fill_(1.0)
+    dst = torch.empty_like(src)
+    times, _ = time_iterations(lambda: dst.copy_(src), device, cfg)
+    return _rate(2 * src.numel() * 4, times), src.numel() * 4
+
+
+def _sheet(device: torch.device, mode: str):
+    """(data-sheet FLOP/s, bytes/s, source, the CPU roof's factors): NVIDIA's table on CUDA,
+    :func:`cpu_roof` on a CPU; None where unknown."""
+    if device.type != "cuda":
+        flops, factors, source = cpu_roof(torch.get_num_threads())
+        return flops, None, source, factors
+    found = datasheet(torch.cuda.get_device_name(device), mode)
+    return (*found, None) if found else (None, None, None, None)
+
+
 def measure_peaks(device: torch.device, dtype: str = "fp32", tf32: bool = False) -> DevicePeaks:
     """The device's peaks in the math mode of ``dtype`` (and, CUDA fp32, ``tf32``)."""
     cuda = device.type == "cuda"
@@ -204,36 +246,9 @@ def measure_peaks(device: torch.device, dtype: str = "fp32", tf32: bool = False)
         probes = _probe_flops(device, torch_dtype, cuda)
     peak = max(probes.values())
     if not cuda:
-        # Also at one thread per core: when the run oversubscribes the cores, that is the
-        # machine's peak; when the run uses fewer threads than cores, its own probes are its
-        # peak (recorded beside, never its roof).
-        from ..env import cpu_facts
-
-        run_threads = torch.get_num_threads()
-        cores = cpu_facts().get("physical_cores")
-        if cores and cores != run_threads:
-            torch.set_num_threads(cores)
-            try:
-                at_cores = _probe_flops(device, torch_dtype, cuda)
-            finally:
-                torch.set_num_threads(run_threads)
-            probes.update({f"{k}, {cores} threads": v for k, v in at_cores.items()})
-            if cores < run_threads:
-                peak = max(peak, *at_cores.values())
-    cfg = TimingConfig(warmup_runs=2, min_runs=5, min_time_s=0.3 if not cuda else 0.5, max_runs=200)
-    elements = (1 << 28) if cuda else (1 << 25)  # 1 GiB / 128 MiB of fp32
-    src = torch.empty(elements, device=device, dtype=torch.float32).fill_(1.0)
-    dst = torch.empty_like(src)
-    times, _ = time_iterations(lambda: dst.copy_(src), device, cfg)
-    bandwidth = _rate(2 * src.numel() * 4, times)  # bytes read + written, at the median
-    sheet_flops = sheet_bw = None
-    source, factors = None, None
-    if cuda:
-        found = datasheet(torch.cuda.get_device_name(device), mode)
-        if found:
-            sheet_flops, sheet_bw, source = found
-    else:
-        sheet_flops, factors, source = cpu_roof(torch.get_num_threads())
+        peak = _probe_at_cores(device, torch_dtype, probes, peak)
+    bandwidth, copy_bytes = _probe_bandwidth(device, cuda)
+    sheet_flops, sheet_bw, source, factors = _sheet(device, mode)
     mine = {k: v for k, v in probes.items() if "threads" not in k}
     matmuls = {k: v for k, v in mine.items() if k.startswith("matmul")}
     convs = {k: v for k, v in mine.items() if k.startswith("conv")}
@@ -244,7 +259,7 @@ def measure_peaks(device: torch.device, dtype: str = "fp32", tf32: bool = False)
         matmul_flops=max(matmuls.values()),
         conv_flops=max(convs.values()),
         peak_flops=peak,
-        copy_bytes=src.numel() * 4,
+        copy_bytes=copy_bytes,
         peak_bytes_per_s=bandwidth,
         datasheet_flops=sheet_flops,
         datasheet_bytes_per_s=sheet_bw,
@@ -398,9 +413,8 @@ def _layer_bytes(model: nn.Module, forward) -> dict[str, tuple[int, int, int, in
     return out
 
 
-def measure(model: nn.Module, spec: Spec, peaks: DevicePeaks | None = None) -> RooflineResult:
-    """The roofline of ``spec``'s forward pass as measured (dtype, cast, memory format), judged
-    against ``peaks``, which must be of the same math mode."""
+def _peaks_for(spec: Spec, peaks: DevicePeaks | None) -> DevicePeaks:
+    """``peaks`` (measured here when None), refused unless in the math mode ``spec`` runs in."""
     device = torch.device(spec.device)
     if device.type == "cpu" and spec.dtype != "fp32":
         from .train import Unsupported
@@ -411,20 +425,16 @@ def measure(model: nn.Module, spec: Spec, peaks: DevicePeaks | None = None) -> R
     peaks = peaks or measure_peaks(device, spec.dtype, tf32=bool(spec.tf32))
     if peaks.math_mode is not None and peaks.math_mode != mode:
         raise ValueError(f"peaks measured in {peaks.math_mode}, the layers run in {mode}")
-    w = workload.build(spec, model=model)  # moves (and casts) the model, eval mode
-    times, _ = time_iterations(
-        w.forward, device, TimingConfig(warmup_runs=1, min_runs=3, min_time_s=0.3)
-    )
-    model_ms = statistics.median(times)
-    with torch.no_grad():
-        by_module = analysis(model, w.x).by_module()
-        layers = layer_table(model, w.x, by_module)
-    moved_by_layer = _layer_bytes(model, w.forward)
-    profiled = _profile_layers(model, w.forward, device)
+    return peaks
+
+
+def _layer_rows(layers, moved_by_layer, profiled: _Profiled, batch: int,
+                peaks: DevicePeaks) -> tuple[list[LayerRoof], int]:  # fmt: skip
+    """(a roofline row per convolution and linear layer, multiply-adds of the whole pass: fvcore's
+    count, a convolution's only on real data)."""
     layer_ms, timing = profiled.layer_ms, profiled.timing
-    batch = spec.batch_size
     rows = []
-    work_macs = 0  # of the whole pass: fvcore's count, a convolution's only on real data
+    work_macs = 0
     for lay in layers:
         is_layer = lay.layer.startswith("Conv") or lay.layer == "Linear"
         ins, outs, weights, work = moved_by_layer.get(lay.name, (0, 0, 0, None))
@@ -446,13 +456,32 @@ def measure(model: nn.Module, spec: Spec, peaks: DevicePeaks | None = None) -> R
             bound="", fraction_of_roof=achieved / roof, work_macs=work,
         ))  # fmt: skip
         rows[-1] = dataclasses.replace(rows[-1], bound=rows[-1].bound_at(peaks.ridge))
+    return rows, work_macs
+
+
+def measure(model: nn.Module, spec: Spec, peaks: DevicePeaks | None = None) -> RooflineResult:
+    """The roofline of ``spec``'s forward pass as measured (dtype, cast, memory format), judged
+    against ``peaks``, which must be of the same math mode."""
+    device = torch.device(spec.device)
+    peaks = _peaks_for(spec, peaks)
+    w = workload.build(spec, model=model)  # moves (and casts) the model, eval mode
+    times, _ = time_iterations(
+        w.forward, device, TimingConfig(warmup_runs=1, min_runs=3, min_time_s=0.3)
+    )
+    model_ms = statistics.median(times)
+    with torch.no_grad():
+        by_module = analysis(model, w.x).by_module()
+        layers = layer_table(model, w.x, by_module)
+    moved_by_layer = _layer_bytes(model, w.forward)
+    profiled = _profile_layers(model, w.forward, device)
+    rows, work_macs = _layer_rows(layers, moved_by_layer, profiled, spec.batch_size, peaks)
     # the same convention as the probes: work done on real data, 2 FLOPs per multiply-add
     achieved_model = 2 * work_macs / (model_ms / 1e3)
     mfu = achieved_model / peaks.peak_flops
     # above the compute roof: the peak is broken. (A memory-bound layer above the bandwidth roof
     # is not: its working set sits in cache, and the copy probe measures DRAM.)
     above = mfu > 1 or any(r.above_compute_roof(peaks.peak_flops) for r in rows)
-    whole = layer_ms.get(WHOLE)
+    whole = profiled.layer_ms.get(WHOLE)
     share, overhead = _outside_share(rows, whole, profiled)
     return RooflineResult(
         peak_flops=peaks.peak_flops,
@@ -461,7 +490,7 @@ def measure(model: nn.Module, spec: Spec, peaks: DevicePeaks | None = None) -> R
         datasheet_flops=peaks.datasheet_flops,
         datasheet_bytes_per_s=peaks.datasheet_bytes_per_s,
         peaks=peaks,
-        timing=timing,
+        timing=profiled.timing,
         model_ms=model_ms,
         model_achieved_flops=achieved_model,
         mfu=mfu,

@@ -26,7 +26,7 @@ from ..config import OPTIONS, RunConfig, TrainConfig
 from ..data import DataNotFound, DeviceLoader, FashionMNIST, load_fashion_mnist
 from ..models import create, get_spec
 from ..results import Spec
-from ..results.types import CurvePoint, EpochStats, SeedRun, TrainResult
+from ..results.types import CurvePoint, EpochStats, Optimizer, SeedRun, TrainResult
 from . import workload
 from ._device import synchronize
 
@@ -40,6 +40,7 @@ __all__ = [
     "config_for",
     "evaluate",
     "image_size_for",
+    "learning_rate",
     "measure_unit",
     "optimizer_for",
     "small_train_size",
@@ -74,21 +75,9 @@ class _Piece:
         return CurvePoint(step, images, self.loss.item() / n, self.correct.item() / n)
 
 
-@dataclass(frozen=True)
-class Optimizer:
-    """The optimizer of a model's training in this run: its name, learning rate, momentum."""
-
-    name: str
-    lr: float
-    momentum: float
-
-    @property
-    def label(self) -> str:
-        return f"{self.name} {self.lr:g}" + (f" momentum {self.momentum:g}" if self.momentum else "")
-
-
 class Unsupported(Exception):
-    """The measurement cannot run here (no data): an ``unsupported`` record with this reason."""
+    """The measurement cannot run as configured (no data, no learning rate): an ``unsupported``
+    record with this reason."""
 
 
 def balanced_subset(
@@ -120,16 +109,10 @@ def evaluate(model: nn.Module, loader: DeviceLoader, dtype: str = "fp32") -> flo
     return correct.item() / loader.num_images
 
 
-def _train_seed(
-    spec: Spec, cfg: TrainConfig, lr: float, data: FashionMNIST, train_idx, test_idx, seed
-):
-    device = torch.device(spec.device)
-    torch.manual_seed(seed)
-    model = workload.build_model(spec)
-    run = workload.compiled(model) if spec.compiled else model
-    opt = workload.make_optimizer(model.parameters(), cfg.optimizer, lr, cfg.momentum)
-    scaler = workload.grad_scaler(device, spec.dtype)  # fp16: loss scaling, else None
-    common = dict(image_size=spec.image_size, device=device, channels_last=spec.channels_last)
+def _loaders(spec: Spec, cfg: TrainConfig, data: FashionMNIST, train_idx, test_idx, seed):
+    """The training loader (shuffled by ``seed``) and the test loader, both on the device."""
+    common = dict(image_size=spec.image_size, device=torch.device(spec.device),
+                  channels_last=spec.channels_last)  # fmt: skip
     train_loader = DeviceLoader(
         data.train_images[train_idx], data.train_labels[train_idx],
         batch_size=cfg.batch_size, shuffle=True, seed=seed, **common,
@@ -140,62 +123,104 @@ def _train_seed(
         batch_size=cfg.eval_batch_size,
         **common,
     )
-    epochs: list[EpochStats] = []
-    curve: list[CurvePoint] = []
-    every = max(1, len(train_loader) // CURVE_POINTS_PER_EPOCH)
-    steps_done = images_done = 0
-    piece = _Piece.empty(device)
+    return train_loader, test_loader
+
+
+@dataclass
+class _Progress:
+    """One seed's training so far, across epochs: steps and images done, the training curve and
+    its open piece, the compile time (taken on the first step of a compiled model)."""
+
+    device: torch.device
+    every: int  # steps per curve point
+    curve: list[CurvePoint]
+    piece: _Piece
+    steps: int = 0
+    images: int = 0
+    compile_s: float | None = None
+
+
+@dataclass(frozen=True)
+class _Pass:
+    """One epoch's training pass: summed loss and correct predictions (on the device), images,
+    wall seconds, and whether a checked loss was NaN or infinite."""
+
+    loss_sum: torch.Tensor
+    correct: torch.Tensor
+    images: int
+    wall_s: float
+    diverged: bool
+
+    @property
+    def mean_loss(self) -> float:
+        return self.loss_sum.item() / max(self.images, 1)
+
+
+def _train_pass(run, opt, scaler, loader: DeviceLoader, spec: Spec, cfg: TrainConfig,
+                done: _Progress) -> _Pass:  # fmt: skip
+    """One epoch over ``loader``; ``done`` gains its steps, images and curve points."""
+    device = done.device
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    seen = 0
     diverged = False
-    compile_s = None
+    synchronize(device)
+    t0 = time.perf_counter()
+    for step, (x, y) in enumerate(loader):
+        loss, out = workload.train_step(
+            run, opt, x, y, dtype=spec.dtype, label_smoothing=cfg.label_smoothing, scaler=scaler,
+        )  # fmt: skip
+        if done.compile_s is None and spec.compiled:
+            synchronize(device)
+            done.compile_s = time.perf_counter() - t0
+        step_loss = loss.detach() * y.numel()
+        step_correct = (out.argmax(dim=1) == y).sum()
+        loss_sum += step_loss
+        correct += step_correct
+        seen += y.numel()
+        done.piece = done.piece.add(step_loss, step_correct, y.numel())
+        done.steps += 1
+        if done.steps % done.every == 0 or step == len(loader) - 1:
+            done.curve.append(done.piece.point(done.steps, done.images + seen))
+            done.piece = _Piece.empty(device)
+        if step % CHECK_EVERY_STEPS == 0 and not math.isfinite(loss.item()):
+            diverged = True
+            break
+    done.images += seen
+    synchronize(device)
+    return _Pass(loss_sum, correct, seen, time.perf_counter() - t0, diverged)
+
+
+def _train_seed(
+    spec: Spec, cfg: TrainConfig, lr: float, data: FashionMNIST, train_idx, test_idx, seed
+):
+    device = torch.device(spec.device)
+    torch.manual_seed(seed)
+    model = workload.build_model(spec)
+    run = workload.compiled(model) if spec.compiled else model
+    opt = workload.make_optimizer(model.parameters(), cfg.optimizer, lr, cfg.momentum)
+    scaler = workload.grad_scaler(device, spec.dtype)  # fp16: loss scaling, else None
+    train_loader, test_loader = _loaders(spec, cfg, data, train_idx, test_idx, seed)
+    done = _Progress(device, max(1, len(train_loader) // CURVE_POINTS_PER_EPOCH), [],
+                     _Piece.empty(device))  # fmt: skip
+    epochs: list[EpochStats] = []
+    diverged = False
     elapsed = 0.0
     to_target = None
     for epoch in range(1, cfg.epochs + 1):
         model.train()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), dtype=torch.long, device=device)
-        seen = 0
-        synchronize(device)
-        t0 = time.perf_counter()
-        for step, (x, y) in enumerate(train_loader):
-            loss, out = workload.train_step(
-                run, opt, x, y, dtype=spec.dtype, label_smoothing=cfg.label_smoothing,
-                scaler=scaler,
-            )  # fmt: skip
-            if compile_s is None and spec.compiled:
-                synchronize(device)
-                compile_s = time.perf_counter() - t0
-            step_loss = loss.detach() * y.numel()
-            step_correct = (out.argmax(dim=1) == y).sum()
-            loss_sum += step_loss
-            correct += step_correct
-            seen += y.numel()
-            piece = piece.add(step_loss, step_correct, y.numel())
-            steps_done += 1
-            if steps_done % every == 0 or step == len(train_loader) - 1:
-                curve.append(piece.point(steps_done, images_done + seen))
-                piece = _Piece.empty(device)
-            if step % CHECK_EVERY_STEPS == 0 and not math.isfinite(loss.item()):
-                diverged = True
-                break
-        images_done += seen
-        synchronize(device)
-        wall = time.perf_counter() - t0
-        mean_loss = loss_sum.item() / max(seen, 1)
-        if diverged or not math.isfinite(mean_loss):
+        p = _train_pass(run, opt, scaler, train_loader, spec, cfg, done)
+        if p.diverged or not math.isfinite(p.mean_loss):
             diverged = True
             break
         t1 = time.perf_counter()
         test_acc = evaluate(run, test_loader, spec.dtype)
         eval_s = time.perf_counter() - t1
-        elapsed += wall
-        epochs.append(
-            EpochStats(epoch, mean_loss, correct.item() / seen, test_acc, wall, eval_s, seen / wall)
-        )
-        if (
-            to_target is None
-            and cfg.target_accuracy is not None
-            and test_acc >= cfg.target_accuracy
-        ):
+        elapsed += p.wall_s
+        epochs.append(EpochStats(epoch, p.mean_loss, p.correct.item() / p.images, test_acc,
+                                 p.wall_s, eval_s, p.images / p.wall_s))  # fmt: skip
+        target = cfg.target_accuracy
+        if to_target is None and target is not None and test_acc >= target:
             to_target = elapsed
     return SeedRun(
         seed=seed,
@@ -204,28 +229,27 @@ def _train_seed(
         final_test_accuracy=None if diverged or not epochs else epochs[-1].test_accuracy,
         train_time_s=sum(e.wall_s for e in epochs),
         time_to_target_s=to_target,
-        compile_s=compile_s,
-        curve=tuple(p for p in curve if math.isfinite(p.train_loss)),
+        compile_s=done.compile_s,
+        curve=tuple(p for p in done.curve if math.isfinite(p.train_loss)),
         # a partial last batch and the evaluation batch each compile a graph of their own
         dynamo=workload.dynamo_counters() if spec.compiled else None,
     )
 
 
 def train(spec: Spec, cfg: TrainConfig, data: FashionMNIST) -> TrainResult:
-    """Train ``spec.model`` once per seed; ``spec.batch_size`` must equal ``cfg.batch_size``."""
+    """Train ``spec.model`` once per seed at :func:`learning_rate`; ``spec.batch_size`` must equal
+    ``cfg.batch_size``."""
     if spec.batch_size != cfg.batch_size:
         raise ValueError("spec.batch_size must be the training batch size")
     model_spec = get_spec(spec.model)
-    lr = cfg.lr if cfg.lr is not None else model_spec.lr
-    if lr is None:
-        raise ValueError(f"'{spec.model}' has no chapter learning rate; pass one")
+    lr = learning_rate(cfg, spec.model)
     train_idx = balanced_subset(data.train_labels, cfg.train_subset)
     test_idx = balanced_subset(data.test_labels, cfg.test_subset)
     runs = tuple(_train_seed(spec, cfg, lr, data, train_idx, test_idx, s) for s in cfg.seeds)
     finished = [r.final_test_accuracy for r in runs if r.final_test_accuracy is not None]
     all_epochs = [e for r in runs for e in r.epochs]
     chapter = (
-        cfg.batch_size == 128 and cfg.lr in (None, model_spec.lr) and cfg.momentum == 0.0
+        cfg.batch_size == 128 and lr == model_spec.lr and cfg.momentum == 0.0
         and cfg.optimizer == "sgd"
         and cfg.label_smoothing == 0.0 and spec.image_size == model_spec.input_size
         and spec.dtype == "fp32"
@@ -274,11 +298,30 @@ def config_for(config: RunConfig, model: str) -> TrainConfig:
     return dataclasses.replace(config.train, **variant)
 
 
+def learning_rate(cfg: TrainConfig, model: str) -> float:
+    """The one rule for the learning rate ``model`` trains with: ``cfg.lr`` where the run (its
+    ``--lr`` or its profile) sets one, else the model's chapter learning rate (``ModelSpec.lr``,
+    d2l 8.1-8.4), else :class:`Unsupported`.
+
+    A model the chapter never trains (the torchvision references, a plugin registered without
+    ``lr``) gets no made-up rate: a learning rate decides what accuracy is reached, and a record
+    must not carry a recipe that nobody chose (0.01 would even read as the chapter's own). Its
+    training, and the training step's time and memory, which name their optimizer, are recorded
+    as ``unsupported`` with this reason until the run sets ``train.lr``."""
+    if cfg.lr is not None:
+        return cfg.lr
+    chapter = get_spec(model).lr
+    if chapter is None:
+        raise Unsupported(f"'{model}' has no chapter learning rate to train with; set one "
+                          f"(train.lr, {OPTIONS['lr'].flag})")  # fmt: skip
+    return chapter
+
+
 def optimizer_for(config: RunConfig, model: str) -> Optimizer:
-    """The optimizer ``model`` trains with in this run (its chapter learning rate unless the run
-    sets one): what the accuracy uses, and what the timed training step and memory use too."""
+    """The optimizer ``model`` trains with in this run (:func:`learning_rate`): what the accuracy
+    uses, and what the timed training step and its memory use too."""
     cfg = config_for(config, model)
-    lr = cfg.lr if cfg.lr is not None else get_spec(model).lr or 0.01
+    lr = learning_rate(cfg, model)
     return Optimizer(cfg.optimizer, lr, cfg.momentum if cfg.optimizer == "sgd" else 0.0)
 
 

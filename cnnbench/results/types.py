@@ -211,6 +211,10 @@ class MemoryResult:
     analytic_bytes: int = value("bytes", "exact", "analytic memory", digits=0, scale=2**20)  # the five above
     measured_over_analytic: float | None
     optimizer: str | None = None  # the training step's optimizer, as in LatencyResult
+    cuda_warmup: dict[str, Any] | None = None  # CUDA: what ran before the baseline was read (cuBLAS,
+    # cuDNN forward and backward) and the bytes it left allocated (their workspaces)
+    conv_scratch_bytes: int | None = None  # CUDA: the most one convolution call held beyond its
+    # inputs and outputs (cuDNN's workspace): part of measured_bytes, in no analytic term
 
 
 @dataclass(frozen=True)
