@@ -24,13 +24,18 @@ def _iqr(c: Change) -> str:
     return MISSING if c.iqr_noise is None else f"±{100 * c.iqr_noise:.1f}%"
 
 
+def _noise(c: Change, *, long: bool) -> str:
+    """What a latency verdict rests on: the IQR rule's spread, no interval, or the interval."""
+    if c.method == IQR_RULE:
+        return f"{IQR_RULE} {_iqr(c)}, no samples" if long else f"IQR {_iqr(c)}"
+    if not c.known:
+        return f"no interval ({c.scope})" if long else "no interval"
+    return f"95% CI {c.low:.2f}–{c.high:.2f}, {c.method}" if long else f"CI {c.low:.2f}–{c.high:.2f}"
+
+
 def interval_text(c: Change) -> str:
     """'95% CI 0.97–1.04, paired' or 'IQR rule ±3.1%, no samples'."""
-    if c.method == IQR_RULE:
-        return f"{IQR_RULE} {_iqr(c)}, no samples"
-    if not c.known:
-        return f"no interval ({c.scope})"
-    return f"95% CI {c.low:.2f}–{c.high:.2f}, {c.method}"
+    return _noise(c, long=True)
 
 
 def text(c: Change) -> str:
@@ -57,11 +62,7 @@ def short(v: Change | MemoryChange | AccuracyChange) -> str:
         if v.low is None:
             return f"{v.verdict}, {not_called_why(v)}"
         return f"{v.verdict}, CI {100 * v.low:+.1f} to {100 * v.high:+.1f} pp"
-    if v.method == IQR_RULE:
-        return f"{v.verdict}, IQR {_iqr(v)}"
-    if not v.known:
-        return f"{v.verdict}, no interval"
-    return f"{v.verdict}, CI {v.low:.2f}–{v.high:.2f}"
+    return f"{v.verdict}, {_noise(v, long=False)}"
 
 
 def control_describe(control: Control) -> str:
