@@ -197,3 +197,30 @@ def test_the_first_50_lines_answer_exercises_1_to_5(smoke_run):
         assert line is not None, f"exercise {n} is not answered on the first screen"
         assert any(ch.isdigit() for ch in line.split(":", 1)[1])  # with its numbers
     assert text.count("## Conditions") == 1 and "What this run resolves" in text
+
+
+def test_a_full_disk_while_writing_the_report_is_one_message(tmp_path, monkeypatch):
+    """ENOSPC from the figure writer (the traceback a user saw) becomes one StoreFull naming the
+    folder; any other OSError is not relabelled."""
+    import errno
+
+    from cnnbench.report import figures, render
+    from cnnbench.results.store import StoreFull
+    from tests.history_runs import make_run
+
+    run = make_run(tmp_path / "run", when="2026-12-01T00:00:00+00:00")
+
+    def full(*_a, **_k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(figures, "make_figures", full)
+    with pytest.raises(StoreFull) as caught:
+        render.write_report([run], tmp_path / "out")
+    assert str(tmp_path / "out") in str(caught.value) and "no space left" in str(caught.value)
+
+    def denied(*_a, **_k):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(figures, "make_figures", denied)
+    with pytest.raises(PermissionError):
+        render.write_report([run], tmp_path / "out2")

@@ -8,11 +8,13 @@ The steps are apart: :mod:`.runs` loads, ``analysis`` finds, :mod:`.document` wo
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 from ..analysis.flat import models_frame
 from ..analysis.frames import Frames
 from ..results import records_frame
+from ..results.store import StoreError, StoreFull
 from . import figures
 from .bench_json import benchmark_table
 from .blocks import Heading, Table, to_html, to_markdown
@@ -34,15 +36,30 @@ def _figures(frames: Frames, out: Path) -> dict:
     return {f.stem: f for f in figures.make_figures(frames, out / "figures")}
 
 
-def write_report(
+def write_report(run_dirs: list[str | Path], out: str | Path | None = None, **kw) -> dict[str, Path]:
+    """Write report.md, report.html, results.csv, models.csv and figures/ into ``out`` (the first
+    run folder by default). A full disk ends in one :class:`StoreFull` naming the folder (the
+    records the report reads are never written to)."""
+    target = Path(out) if out else Path(run_dirs[0])
+    try:
+        return _write_report(run_dirs, out, **kw)
+    except StoreError:
+        raise
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise StoreFull(target, f"{target}: no space left ({exc.strerror}) while writing the report; "
+                        "the run's records are untouched — free some space, then run `cnnbench "
+                        "report` again", exc.errno) from exc  # fmt: skip
+
+
+def _write_report(
     run_dirs: list[str | Path],
     out: str | Path | None = None,
     *,
     benchmark_json: list[str | Path] = (),
     allow_mixed: bool = False,
 ) -> dict[str, Path]:
-    """Write report.md, report.html, results.csv, models.csv and figures/ into ``out`` (the first
-    run folder by default)."""
     run_dirs = [Path(d) for d in run_dirs]
     out = Path(out) if out else run_dirs[0]
     out.mkdir(parents=True, exist_ok=True)

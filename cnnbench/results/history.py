@@ -40,7 +40,7 @@ import pandas as pd
 from .. import stats
 from .record import Record
 from .types import RESULT_TYPES, Optimizer, declared_values, value_info
-from .store import RunStore
+from .store import CorruptEnv, RunStore
 
 __all__ = ["APPLICATION_ID", "HISTORY_ENV", "HistoryError", "Added", "Summary", "add_runs",
            "check", "default_path", "is_history_report", "link", "read", "run_id", "summaries"]  # fmt: skip
@@ -340,11 +340,9 @@ def _read_run(folder: Path) -> _Run:
     if missing:
         raise HistoryError(f"{folder}: not a run folder (no {' or '.join(missing)}); see: cnnbench run --out DIR")  # fmt: skip
     try:
-        env = store.read_env()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise HistoryError(f"{store.env_path}: not readable JSON ({exc})") from None
-    if not isinstance(env, dict):
-        raise HistoryError(f"{store.env_path}: not a cnnbench env.json (a JSON {type(env).__name__}, not an object)")  # fmt: skip
+        env = store.read_env()  # names the file when it is not JSON or not an object
+    except CorruptEnv as exc:
+        raise HistoryError(str(exc)) from None
     records = store.records()  # a corrupt line raises CorruptStore, naming file and line
     ident = run_id(env)
     try:
