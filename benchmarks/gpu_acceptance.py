@@ -16,6 +16,9 @@ positive numbers is "ran (dry run)"; structural checks (exit statuses, records, 
 judged there. Every stage's sizes sit in ``SIZES`` below, every goal in ``GOALS``.
 
 A stage that raises becomes one "error" verdict with the message; the other stages still run.
+Specs, process settings, number formatting and the verdict page are the library's
+(``runner.base_spec``, ``runner.setup_process``, ``report.fmt``, ``report.blocks``), so that what
+is accepted here is what a ``cnnbench run`` measures and writes.
 """
 
 from __future__ import annotations
@@ -41,117 +44,182 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a file: benchmarks/ is on sys.path, the package is not
     sys.path.insert(0, str(ROOT))
 
+import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from cnnbench import models  # noqa: E402
-from cnnbench.config import TimingConfig  # noqa: E402
+from cnnbench.config import RunConfig, TimingConfig, make_config  # noqa: E402
 from cnnbench.env import collect_env  # noqa: E402
 from cnnbench.measure import latency, memory, roofline, workload  # noqa: E402
 from cnnbench.measure._device import release, synchronize  # noqa: E402
+from cnnbench.measure.harnesses import in_mode  # noqa: E402
 from cnnbench.measure.worker import call_in_worker, error_line  # noqa: E402
+from cnnbench.report.blocks import (  # noqa: E402
+    Bullets,
+    Document,
+    Heading,
+    Note,
+    Paragraph,
+    Table,
+    to_markdown,
+)
+from cnnbench.report.fmt import fmt, is_missing  # noqa: E402
 from cnnbench.results import RunStore, Spec  # noqa: E402
+from cnnbench.runner import base_spec, setup_process  # noqa: E402
 
-# --- the one table of sizes ----------------------------------------------------------------------
+# --- the sizes: one frozen table per stage -------------------------------------------------------
+# (the peaks stage has none: roofline.measure_peaks sizes its own probes for the device)
+
+
+@dataclass(frozen=True)
+class TimingSizes:
+    """1 timing: a busy workload, so that the queue never drains between iterations."""
+
+    model: str
+    image: int  # input side, pixels
+    batch: int
+    timing_config: TimingConfig  # warm-up and iterations of the event-timed loop
+
+
+@dataclass(frozen=True)
+class RooflineSizes:
+    """3 roofline: per-layer rooflines in fp32 (TF32 off) and bf16."""
+
+    model: str
+    image: int
+    batch: int
+
+
+@dataclass(frozen=True)
+class MemorySizes:
+    """4 memory: a training step, cold then warm cuDNN cache in one fresh worker."""
+
+    model: str
+    image: int
+    batch: int
+    optimizer: str = "sgd"  # the chapter's plain SGD ...
+    lr: float = 0.01  # ... at its learning rate
+
+
+@dataclass(frozen=True)
+class OomSizes:
+    """5 oom: a capped CLI sweep; on CUDA also an OOM provoked in this process."""
+
+    model: str  # the capped sweep's model
+    cap_gb: float  # --memory-cap-gb of the sweep
+    timing_args: tuple[str, ...]  # CLI timing flags of the sweep
+    provoke_model: str
+    provoke_image: int
+    provoke_batch: int  # a training step far beyond provoke_headroom_gb
+    provoke_headroom_gb: float  # what the allocator may reserve beyond what it holds already
+
+
+@dataclass(frozen=True)
+class RunSizes:
+    """6 run: `cnnbench run` flags (device and --out added)."""
+
+    args: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RecipeSizes:
+    """7 recipe: `cnnbench run` flags of the training, and the input-pipeline comparison."""
+
+    args: tuple[str, ...]  # `cnnbench run` flags (device, --no-report and --out added)
+    pipeline_steps: int  # timed SGD steps per pipeline
+    pipeline_batch: int
+    pipeline_image: int
+    pipeline_dtype: str
+    pipeline_channels_last: bool
+
+
+@dataclass(frozen=True)
+class ThroughputSizes:
+    """8 throughput: training images/s at the best of these batches."""
+
+    model: str
+    image: int
+    batches: tuple[int, ...]
+    dtype: str
+    channels_last: bool
+    timing_config: TimingConfig  # of each batch's timed training steps
 
 
 @dataclass(frozen=True)
 class Sizes:
     """What every stage runs at. REAL: one H100/H200, about 8 minutes in all; DRY: 2 CPU cores."""
 
-    # 1 timing: a busy workload, so that the queue never drains between iterations
-    timing_model: str
-    timing_image: int
-    timing_batch: int
-    timing_cfg: TimingConfig
-    # 3 roofline, fp32 (TF32 off) and bf16
-    roofline_model: str
-    roofline_image: int
-    roofline_batch: int
-    # 4 memory: a training step, cold then warm cuDNN cache in one fresh worker
-    memory_model: str
-    memory_image: int
-    memory_batch: int
-    # 5 oom: a capped CLI sweep; on CUDA also an OOM provoked in this process
-    oom_model: str
-    oom_cap_gb: float
-    oom_timing: tuple[str, ...]  # CLI timing flags of the sweep
-    provoke_model: str
-    provoke_image: int
-    provoke_batch: int  # a training step far beyond provoke_headroom_gb
-    provoke_headroom_gb: float  # what the allocator may reserve beyond what it holds already
-    # 6 run: `cnnbench run` flags (device and --out added)
-    run_args: tuple[str, ...]
-    # 7 recipe: `cnnbench run` flags of the training, and the input-pipeline comparison
-    recipe_args: tuple[str, ...]
-    pipeline_batches: int  # timed SGD steps per pipeline
-    pipeline_batch: int
-    pipeline_image: int
-    pipeline_dtype: str
-    pipeline_channels_last: bool
-    # 8 throughput: training images/s at the best of these batches
-    throughput_model: str
-    throughput_image: int
-    throughput_batches: tuple[int, ...]
-    throughput_dtype: str
-    throughput_channels_last: bool
-    throughput_cfg: TimingConfig
-    # the longest any one subprocess may take, seconds
-    subprocess_timeout_s: int
+    timing: TimingSizes
+    roofline: RooflineSizes
+    memory: MemorySizes
+    oom: OomSizes
+    run: RunSizes
+    recipe: RecipeSizes
+    throughput: ThroughputSizes
+    subprocess_timeout_s: int  # the longest any one subprocess (CLI run, pytest) may take
 
 
+# fmt: off
 SIZES = {
     "real": Sizes(
-        timing_model="googlenet", timing_image=96, timing_batch=256,
-        timing_cfg=TimingConfig(warmup_runs=5, min_runs=20, min_time_s=1.0, max_runs=500),
-        roofline_model="googlenet", roofline_image=224, roofline_batch=128,
-        memory_model="alexnet", memory_image=224, memory_batch=64,
+        timing=TimingSizes("googlenet", image=96, batch=256, timing_config=TimingConfig(
+            warmup_runs=5, min_runs=20, min_time_s=1.0, max_runs=500)),
+        roofline=RooflineSizes("googlenet", image=224, batch=128),
+        memory=MemorySizes("alexnet", image=224, batch=64),
         # GoogLeNet, not AlexNet, and 0.25 GiB, not 4: the sweep also ends where images/s stops
         # growing (runner.PLATEAU_GAIN), which AlexNet's inference reaches on an H200 long before
         # 4 GiB. GoogLeNet at 96 is launch-bound up to ~64 images and needs ~1.2 MB an image for
         # inference, ~12 MB for a training step: out of memory near batch 256 and 32.
-        oom_model="googlenet", oom_cap_gb=0.25,
-        oom_timing=("--rounds", "1", "--min-time", "0.05", "--warmup", "2", "--min-runs", "5"),
-        provoke_model="googlenet", provoke_image=96, provoke_batch=4096, provoke_headroom_gb=1.0,
-        run_args=("--models", "googlenet,alexnet",
-                  "--metrics", "params,flops,latency,memory,roofline",
-                  "--batch-sizes", "1,64", "--rounds", "2", "--min-time", "0.1"),
-        recipe_args=("--models", "googlenet", "--metrics", "accuracy", "--profile", "full",
-                     "--seeds", "0", "--dtype", "bf16", "--channels-last"),
-        pipeline_batches=100, pipeline_batch=128, pipeline_image=96,
-        pipeline_dtype="bf16", pipeline_channels_last=True,
-        throughput_model="googlenet", throughput_image=96, throughput_batches=(256, 512, 1024),
-        throughput_dtype="bf16", throughput_channels_last=True,
-        throughput_cfg=TimingConfig(warmup_runs=3, min_runs=10, min_time_s=1.0, max_runs=200),
+        oom=OomSizes(
+            "googlenet", cap_gb=0.25,
+            timing_args=("--rounds", "1", "--min-time", "0.05", "--warmup", "2", "--min-runs", "5"),
+            provoke_model="googlenet", provoke_image=96, provoke_batch=4096,
+            provoke_headroom_gb=1.0),
+        run=RunSizes(("--models", "googlenet,alexnet",
+                      "--metrics", "params,flops,latency,memory,roofline",
+                      "--batch-sizes", "1,64", "--rounds", "2", "--min-time", "0.1")),
+        recipe=RecipeSizes(
+            ("--models", "googlenet", "--metrics", "accuracy", "--profile", "full",
+             "--seeds", "0", "--dtype", "bf16", "--channels-last"),
+            pipeline_steps=100, pipeline_batch=128, pipeline_image=96,
+            pipeline_dtype="bf16", pipeline_channels_last=True),
+        throughput=ThroughputSizes(
+            "googlenet", image=96, batches=(256, 512, 1024), dtype="bf16", channels_last=True,
+            timing_config=TimingConfig(warmup_runs=3, min_runs=10, min_time_s=1.0, max_runs=200)),
         subprocess_timeout_s=300,
-    ),  # fmt: skip
+    ),
     "dry": Sizes(
-        timing_model="googlenet28", timing_image=32, timing_batch=2,
-        timing_cfg=TimingConfig(warmup_runs=1, min_runs=5, min_time_s=0.05, max_runs=20),
-        roofline_model="googlenet28", roofline_image=32, roofline_batch=2,
-        memory_model="googlenet28", memory_image=32, memory_batch=2,
+        timing=TimingSizes("googlenet28", image=32, batch=2, timing_config=TimingConfig(
+            warmup_runs=1, min_runs=5, min_time_s=0.05, max_runs=20)),
+        roofline=RooflineSizes("googlenet28", image=32, batch=2),
+        memory=MemorySizes("googlenet28", image=32, batch=2),
         # a CPU cap is on address space: at 0.25 GiB oneDNN fails to create its primitives
         # ("could not create a primitive", an error record) before any allocation fails
-        oom_model="googlenet28", oom_cap_gb=0.5,
-        oom_timing=("--rounds", "1", "--min-time", "0.01", "--warmup", "0", "--min-runs", "1"),
-        provoke_model="googlenet28", provoke_image=32, provoke_batch=4096, provoke_headroom_gb=0.1,
-        run_args=("--profile", "smoke", "--models", "googlenet28",
-                  "--metrics", "params,flops,latency,memory,roofline"),
-        recipe_args=("--models", "googlenet28", "--metrics", "accuracy", "--profile", "smoke",
-                     "--seeds", "0"),
-        pipeline_batches=2, pipeline_batch=8, pipeline_image=64,
-        pipeline_dtype="fp32", pipeline_channels_last=False,
+        oom=OomSizes(
+            "googlenet28", cap_gb=0.5,
+            timing_args=("--rounds", "1", "--min-time", "0.01", "--warmup", "0", "--min-runs", "1"),
+            provoke_model="googlenet28", provoke_image=32, provoke_batch=4096,
+            provoke_headroom_gb=0.1),
+        run=RunSizes(("--profile", "smoke", "--models", "googlenet28",
+                      "--metrics", "params,flops,latency,memory,roofline")),
+        recipe=RecipeSizes(
+            ("--models", "googlenet28", "--metrics", "accuracy", "--profile", "smoke",
+             "--seeds", "0"),
+            pipeline_steps=2, pipeline_batch=8, pipeline_image=64,
+            pipeline_dtype="fp32", pipeline_channels_last=False),
         # fp32: bf16 autocast on a CPU is ~10x slower, and the code path is the same
-        throughput_model="googlenet", throughput_image=64, throughput_batches=(2,),
-        throughput_dtype="fp32", throughput_channels_last=True,
-        throughput_cfg=TimingConfig(warmup_runs=1, min_runs=2, min_time_s=0.01, max_runs=5),
+        throughput=ThroughputSizes(
+            "googlenet", image=64, batches=(2,), dtype="fp32", channels_last=True,
+            timing_config=TimingConfig(warmup_runs=1, min_runs=2, min_time_s=0.01, max_runs=5)),
         subprocess_timeout_s=300,
-    ),  # fmt: skip
+    ),
 }
+# fmt: on
 
-# the chapter's recipe as the full profile must train it (shared/REFERENCE.md: d2l 1.0, 8.4)
+# the chapter's recipe as the full profile must train it (shared/REFERENCE.md: d2l 1.0, 8.4),
+# written out here rather than read from TrainConfig's defaults: the check must not follow them
 CHAPTER_RECIPE = dict(epochs=10, batch=128, optimizer="sgd", lr=0.01, momentum=0.0,
                       train_images=60_000, test_images=10_000, image_size=96)  # fmt: skip
-TRAIN_OPTIMIZER = ("sgd", 0.01)  # the memory stage's step: the chapter's plain SGD
 
 # --- the goals -----------------------------------------------------------------------------------
 
@@ -217,7 +285,7 @@ class Goal:
 
 
 def judge(measured: float | None, goal: Goal) -> str:
-    """"pass" when ``measured`` is a finite number inside ``goal``, else "fail"."""
+    """ "pass" when ``measured`` is a finite number inside ``goal``, else "fail"."""
     if measured is None or not math.isfinite(measured):
         return "fail"
     return "pass" if goal.met(measured) else "fail"
@@ -266,6 +334,13 @@ class Verdict:
     note: str = ""
 
 
+def run_config(device: str, dry: bool, out: Path, **workload) -> RunConfig:
+    """The configuration a `cnnbench run` on ``device`` would have (the dry run's profile is
+    smoke, the real run's full), with ``workload`` options (dtype, image_size, ...) given."""
+    return make_config(models=(), metrics=(), device=device, profile="smoke" if dry else "full",
+                       out_dir=str(out), given=workload)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Ctx:
     """What every stage gets: where to write, the device, the sizes and whether goals count."""
@@ -285,15 +360,19 @@ class Ctx:
     def torch_device(self) -> torch.device:
         return torch.device(self.device)
 
+    @property
+    def config(self) -> RunConfig:
+        """What ``runner.setup_process`` sets this process (and a worker) up from: TF32 off for
+        cuBLAS and cuDNN, cuDNN autotuning on, ``cuda:N`` current, no memory cap."""
+        return run_config(self.device, self.dry, self.out)
+
     def spec(self, model: str, image: int, batch: int, *, dtype: str = "fp32",
              mode: str = "inference", channels_last: bool = False) -> Spec:  # fmt: skip
-        """A Spec as the runner writes one: TF32 off on CUDA fp32, autocast for bf16."""
-        return Spec(
-            model=model, image_size=image, batch_size=batch, device=self.device, dtype=dtype,
-            channels_last=channels_last, threads=None if self.cuda else torch.get_num_threads(),
-            mode=mode, tf32=False if self.cuda and dtype == "fp32" else None,
-            cast=None if dtype == "fp32" else "autocast",
-        )  # fmt: skip
+        """A Spec as the runner plans one: TF32 off on CUDA fp32, autocast for bf16, a training
+        step's weights fp32 and never replayed from a CUDA graph."""
+        config = run_config(self.device, self.dry, self.out, image_size=image, dtype=dtype,
+                            channels_last=channels_last)  # fmt: skip
+        return in_mode(base_spec(config, model), mode, batch_size=batch)
 
     def peaks(self, dtype: str, tf32: bool):
         """The device's peaks in one math mode, measured once and shared by peaks and roofline."""
@@ -311,8 +390,11 @@ class Ctx:
         goal is not judged in the dry run; a ``must`` (structural) check is judged everywhere."""
         measured = None if measured is None else float(measured)
         finite_positive = measured is not None and math.isfinite(measured) and measured > 0
-        if unit in POSITIVE_UNITS and not must and not finite_positive and (
-            self.dry or measured is not None
+        if (
+            unit in POSITIVE_UNITS
+            and not must
+            and not finite_positive
+            and (self.dry or measured is not None)
         ):  # a measurement that is not a finite positive number is a broken stage, not a result
             raise AssertionError(f"{check}: measured {measured!r} {unit}, not finite and > 0")
         passed = met if met is not None else judge(measured, goal) == "pass"
@@ -353,22 +435,12 @@ def run_logged(cmd: list[str], log: Path, name: str, timeout_s: int) -> int:
     return rc
 
 
-def _set_process_flags(device: str) -> None:
-    """As the runner's workers run: cuDNN autotuning on (its trials fall in warm-up), TF32 off
-    for both cuBLAS and cuDNN (cuDNN's default is on), ``cuda:N`` current."""
-    torch.backends.cudnn.benchmark = True
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    if device.startswith("cuda"):
-        torch.cuda.set_device(torch.device(device).index or 0)  # "cuda" has no index
-
-
-def _fmt(x: float | None) -> str:
-    if x is None:
-        return "—"
-    if abs(x) >= 1e4:
-        return f"{x:,.0f}"
-    return f"{x:.4g}"
+def number(x: float | None) -> str:
+    """A measured number as the table and the console show it: whole from 10,000 up (images/s,
+    bytes), else 4 significant digits (ratios, seconds); the missing mark from ``fmt``."""
+    if is_missing(x) or abs(x) < 1e4:
+        return fmt(x, 4, significant=True)
+    return fmt(x, 0)
 
 
 # --- 1 timing ------------------------------------------------------------------------------------
@@ -377,9 +449,9 @@ def _fmt(x: float | None) -> str:
 def stage_timing(ctx: Ctx) -> list[Verdict]:
     """CUDA events around each iteration against one synchronized wall-clock loop of the same
     number of iterations: on a workload that keeps the GPU busy the two must agree."""
-    s, dev = ctx.sizes, ctx.torch_device
-    step = workload.build(ctx.spec(s.timing_model, s.timing_image, s.timing_batch)).step
-    times, timer = latency.time_iterations(step, dev, s.timing_cfg)
+    s, dev = ctx.sizes.timing, ctx.torch_device
+    step = workload.build(ctx.spec(s.model, s.image, s.batch)).step
+    times, timer = latency.time_iterations(step, dev, s.timing_config)
     n = len(times)
     event_ms = statistics.median(times)
     synchronize(dev)
@@ -389,8 +461,7 @@ def stage_timing(ctx: Ctx) -> list[Verdict]:
     synchronize(dev)
     wall_ms = (time.perf_counter() - t0) / n * 1e3
     note = (f"{timer} median {event_ms:.4g} ms, wall clock {wall_ms:.4g} ms per iteration, "
-            f"{n} iterations each; {s.timing_model} at {s.timing_image}, batch {s.timing_batch}, "
-            "fp32 inference")  # fmt: skip
+            f"{n} iterations each; {s.model} at {s.image}, batch {s.batch}, fp32 inference")  # fmt: skip
     return [ctx.check("timing", "event-timed median / synchronized wall clock",
                       GOALS["timing_agreement"], event_ms / wall_ms, "ratio", note)]  # fmt: skip
 
@@ -461,15 +532,15 @@ def stage_peaks(ctx: Ctx) -> list[Verdict]:
 
 def stage_roofline(ctx: Ctx) -> list[Verdict]:
     """Per-layer rooflines in fp32 (TF32 off) and bf16, each against peaks of its own mode."""
-    s = ctx.sizes
+    s = ctx.sizes.roofline
     out, results = [], {}
     for dtype in ("fp32", "bf16"):
         if dtype != "fp32" and not ctx.cuda:  # a CPU's probes run fp32: no bf16 roof to judge by
             out.append(ctx.skip("roofline", f"every conv/linear layer has a time ({dtype})",
                                 "all timed", "CUDA only: cnnbench refuses a bf16 roofline on a CPU"))  # fmt: skip
             continue
-        spec = ctx.spec(s.roofline_model, s.roofline_image, s.roofline_batch, dtype=dtype)
-        model = models.create(s.roofline_model, image_size=s.roofline_image)
+        spec = ctx.spec(s.model, s.image, s.batch, dtype=dtype)
+        model = models.create(s.model, image_size=s.image)
         name = f"every conv/linear layer has a time ({dtype})"
         try:
             r = roofline.measure(model, spec, ctx.peaks(dtype, False))
@@ -495,7 +566,7 @@ def stage_roofline(ctx: Ctx) -> list[Verdict]:
         f, b = results["fp32"], results["bf16"]
         out.append(ctx.check(
             "roofline", name, goal, b.model_ms / f.model_ms, "ratio",
-            f"{s.roofline_model} at {s.roofline_image}, batch {s.roofline_batch}: bf16 "
+            f"{s.model} at {s.image}, batch {s.batch}: bf16 "
             f"{b.model_ms:.4g} ms, fp32 {f.model_ms:.4g} ms",
         ))  # fmt: skip
     return out
@@ -504,21 +575,22 @@ def stage_roofline(ctx: Ctx) -> list[Verdict]:
 # --- 4 memory ------------------------------------------------------------------------------------
 
 
-def _cold_then_warm(spec: Spec, optimizer: str, lr: float):
-    """In a fresh worker: the same training-step memory measurement twice, the first on a cold
-    cuDNN cache (nothing autotuned yet in this process), the second warm."""
-    _set_process_flags(spec.device)
-    cold = memory.measure(spec, optimizer=optimizer, lr=lr)
-    warm = memory.measure(spec, optimizer=optimizer, lr=lr)
+def _cold_then_warm(config: RunConfig, spec: Spec, sizes: MemorySizes):
+    """In a fresh worker set up as the runner sets up its workers: the same training-step memory
+    measurement twice, the first on a cold cuDNN cache (nothing autotuned yet in this process),
+    the second warm."""
+    setup_process(config)
+    cold = memory.measure(spec, optimizer=sizes.optimizer, lr=sizes.lr)
+    warm = memory.measure(spec, optimizer=sizes.optimizer, lr=sizes.lr)
     return cold, warm
 
 
 def stage_memory(ctx: Ctx) -> list[Verdict]:
-    s = ctx.sizes
-    spec = ctx.spec(s.memory_model, s.memory_image, s.memory_batch, mode="train")
-    cold, warm = call_in_worker(_cold_then_warm, spec, *TRAIN_OPTIMIZER, name="acceptance-memory")
+    s = ctx.sizes.memory
+    spec = ctx.spec(s.model, s.image, s.batch, mode="train")
+    cold, warm = call_in_worker(_cold_then_warm, ctx.config, spec, s, name="acceptance-memory")
     mib = 2**20
-    where = f"{s.memory_model} at {s.memory_image}, batch {s.memory_batch}, training step (SGD)"
+    where = f"{s.model} at {s.image}, batch {s.batch}, training step (SGD)"
     return [
         ctx.check(
             "memory", "peak memory, warm / cold cuDNN cache", GOALS["memory_warm_over_cold"],
@@ -577,7 +649,7 @@ def _provoke_oom(spec: Spec) -> str | None:
 def _oom_round_trip(ctx: Ctx) -> tuple[int, int, str | None]:
     """(allocated before, allocated after release, the OOM's message) of an OOM provoked under
     a per-process memory fraction."""
-    s, dev = ctx.sizes, ctx.torch_device
+    s, dev = ctx.sizes.oom, ctx.torch_device
     # warm first: cuBLAS and cuDNN keep their handles' workspaces allocated for the process's
     # life, and a first use inside the provoked step would count as memory never given back
     workload.build(ctx.spec(s.provoke_model, s.provoke_image, 2, mode="train")).step()
@@ -596,23 +668,29 @@ def _oom_round_trip(ctx: Ctx) -> tuple[int, int, str | None]:
     return before, torch.cuda.memory_allocated(dev), message
 
 
-def stage_oom(ctx: Ctx) -> list[Verdict]:
-    s = ctx.sizes
-    out_dir = ctx.out / "oom"
+def _oom_sweep(ctx: Ctx) -> list:
+    """The capped latency sweep through the CLI; its records (judged per mode by the caller)."""
+    s, out_dir = ctx.sizes.oom, ctx.out / "oom"
     # --no-report: the records are what is judged; the report of the run is DIR/run's
-    rc = ctx.cli(["run", "--models", s.oom_model, "--metrics", "latency", "--sweep",
-                  "--memory-cap-gb", f"{s.oom_cap_gb:g}", "--device", ctx.device, *s.oom_timing,
+    rc = ctx.cli(["run", "--models", s.model, "--metrics", "latency", "--sweep",
+                  "--memory-cap-gb", f"{s.cap_gb:g}", "--device", ctx.device, *s.timing_args,
                   "--no-report", "--out", str(out_dir)], "oom sweep")  # fmt: skip
     records = RunStore(out_dir).records()
     if rc not in (0, 1) or not records:  # 1: some record is an error, judged per mode below
         raise RuntimeError(f"capped sweep: exit status {rc}, {len(records)} records (log.txt)")
+    return records
+
+
+def stage_oom(ctx: Ctx) -> list[Verdict]:
+    s = ctx.sizes.oom
+    records = _oom_sweep(ctx)
     out = []
     for mode in ("inference", "train"):
         count, ended, note = sweep_verdict(records, mode)
         out.append(ctx.check(
             "oom", f"capped sweep ends in one oom record ({mode})",
             "exactly 1, nothing measured past it", count, "oom records",
-            f"{s.oom_model}, cap {s.oom_cap_gb:g} GiB: {note}", met=ended,
+            f"{s.model}, cap {s.cap_gb:g} GiB: {note}", met=ended,
         ))  # fmt: skip
     name = "allocated memory back to baseline after an OOM"
     if not ctx.cuda:
@@ -636,7 +714,7 @@ def stage_oom(ctx: Ctx) -> list[Verdict]:
 
 def stage_run(ctx: Ctx) -> list[Verdict]:
     out_dir = ctx.out / "run"
-    rc = ctx.cli(["run", *ctx.sizes.run_args, "--device", ctx.device, "--out", str(out_dir)],
+    rc = ctx.cli(["run", *ctx.sizes.run.args, "--device", ctx.device, "--out", str(out_dir)],
                  "run")  # fmt: skip
     records = RunStore(out_dir).records()
     errors = [r for r in records if r.status == "error"]
@@ -671,47 +749,56 @@ def _input_pipeline_module():
 def pipeline_rates(ctx: Ctx) -> tuple[float, float]:
     """End-to-end training images/s of the d2l-style DataLoader and of cnnbench's device loader,
     same model, step, dtype and device; (d2l, cnnbench)."""
-    s, dev = ctx.sizes, ctx.torch_device
+    s, dev = ctx.sizes.recipe, ctx.torch_device
     pipe = _input_pipeline_module()
     # the module's batch and size are globals its functions read at call time: the dry run
     # shrinks them (GoogLeNet at 96, batch 128, on 2 cores is seconds a step)
     pipe.BATCH, pipe.IMAGE_SIZE = s.pipeline_batch, s.pipeline_image
     with tempfile.TemporaryDirectory(prefix="acceptance-tv-") as tmp:
         root = pipe.torchvision_layout(Path(tmp))
-        d2l = pipe.train_slice(pipe.d2l_batches(root, dev), dev, s.pipeline_batches,
+        d2l = pipe.train_slice(pipe.d2l_batches(root, dev), dev, s.pipeline_steps,
                                s.pipeline_dtype, s.pipeline_channels_last)  # fmt: skip
         ours = pipe.train_slice(pipe.cnnbench_batches(dev, s.pipeline_channels_last), dev,
-                                s.pipeline_batches, s.pipeline_dtype,
+                                s.pipeline_steps, s.pipeline_dtype,
                                 s.pipeline_channels_last)  # fmt: skip
     release(dev)
     return d2l, ours
 
 
-def _is_chapter_recipe(result, spec: Spec) -> tuple[bool, str]:
-    want = CHAPTER_RECIPE
+def is_chapter_recipe(result, spec: Spec) -> tuple[bool, str]:
+    """Whether a training record ran the chapter's whole recipe (CHAPTER_RECIPE: its epochs and
+    data as well as its hyper-parameters; the dtype aside), and what it ran, in words.
+
+    Not ``measure/train.py``'s ``recipe == "d2l"``: that flag is computed inline in ``train()``
+    from the config, covers neither the epochs nor the data and calls any bf16 run "modified",
+    while this run trains in bf16 to fit its 8 minutes."""
     got = dict(epochs=result.epochs, batch=spec.batch_size, optimizer=result.optimizer,
                lr=result.lr, momentum=result.momentum, train_images=result.train_images,
                test_images=result.test_images, image_size=spec.image_size)  # fmt: skip
-    off = {k: got[k] for k in want if got[k] != want[k]}
+    off = sorted(k for k, want in CHAPTER_RECIPE.items() if got[k] != want)
     text = ", ".join(f"{k} {v}" for k, v in got.items())
-    return not off, text + (f"; differs: {sorted(off)}" if off else "")
+    return not off, text + (f"; differs: {off}" if off else "")
 
 
-def stage_recipe(ctx: Ctx) -> list[Verdict]:
-    s = ctx.sizes
+def _recipe_record(ctx: Ctx):
+    """The one accuracy record of the recipe run through the CLI, or a RuntimeError."""
     out_dir = ctx.out / "recipe"
-    rc = ctx.cli(["run", *s.recipe_args, "--device", ctx.device, "--no-report",
+    rc = ctx.cli(["run", *ctx.sizes.recipe.args, "--device", ctx.device, "--no-report",
                   "--out", str(out_dir)], "recipe")  # fmt: skip
     records = [r for r in RunStore(out_dir).records() if r.metric == "accuracy"]
     if rc != 0 or len(records) != 1 or records[0].status != "ok":
         why = [(r.status, r.reason) for r in records]
         raise RuntimeError(f"recipe run: exit status {rc}, accuracy records {why} (log.txt)")
-    record = records[0]
-    result = record.result  # TrainResult
+    return records[0]
+
+
+def stage_recipe(ctx: Ctx) -> list[Verdict]:
+    s, record = ctx.sizes.recipe, _recipe_record(ctx)
+    result, spec = record.result, record.spec  # a TrainResult
     run = result.runs[0]
-    chapter, recipe_text = _is_chapter_recipe(result, record.spec)
-    conditions = (f"{record.spec.model} at {record.spec.image_size}, {record.spec.dtype}"
-                  f"{', channels_last' if record.spec.channels_last else ''}, record says recipe "
+    chapter, recipe_text = is_chapter_recipe(result, spec)
+    conditions = (f"{spec.model} at {spec.image_size}, {spec.dtype}"
+                  f"{', channels_last' if spec.channels_last else ''}, record says recipe "
                   f"'{result.recipe}'")  # fmt: skip
     out = [
         ctx.check("recipe", "the full profile trains the chapter's recipe",
@@ -721,14 +808,14 @@ def stage_recipe(ctx: Ctx) -> list[Verdict]:
                   run.final_test_accuracy, "accuracy",
                   f"seed {run.seed}, {len(run.epochs)} epochs; {conditions}"),
         ctx.check("recipe", "training wall time", GOALS["recorded"], run.train_time_s, "s",
-                  f"{_fmt(result.images_per_s_mean)} images/s end to end (data included)"),
+                  f"{number(result.images_per_s_mean)} images/s end to end (data included)"),
     ]  # fmt: skip
     d2l, ours = pipeline_rates(ctx)
     out.append(ctx.check(
         "recipe", "cnnbench loader / d2l DataLoader, images/s end to end",
         GOALS["pipeline_speedup"], ours / d2l, "x",
         f"cnnbench {ours:,.0f} images/s, d2l-style {d2l:,.0f}; googlenet at "
-        f"{s.pipeline_image}, batch {s.pipeline_batch}, {s.pipeline_batches} SGD steps each, "
+        f"{s.pipeline_image}, batch {s.pipeline_batch}, {s.pipeline_steps} SGD steps each, "
         f"{s.pipeline_dtype}{', channels_last' if s.pipeline_channels_last else ''}",
     ))  # fmt: skip
     return out
@@ -738,13 +825,13 @@ def stage_recipe(ctx: Ctx) -> list[Verdict]:
 
 
 def stage_throughput(ctx: Ctx) -> list[Verdict]:
-    s = ctx.sizes
+    s = ctx.sizes.throughput
     rates = {}
-    for batch in s.throughput_batches:
-        spec = ctx.spec(s.throughput_model, s.throughput_image, batch, dtype=s.throughput_dtype,
-                        mode="train", channels_last=s.throughput_channels_last)  # fmt: skip
-        model = models.create(s.throughput_model, image_size=s.throughput_image)
-        rates[batch] = latency.measure(model, spec, s.throughput_cfg).images_per_s
+    for batch in s.batches:
+        spec = ctx.spec(s.model, s.image, batch, dtype=s.dtype, mode="train",
+                        channels_last=s.channels_last)  # fmt: skip
+        model = models.create(s.model, image_size=s.image)
+        rates[batch] = latency.measure(model, spec, s.timing_config).images_per_s
         del model
         release(ctx.torch_device)
     best = max(rates, key=rates.get)
@@ -752,8 +839,8 @@ def stage_throughput(ctx: Ctx) -> list[Verdict]:
         "throughput", "training images/s at the best batch", GOALS["train_images_per_s"],
         rates[best], "images/s",
         f"best batch {best}; " + ", ".join(f"b{b} {r:,.0f}" for b, r in rates.items())
-        + f"; {s.throughput_model} at {s.throughput_image}, {s.throughput_dtype}"
-        + (", channels_last" if s.throughput_channels_last else "") + ", SGD step",
+        + f"; {s.model} at {s.image}, {s.dtype}"
+        + (", channels_last" if s.channels_last else "") + ", SGD step",
     )]  # fmt: skip
 
 
@@ -809,28 +896,36 @@ def run_stage(ctx: Ctx, name: str) -> list[Verdict]:
                             error_line(exc))]  # fmt: skip
     finally:
         release(ctx.torch_device)
-        _set_process_flags(ctx.device)  # whatever a stage changed, the next starts alike
+        setup_process(ctx.config)  # whatever a stage changed, the next starts alike
     seconds = round(time.perf_counter() - t0, 2)
     return [dataclasses.replace(v, seconds=seconds) for v in verdicts]
 
 
-def _cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def write_markdown(path: Path, verdicts: list[Verdict], title: str, preface: str) -> None:
-    lines = [f"# {title}", "", preface, "",
-             "| stage | check | goal | measured | unit | verdict | s | note |",
-             "| --- | --- | --- | ---: | --- | --- | ---: | --- |"]  # fmt: skip
-    for v in verdicts:
-        lines.append("| " + " | ".join(_cell(c) for c in (
-            v.stage, v.check, v.goal, _fmt(v.measured), v.unit, v.verdict, f"{v.seconds:.1f}",
-            v.note)) + " |")  # fmt: skip
-    path.write_text("\n".join(lines) + "\n")
-
-
 def failed(verdicts: list[Verdict]) -> list[Verdict]:
     return [v for v in verdicts if v.verdict in ("fail", "error")]
+
+
+COLUMNS = ("stage", "check", "goal", "measured", "unit", "verdict", "s", "note")
+DRY_NOTE = ("Dry run: every stage's code at tiny sizes; no performance goal is judged. A check "
+            f"that ran and measured finite, positive numbers reads '{DRY_VERDICT}'; structural "
+            "checks (exit statuses, records, files) are judged as in a real run.")  # fmt: skip
+
+
+def verdict_page(verdicts: list[Verdict], title: str, preface: str, dry: bool) -> Document:
+    """The verdicts as a page: the conditions, what failed, then every check in one table."""
+    rows = [(v.stage, v.check, v.goal, number(v.measured), v.unit, v.verdict, f"{v.seconds:.1f}",
+             v.note) for v in verdicts]  # fmt: skip
+    blocks: list = [Paragraph(preface)]
+    if dry:
+        blocks.append(Note(DRY_NOTE))
+    bad = failed(verdicts)
+    if bad:
+        blocks += [Heading("Failed or errored"), Bullets(tuple(
+            f"{v.stage}, {v.check}: {v.verdict}, measured {number(v.measured)} {v.unit} "
+            f"(goal {v.goal}); {v.note}" for v in bad))]  # fmt: skip
+    caption = "One row per check; s: the stage's wall time (the total row: the whole run's)"
+    blocks += [Heading("Checks"), Table(caption, pd.DataFrame(rows, columns=list(COLUMNS)))]
+    return Document(title, tuple(blocks))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -859,44 +954,62 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    sizes = SIZES["dry" if args.dry_run else "real"]
-    ctx = Ctx(out=out, device=args.device, dry=args.dry_run, sizes=sizes, log=out / "log.txt")
-    _set_process_flags(ctx.device)
+def write_env(ctx: Ctx, stages: tuple[str, ...]) -> dict:
+    """DIR/env.json: what the numbers depend on, and how this acceptance run was asked for."""
     env = collect_env(ctx.device)
-    env["acceptance"] = {"dry_run": ctx.dry, "stages": list(args.stages), "argv": sys.argv,
-                         "sizes": dataclasses.asdict(sizes)}  # fmt: skip
-    (out / "env.json").write_text(json.dumps(env, indent=2, default=str) + "\n")
+    env["acceptance"] = {"dry_run": ctx.dry, "stages": list(stages), "argv": sys.argv,
+                         "sizes": dataclasses.asdict(ctx.sizes)}  # fmt: skip
+    (ctx.out / "env.json").write_text(json.dumps(env, indent=2, default=str) + "\n")
+    return env
+
+
+def run_stages(ctx: Ctx, stages: tuple[str, ...]) -> tuple[list[Verdict], float]:
+    """Every stage in order, a progress line each on stderr; (verdicts, total seconds), the
+    whole run's wall time judged when every stage ran (the 8-minute budget is the whole run's)."""
     t0 = time.perf_counter()
     verdicts: list[Verdict] = []
-    for i, name in enumerate(args.stages, 1):
+    for i, name in enumerate(stages, 1):
         mine = run_stage(ctx, name)
         verdicts += mine
         counts = {k: sum(v.verdict == k for v in mine) for k in VERDICTS}
         summary = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
-        print(f"[{i}/{len(args.stages)}] {name}: {mine[0].seconds:.1f} s — {summary}",
+        print(f"[{i}/{len(stages)}] {name}: {mine[0].seconds:.1f} s — {summary}",
               file=sys.stderr, flush=True)  # fmt: skip
-    total = time.perf_counter() - t0
-    if args.stages == STAGES:  # the 8-minute budget is the whole run's
-        verdicts.append(ctx.check("total", "acceptance run wall time", GOALS["total_s"],
-                                  round(total, 2), "s", f"{len(STAGES)} stages"))  # fmt: skip
-    verdicts = [dataclasses.replace(v, seconds=round(total, 2)) if v.stage == "total" else v
-                for v in verdicts]  # fmt: skip
-    (out / "verdicts.json").write_text(
+    total = round(time.perf_counter() - t0, 2)
+    if stages == STAGES:
+        verdicts.append(dataclasses.replace(ctx.check(
+            "total", "acceptance run wall time", GOALS["total_s"], total, "s",
+            f"{len(STAGES)} stages"), seconds=total))  # fmt: skip
+    return verdicts, total
+
+
+def write_verdicts(ctx: Ctx, verdicts: list[Verdict], env: dict, stages, total: float) -> None:
+    """DIR/verdicts.json and DIR/verdicts.md."""
+    (ctx.out / "verdicts.json").write_text(
         json.dumps([dataclasses.asdict(v) for v in verdicts], indent=2, allow_nan=False) + "\n"
     )
     title = f"GPU acceptance: {env.get('device_name')} ({ctx.device})" + (
         " — dry run" if ctx.dry else "")  # fmt: skip
     preface = (f"{env.get('collected_at')}, commit {env.get('git_commit')}"
                f"{' (dirty)' if env.get('git_dirty') else ''}, torch {torch.__version__}; "
-               f"{total:.1f} s in all. Stages: {', '.join(args.stages)}.")  # fmt: skip
-    write_markdown(out / "verdicts.md", verdicts, title, preface)
+               f"{total:.1f} s in all. Stages: {', '.join(stages)}.")  # fmt: skip
+    page = verdict_page(verdicts, title, preface, ctx.dry)
+    (ctx.out / "verdicts.md").write_text(to_markdown(page))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    sizes = SIZES["dry" if args.dry_run else "real"]
+    ctx = Ctx(out=out, device=args.device, dry=args.dry_run, sizes=sizes, log=out / "log.txt")
+    setup_process(ctx.config)
+    env = write_env(ctx, args.stages)
+    verdicts, total = run_stages(ctx, args.stages)
+    write_verdicts(ctx, verdicts, env, args.stages, total)
     bad = failed(verdicts)
     for v in verdicts:
-        print(f"{v.verdict:>13}  {v.stage:<10} {v.check}: {_fmt(v.measured)} {v.unit} "
+        print(f"{v.verdict:>13}  {v.stage:<10} {v.check}: {number(v.measured)} {v.unit} "
               f"(goal {v.goal})")  # fmt: skip
     print(f"{len(verdicts)} checks, {len(bad)} failed or errored, {total:.1f} s; "
           f"{out / 'verdicts.md'}")  # fmt: skip

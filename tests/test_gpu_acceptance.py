@@ -121,9 +121,63 @@ def test_sweep_verdict_wants_one_oom_and_nothing_past_it():
 def test_sizes_table_covers_both_modes_alike():
     real, dry = acc.SIZES["real"], acc.SIZES["dry"]
     assert type(real) is type(dry)
-    assert dry.timing_batch <= 2 and dry.memory_batch <= 2 and max(dry.throughput_batches) <= 2
-    assert 32 <= dry.timing_image <= 64 and 32 <= dry.roofline_image <= 64
-    assert "--profile" in dry.run_args and "smoke" in dry.run_args
+    for f in acc.dataclasses.fields(real):  # each stage's sizes: one table type in both modes
+        assert type(getattr(real, f.name)) is type(getattr(dry, f.name)), f.name
+    assert dry.timing.batch <= 2 and dry.memory.batch <= 2 and max(dry.throughput.batches) <= 2
+    assert 32 <= dry.timing.image <= 64 and 32 <= dry.roofline.image <= 64
+    assert "--profile" in dry.run.args and "smoke" in dry.run.args
+
+
+def test_specs_are_the_ones_a_run_plans(tmp_path):
+    from cnnbench.results import Spec
+
+    ctx = acc.Ctx(out=tmp_path, device="cuda:1", dry=False, sizes=acc.SIZES["real"], log=tmp_path)
+    # written out by hand: CUDA fp32 has TF32 off and no threads; bf16 is autocast, and a
+    # training step keeps that cast and never replays a CUDA graph
+    assert ctx.spec("googlenet", 96, 256) == Spec(
+        "googlenet", 96, 256, device="cuda:1", dtype="fp32", threads=None, mode="inference",
+        tf32=False, cast=None,
+    )  # fmt: skip
+    assert ctx.spec("alexnet", 224, 64, dtype="bf16", mode="train", channels_last=True) == Spec(
+        "alexnet", 224, 64, device="cuda:1", dtype="bf16", channels_last=True, threads=None,
+        mode="train", tf32=None, cast="autocast", cuda_graph=False,
+    )  # fmt: skip
+    cpu = acc.dataclasses.replace(ctx, device="cpu", dry=True)
+    spec = cpu.spec("googlenet28", 32, 2, mode="train")
+    assert spec.threads == acc.torch.get_num_threads() and spec.tf32 is None and spec.cast is None
+
+
+def test_numbers_and_the_recipe_check_read_as_before():
+    from types import SimpleNamespace
+
+    from cnnbench.results import Spec
+
+    assert [acc.number(x) for x in (None, 0.0, 0.99876, 87.07, 45_123.4)] == [
+        "—", "0", "0.9988", "87.07", "45,123",
+    ]  # fmt: skip
+    full = SimpleNamespace(epochs=10, optimizer="sgd", lr=0.01, momentum=0.0,
+                           train_images=60_000, test_images=10_000)  # fmt: skip
+    ok, text = acc.is_chapter_recipe(full, Spec("googlenet", 96, 128, dtype="bf16"))
+    assert ok and text.startswith("epochs 10, batch 128, optimizer sgd, lr 0.01")
+    short = SimpleNamespace(**{**vars(full), "epochs": 1, "train_images": 200})
+    ok, text = acc.is_chapter_recipe(short, Spec("googlenet", 96, 128))
+    assert not ok and text.endswith("differs: ['epochs', 'train_images']")
+
+
+def test_verdict_page_lists_what_failed_above_the_table():
+    v = acc.Verdict
+    verdicts = [v("run", "exit status", "= 0", 124.0, "exit status", "fail", 3.0, "a|b"),
+                v("timing", "ratio", "within 10%", 1.05, "ratio", "pass", 2.5)]  # fmt: skip
+    md = acc.to_markdown(acc.verdict_page(verdicts, "T", "preface", dry=False))
+    lines = md.splitlines()
+    assert lines[0] == "# T" and "Dry run" not in md
+    bullets = [line for line in lines if line.startswith("- ")]
+    assert bullets == ["- run, exit status: fail, measured 124 exit status (goal = 0); a|b"]
+    rows = [line for line in lines if line.startswith("| ")]
+    assert rows[0] == "| stage | check | goal | measured | unit | verdict | s | note |"
+    assert rows[2] == "| run | exit status | = 0 | 124 | exit status | fail | 3.0 | a\\|b |"
+    assert lines.index(bullets[0]) < lines.index(rows[0])
+    assert "Dry run" in acc.to_markdown(acc.verdict_page(verdicts[1:], "T", "p", dry=True))
 
 
 # --- the script end to end -----------------------------------------------------------------------
