@@ -93,11 +93,13 @@ def test_each_value_is_declared_once_with_the_units_the_history_used():
     from cnnbench.results.history import VALUE_NAMES
 
     declared = {m: {n: (v.unit, v.better) for n, v in declared_values(m).items()} for m in RESULT_TYPES}
-    assert declared == OLD_DECLARATIONS
-    assert VALUE_NAMES == {m: tuple(names) for m, names in OLD_DECLARATIONS.items()}
+    since = {**OLD_DECLARATIONS, "energy": {"joules_per_image": ("J", "lower")}}  # issue 23's
+    assert declared == since
+    assert VALUE_NAMES == {m: tuple(names) for m, names in since.items()}
     assert HEADLINES == {m: VALUE_NAMES[m] for m in ("params", "flops", "latency", "memory", "accuracy")}
     machine = {n for m in RESULT_TYPES for n, v in declared_values(m).items() if v.machine}
-    assert machine == {"latency_ms_p50", "images_per_s", "measured_bytes", "train_time_s_mean"}
+    assert machine == {"latency_ms_p50", "images_per_s", "measured_bytes", "train_time_s_mean",
+                       "joules_per_image"}  # fmt: skip
 
 
 def test_optimizers_compare_as_objects_whatever_their_spelling():

@@ -193,12 +193,13 @@ def test_layer_times_take_the_cpu_row_not_the_gpu_annotation():
         device_type: object
         cpu_time_total: float = 0.0
         device_time_total: float = 0.0
+        count: int = 5  # five passes, one call each
 
     events = [Evt("layer::conv", DeviceType.CPU, 900.0, 500.0),
               Evt("layer::conv", DeviceType.CUDA, 0.0, 350.0),  # the annotation, gaps and all
               Evt("aten::conv2d", DeviceType.CPU, 800.0, 500.0)]  # fmt: skip
-    assert roofline.layer_times(events, "cuda", runs=5) == {"conv": 0.1}
-    assert roofline.layer_times(events, "cpu", runs=5) == {"conv": 0.18}
+    assert roofline.layer_times(roofline.layer_totals(events, "cuda")) == {"conv": 0.1}
+    assert roofline.layer_times(roofline.layer_totals(events, "cpu")) == {"conv": 0.18}
 
 
 def test_data_sheet_by_math_mode():

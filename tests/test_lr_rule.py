@@ -93,3 +93,17 @@ def test_without_a_rate_neither_trains_nor_times_a_step(monkeypatch):
     assert [r.status for r in (accuracy, latency, memory)] == ["unsupported"] * 3
     assert accuracy.reason == latency.reason == memory.reason
     assert "no chapter learning rate" in accuracy.reason and rates == []
+
+
+def test_the_chapter_recipe_is_named_once_and_its_differences_by_name():
+    """d2l 8.1-8.4 for NiN: plain SGD at lr 0.05 (typed in from the book), batch 128, 224 px,
+    fp32; each setting that differs is named, and one left out is not judged."""
+    from cnnbench.measure.train import chapter_recipe_differences
+
+    book = dict(batch_size=128, optimizer="sgd", lr=0.05, momentum=0.0, label_smoothing=0.0,
+                image_size=224, dtype="fp32")  # fmt: skip
+    assert chapter_recipe_differences("nin", **book) == ()
+    assert chapter_recipe_differences("nin", **{**book, "lr": 0.01, "dtype": "bf16"}) == ("lr", "dtype")
+    assert chapter_recipe_differences("nin", **{**book, "momentum": 0.9}) == ("momentum",)
+    without_dtype = {k: v for k, v in book.items() if k != "dtype"}
+    assert chapter_recipe_differences("nin", **without_dtype) == ()

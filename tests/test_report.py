@@ -291,8 +291,8 @@ def test_diverged_accuracy_keeps_its_number_beside_its_status(doctored):
 
     md = (doctored / "report.md").read_text()
     # the accuracy, then the size it was trained at ("trained at")
-    assert _row(md, "Overview", "googlenet_ls")[9:11] == ["0.550 (diverged)", "28"]
-    assert _row(md, "Overview", "googlenet28")[9] == "diverged"
+    assert _row(md, "Overview", "googlenet_ls")[8:10] == ["0.550 (diverged)", "28"]
+    assert _row(md, "Overview", "googlenet28")[8] == "diverged"
     lineage = "Variants against their parents (train images/s at batch 16)"
     # accuracy changes in percentage points: 0.472 → 0.550
     # (test accuracy, its change, its verdict: one seed a side is never called)

@@ -1,6 +1,8 @@
 """Short training on the real data: the loss falls, accuracy beats chance, seeds reproduce."""
 
+import dataclasses
 import math
+import time
 
 import pytest
 import torch
@@ -120,3 +122,79 @@ def test_test_accuracy_is_scored_on_the_test_images_and_labels(monkeypatch):
     (train_x, train_y, _), (test_x, test_y, kw) = built
     assert torch.equal(test_x, data.test_images) and torch.equal(test_y, data.test_labels)
     assert torch.equal(train_x, data.train_images) and not kw.get("shuffle")
+
+
+# -- the untimed warm-up before epoch 1's clock (issue 23) --------------------------------------
+
+
+def _tiny(spec):
+    """Batch norm (running statistics), dropout (the global RNG): what a warm-up could move."""
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Dropout(0.5),
+        torch.nn.Linear(4, 10),
+    )  # fmt: skip
+
+
+# 40 training images in batches of 16 (a last one of 8), 30 test images in batches of 20 (and 10);
+# momentum, so the optimizer has state a warm-up step would leave behind
+WARM_CFG = TrainConfig(epochs=2, batch_size=16, lr=0.05, momentum=0.9, train_subset=40,
+                       test_subset=30, eval_batch_size=20)  # fmt: skip
+WARM_SPEC = Spec("googlenet", 28, 16, mode="train")
+
+
+@pytest.fixture
+def tiny_models(monkeypatch):
+    """Every model a training run builds, kept; and the number of training steps taken."""
+    built, steps = [], []
+    monkeypatch.setattr(train.workload, "build_model", lambda spec: built.append(_tiny(spec)) or built[-1])
+    real_step = train.workload.train_step
+    monkeypatch.setattr(train.workload, "train_step", lambda *a, **k: steps.append(1) or real_step(*a, **k))
+    return built, steps
+
+
+def test_the_warm_up_leaves_the_trained_weights_as_without_it(fmnist, tiny_models, monkeypatch):
+    built, steps = tiny_models
+    warmed = train.train(WARM_SPEC, WARM_CFG, fmnist)
+    warm_steps = len(steps)
+    monkeypatch.setattr(train, "_warm_up", lambda *a, **k: train._Warmup((), (), 0.0, None))
+    steps.clear()
+    cold = train.train(WARM_SPEC, WARM_CFG, fmnist)
+    assert warm_steps == len(steps) + 2  # it ran: one step at batch 16, one at 8
+    a, b = (m.state_dict() for m in built)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # buffers too
+    assert [e.train_loss for e in warmed.runs[0].epochs] == [e.train_loss for e in cold.runs[0].epochs]
+    assert warmed.test_accuracy_mean == cold.test_accuracy_mean
+
+
+def test_the_epoch_clock_excludes_the_warm_up(fmnist, tiny_models, monkeypatch):
+    """The first step pays a slow one-off cost (cuDNN autotuning, compilation): made 0.5 s here.
+    The warm-up takes it, the epochs' wall time does not hold it."""
+    _, steps = tiny_models
+    step = train.workload.train_step
+    monkeypatch.setattr(train.workload, "train_step",
+                        lambda *a, **k: (time.sleep(0.5) if not steps else None) or step(*a, **k))  # fmt: skip
+    warmups = []
+    real_warm_up = train._warm_up
+    monkeypatch.setattr(train, "_warm_up", lambda *a: warmups.append(real_warm_up(*a)) or warmups[-1])
+    r = train.train(WARM_SPEC, dataclasses.replace(WARM_CFG, target_accuracy=0.0), fmnist)
+    (warm,) = warmups
+    assert warm.seconds >= 0.5 and warm.first_step_s >= 0.5
+    assert (warm.train_batches, warm.eval_batches) == ((16, 8), (20, 10))
+    first = r.runs[0].epochs[0]
+    assert first.wall_s < 0.5 and r.runs[0].time_to_target_s == first.wall_s
+    if "warmup" in {f.name for f in dataclasses.fields(train.SeedRun)}:
+        assert r.runs[0].warmup == warm.as_record()
+
+
+def test_batch_sizes_an_epoch_yields():
+    def loader(n, b, drop_last=False):
+        return train.DeviceLoader(torch.zeros(n, 28, 28, dtype=torch.uint8), torch.zeros(n, dtype=torch.long),
+                                  batch_size=b, image_size=28, drop_last=drop_last)  # fmt: skip
+
+    assert train._batch_sizes(loader(40, 16)) == (16, 8)
+    assert train._batch_sizes(loader(32, 16)) == (16,)
+    assert train._batch_sizes(loader(10, 16)) == (10,)
+    assert train._batch_sizes(loader(40, 16, drop_last=True)) == (16,)
+    for n, b in ((40, 16), (32, 16), (10, 16)):  # the same sizes the loader yields
+        assert train._batch_sizes(loader(n, b)) == tuple(dict.fromkeys(len(y) for _, y in loader(n, b)))

@@ -19,7 +19,7 @@ from ..config import EQUAL_RESOLUTION, RunConfig
 from ..models import get_spec
 from ..results import Spec
 from ..results.types import DevicePeaks
-from . import flops, latency, memory, params, roofline, scaling, shapes, train
+from . import energy, flops, latency, memory, params, roofline, scaling, shapes, train
 
 __all__ = ["Context", "Harness", "HARNESSES", "MODES", "EQUAL_RESOLUTION", "in_mode"]
 
@@ -115,6 +115,17 @@ def _scaling_units(config: RunConfig, base: Spec) -> list[Spec]:
     ]  # fmt: skip
 
 
+def _energy_units(config: RunConfig, base: Spec) -> list[Spec]:
+    """Inference and a training step at the accuracy run's batch and input side, compiled as it
+    is: the joules per image of the training that was scored, and of inference beside it."""
+    size = train.image_size_for(config, base.model)
+    batch = train.config_for(config, base.model).batch_size
+    return [
+        in_mode(base, mode, image_size=size, batch_size=batch, compiled=config.workload.compile)
+        for mode in MODES
+    ]
+
+
 def _training_outcome(result) -> tuple[str, str | None]:
     if result.diverged_seeds:
         seeds = ", ".join(map(str, result.diverged_seeds))
@@ -134,5 +145,6 @@ HARNESSES: dict[str, Harness] = {
         Harness("roofline", _roofline_units, roofline.measure_unit),
         Harness("accuracy", _accuracy_units, train.measure_unit, outcome=_training_outcome),
         Harness("scaling", _scaling_units, scaling.measure_unit),
+        Harness("energy", _energy_units, energy.measure_unit),
     )
 }

@@ -7,8 +7,9 @@
   exceed 1), bandwidth a large copy (bytes read + written per second), all timed with the
   latency harness's timer and taken at the median iteration, as every latency is. The data-sheet figure sits beside them
   where one is known (shared/REFERENCE.md).
-- Per-layer time: ``torch.profiler`` over a few forward passes, each leaf layer wrapped in a
-  ``record_function`` range by forward hooks; CPU time on CPU, the kernels' device time on CUDA.
+- Per-layer time: ``torch.profiler`` on a schedule (a pass unprofiled, two profiled and thrown
+  away, five counted), each leaf layer wrapped in a ``record_function`` range by forward hooks;
+  CPU time on CPU, the kernels' device time on CUDA, divided by the events each layer has.
 - Per-layer work: fvcore MACs and the bytes a layer must move (input + output activations at the
   batch, weights once), as in the exercise-5 tables. Achieved FLOP/s = 2 x MACs / time;
   arithmetic intensity = FLOPs / bytes; the roof at that intensity is min(peak, bandwidth x I).
@@ -17,12 +18,15 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import os
 import statistics
 import sys
+import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -33,7 +37,7 @@ from ..models import create
 from ..results import Spec
 from ..results.types import DevicePeaks, LayerRoof, RooflineResult
 from . import workload
-from ._device import synchronize
+from ._device import synchronize, tf32_mode
 from .flops import analysis, conv_work_macs, layer_table
 from .latency import time_iterations
 
@@ -180,18 +184,6 @@ def _probe_flops(device: torch.device, torch_dtype, cuda: bool) -> dict[str, flo
     return out
 
 
-@contextlib.contextmanager
-def _tf32(allowed: bool):
-    """Both TF32 flags set to ``allowed`` (cuBLAS's default is off, cuDNN's on: a probe left to
-    the defaults measures its matmul in fp32 and its convolution in TF32), then restored."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = allowed
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-
 def _probe_at_cores(
     device: torch.device, torch_dtype, probes: dict[str, float], peak: float
 ) -> float:
@@ -242,7 +234,10 @@ def measure_peaks(device: torch.device, dtype: str = "fp32", tf32: bool = False)
         torch_dtype = torch.float32  # reduced-precision matmul on CPU is emulated: not a peak
     # a CPU is probed in fp32 whatever the run's dtype: say so (its bf16 rooflines are refused)
     mode = math_mode(device, dtype, tf32) if cuda else "fp32"
-    with _tf32(mode == "tf32"):
+    # TF32 set through the API this torch has; the record holds what torch reports inside the
+    # block (cuBLAS's default is off, cuDNN's on: left to the defaults a probe would measure its
+    # matmul in fp32 and its convolution in TF32)
+    with tf32_mode(mode == "tf32") as flags:
         probes = _probe_flops(device, torch_dtype, cuda)
     peak = max(probes.values())
     if not cuda:
@@ -267,28 +262,56 @@ def measure_peaks(device: torch.device, dtype: str = "fp32", tf32: bool = False)
         datasheet_factors=factors,
         probes=probes,
         math_mode=mode,
-        tf32_flags={"matmul": mode == "tf32", "cudnn": mode == "tf32"} if cuda else None,
+        tf32_flags={"matmul": flags["matmul_allow_tf32"], "cudnn": flags["cudnn_allow_tf32"]}
+        if cuda
+        else None,
     )
 
 
 WHOLE = "<forward>"  # the profiler range around a whole forward pass
 
+# torch.profiler's schedule, in forward passes: ``wait`` run unprofiled, ``warmup`` run under the
+# profiler and thrown away (Kineto can drop kernels at the start of a session: CUPTI's buffers
+# and callbacks are still being set up), ``active`` counted. A layer's time is divided by the
+# events it actually has, and a layer with other than ``active`` x its calls per pass is flagged.
+PROFILE_WAIT, PROFILE_WARMUP, PROFILE_ACTIVE = 1, 2, 5
+
+# what Kineto prints to file descriptor 2 on every session, whatever happened ("profiler_start",
+# "gpuGetDeviceCount failed" on a CUDA build without a GPU, its stage lines): dropped so it does
+# not land in the progress display. Any other line, and any line that names CUPTI (why kernels
+# are missing: "CUPTI_ERROR_INSUFFICIENT_PRIVILEGES", a CUPTI that failed to start), is kept.
+KINETO_NOISE = ("profiler_start", "profiler_stop", "gpuGetDeviceCount failed", "Completed Stage:")
+
+
+def profiler_messages(text: str) -> list[str]:
+    """The lines of what the profiler's native library printed that are not Kineto's known
+    noise; a line naming CUPTI is always kept."""
+    lines = (line.strip() for line in text.splitlines())
+    return [line for line in lines
+            if line and ("cupti" in line.lower() or not any(n in line for n in KINETO_NOISE))]  # fmt: skip
+
 
 @contextlib.contextmanager
-def _quiet_native_stderr():
-    """Silence what the profiler's native library (kineto) prints straight to file descriptor 2
-    ("profiler_start", "gpuGetDeviceCount failed" on a CUDA build without a GPU): it would land in
-    the middle of the progress display. Python exceptions still propagate."""
+def _native_stderr(messages: list[str]):
+    """Capture file descriptor 2 for the block (Kineto writes there directly, past Python);
+    afterwards the lines that :func:`profiler_messages` keeps go to ``messages`` and to stderr.
+    Python exceptions still propagate."""
     sys.stderr.flush()
     saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
+    sink = tempfile.TemporaryFile()
     try:
-        os.dup2(devnull, 2)
+        os.dup2(sink.fileno(), 2)
         yield
     finally:
+        sys.stderr.flush()
         os.dup2(saved, 2)
         os.close(saved)
-        os.close(devnull)
+        sink.seek(0)
+        kept = profiler_messages(sink.read().decode(errors="replace"))
+        sink.close()
+        messages.extend(kept)
+        for line in kept:
+            print(f"torch.profiler: {line}", file=sys.stderr)
 
 
 EMPTY = "<empty range>"  # a range around nothing, timed as the layers are: the profiler's own cost
@@ -302,70 +325,113 @@ class _Profiled:
     ranges: float  # leaf-layer ranges per forward pass
     range_inside_ms: float  # what one range adds to its own layer's time
     range_ms: float  # what one range adds to the pass: entering and leaving it, hooks included
+    active_steps: int = 0  # forward passes the profiler counted (the schedule's ``active``)
+    # layer → events recorded, for each layer with other than active_steps x its calls per pass
+    short_of_events: dict[str, int] = dataclasses.field(default_factory=dict)
+    messages: tuple[str, ...] = ()  # what the native profiler printed, Kineto's noise left out
 
 
-def _profile_layers(model: nn.Module, forward, device: torch.device, runs: int = 5) -> _Profiled:
-    """ms per call of each leaf layer of ``model`` while ``forward()`` runs (the measured step:
-    its dtype, cast and memory format), and of the whole forward (``WHOLE``); then, in the same
-    session, the cost of one range: an identity layer with the same hooks, called
-    ``EMPTY_CALLS`` times, against the same calls without hooks or profiler."""
-    from torch.profiler import ProfilerActivity, profile, record_function
+class _Ranges:
+    """A ``record_function`` range around every leaf layer of ``model`` (and ``self.empty``, an
+    identity layer that times the ranges' own cost), opened and closed by forward hooks while
+    the object is entered; ``calls`` counts the ranges opened per layer."""
 
-    names = {m: n for n, m in workload.leaf_modules(model)}
-    empty = nn.Identity()
-    names[empty] = EMPTY
-    open_ranges: dict[nn.Module, record_function] = {}
+    def __init__(self, model: nn.Module):
+        self.names = {m: n for n, m in workload.leaf_modules(model)}
+        self.empty = nn.Identity()
+        self.names[self.empty] = EMPTY
+        self.calls: collections.Counter[str] = collections.Counter()
+        self._open: dict[nn.Module, object] = {}
+        self._handles: list = []
 
-    def pre(module, _inputs):
-        rf = record_function(f"layer::{names[module]}")
+    def _pre(self, module, _inputs):
+        from torch.profiler import record_function
+
+        self.calls[self.names[module]] += 1
+        rf = record_function(f"layer::{self.names[module]}")
         rf.__enter__()
-        open_ranges[module] = rf
+        self._open[module] = rf
 
-    def post(module, _inputs, _output):
-        open_ranges.pop(module).__exit__(None, None, None)
+    def _post(self, module, _inputs, _output):
+        self._open.pop(module).__exit__(None, None, None)
 
-    def empty_calls() -> float:
+    def __enter__(self) -> _Ranges:
+        self._handles = [m.register_forward_pre_hook(self._pre) for m in self.names]
+        self._handles += [m.register_forward_hook(self._post) for m in self.names]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._handles:
+            h.remove()
+
+    def empty_ms(self) -> float:
+        """ms per call of the identity layer, over ``EMPTY_CALLS`` calls."""
         x = torch.empty(1)
         t0 = time.perf_counter()
         for _ in range(EMPTY_CALLS):
-            empty(x)
+            self.empty(x)
         return (time.perf_counter() - t0) * 1e3 / EMPTY_CALLS
 
-    bare_ms = min(empty_calls() for _ in range(3))  # no hooks, no profiler
-    handles = [m.register_forward_pre_hook(pre) for m in names] + [
-        m.register_forward_hook(post) for m in names
-    ]
+
+def _scheduled_passes(forward, device: torch.device, ranges: _Ranges, active: int,
+                      messages: list[str]):  # fmt: skip
+    """(the profiler, ms per hooked empty range) over PROFILE_WAIT + PROFILE_WARMUP + ``active``
+    forward passes; the empty ranges run in the last counted step, in the same session."""
+    from torch.profiler import ProfilerActivity, profile, record_function, schedule
+
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    try:
-        for _ in range(2):
-            forward()
+    steps = PROFILE_WAIT + PROFILE_WARMUP + active
+    plan = schedule(wait=PROFILE_WAIT, warmup=PROFILE_WARMUP, active=active, repeat=1)
+    hooked_ms = 0.0
+    with _native_stderr(messages), profile(activities=activities, schedule=plan) as prof:
+        for step in range(steps):
+            with record_function(f"layer::{WHOLE}"):
+                forward()
+            synchronize(device)  # a step's kernels end inside its step: none is cut off
+            if step == steps - 1:
+                hooked_ms = ranges.empty_ms()
+            prof.step()
+    return prof, hooked_ms
+
+
+def _profile_layers(model: nn.Module, forward, device: torch.device,
+                    active: int = PROFILE_ACTIVE) -> _Profiled:  # fmt: skip
+    """ms per forward pass of each leaf layer of ``model`` while ``forward()`` runs (the measured
+    step: its dtype, cast and memory format), and of the whole forward (``WHOLE``), over
+    ``active`` profiled passes after the schedule's wait and warm-up; then, in the same session,
+    the cost of one range: an identity layer with the same hooks, called ``EMPTY_CALLS`` times,
+    against the same calls without hooks or profiler."""
+    ranges = _Ranges(model)
+    bare_ms = min(ranges.empty_ms() for _ in range(3))  # no hooks, no profiler
+    messages: list[str] = []
+    with ranges:
+        forward()  # unprofiled: how many times each layer runs in one pass
         synchronize(device)
-        with _quiet_native_stderr(), profile(activities=activities) as prof:
-            for _ in range(runs):
-                with record_function(f"layer::{WHOLE}"):
-                    forward()
-            synchronize(device)
-            hooked_ms = empty_calls()
-    finally:
-        for h in handles:
-            h.remove()
-    events = prof.key_averages()
-    times = layer_times(events, device.type, runs)
-    calls = sum(e.count for e in events if e.key.startswith("layer::") and e.key[7:] not in (WHOLE, EMPTY))
-    inside = times.pop(EMPTY, 0.0) * runs / EMPTY_CALLS  # layer_times divided by the passes
-    return _Profiled(times, "device_time" if device.type == "cuda" else "cpu_time", calls / runs,
-                     inside, max(0.0, hooked_ms - bare_ms))  # fmt: skip
+        per_pass = dict(ranges.calls)
+        prof, hooked_ms = _scheduled_passes(forward, device, ranges, active, messages)
+    totals = layer_totals(prof.key_averages(), device.type)
+    empty_us, empty_events = totals.pop(EMPTY, (0.0, 0))
+    short = short_of_events(totals, per_pass, active)
+    if short:
+        warnings.warn(f"the profiler recorded other than {active} passes of layers {short}: "
+                      "their times are means over the events it has", stacklevel=2)  # fmt: skip
+    return _Profiled(
+        layer_times(totals, per_pass), "device_time" if device.type == "cuda" else "cpu_time",
+        float(sum(per_pass.values())), empty_us / empty_events / 1e3 if empty_events else 0.0,
+        max(0.0, hooked_ms - bare_ms), active, short, tuple(messages),
+    )  # fmt: skip
 
 
-def layer_times(events, device_type: str, runs: int) -> dict[str, float]:
-    """ms per call of each ``layer::`` range from the profiler's averaged events.
+def layer_totals(events, device_type: str) -> dict[str, tuple[float, int]]:
+    """(total µs, events) of each ``layer::`` range from the profiler's averaged events: CPU
+    time on a CPU, the kernels' device time on CUDA.
 
     Only the CPU-side row of a range counts: on CUDA a ``record_function`` range yields a CPU row,
     whose device time is its kernels' time joined by correlation id, and a GPU-annotation row
     spanning the range on the GPU timeline (gaps included); the latter must not overwrite it."""
     from torch.autograd import DeviceType
 
-    times: dict[str, float] = {}
+    totals: dict[str, tuple[float, int]] = {}
     for evt in events:
         if not evt.key.startswith("layer::") or evt.device_type != DeviceType.CPU:
             continue
@@ -373,8 +439,26 @@ def layer_times(events, device_type: str, runs: int) -> dict[str, float]:
             total_us = getattr(evt, "device_time_total", None) or getattr(evt, "cuda_time_total", 0)
         else:
             total_us = evt.cpu_time_total
-        times[evt.key[len("layer::") :]] = total_us / runs / 1e3  # ms per forward
-    return times
+        totals[evt.key[len("layer::") :]] = (total_us, evt.count)
+    return totals
+
+
+def layer_times(totals: dict[str, tuple[float, int]],
+                per_pass: dict[str, int] | None = None) -> dict[str, float]:  # fmt: skip
+    """ms per forward pass of each range in ``totals`` (:func:`layer_totals`): its total over the
+    passes it was recorded in, its events / its calls per pass (1 where not given: WHOLE)."""
+    per_pass = per_pass or {}
+    return {name: total_us / (count / per_pass.get(name, 1)) / 1e3
+            for name, (total_us, count) in totals.items() if count}  # fmt: skip
+
+
+def short_of_events(totals: dict[str, tuple[float, int]], per_pass: dict[str, int],
+                    active: int) -> dict[str, int]:  # fmt: skip
+    """layer → events recorded, for each layer (and WHOLE) whose events are not ``active`` x
+    its calls per pass; a layer that ran but has no event at all is there with 0."""
+    expected = {WHOLE: 1, **per_pass}
+    return {name: totals.get(name, (0.0, 0))[1] for name, calls in expected.items()
+            if totals.get(name, (0.0, 0))[1] != active * calls}  # fmt: skip
 
 
 def _moved(t: torch.Tensor, size: int) -> int:
@@ -500,6 +584,9 @@ def measure(model: nn.Module, spec: Spec, peaks: DevicePeaks | None = None) -> R
         mfu_datasheet=achieved_model / peaks.datasheet_flops if peaks.datasheet_flops else None,
         profiled_ms=whole,
         profiler_overhead_ms=overhead,
+        profiler_steps=profiled.active_steps,
+        layers_short_of_events=profiled.short_of_events or None,
+        profiler_messages=tuple(profiled.messages),
     )
 
 

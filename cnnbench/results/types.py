@@ -30,6 +30,7 @@ __all__ = [
     "RooflineResult",
     "ScalingPoint",
     "ScalingResult",
+    "EnergyResult",
     "RESULT_TYPES",
     "Optimizer",
     "Value",
@@ -249,6 +250,10 @@ class SeedRun:
     compile_s: float | None  # first step with torch.compile, compilation included
     curve: tuple[CurvePoint, ...] = ()  # about 20 points per epoch (schema 2)
     dynamo: dict | None = None  # torch.compile: what Dynamo did (workload.dynamo_counters)
+    # the untimed steps before epoch 1's clock (cuDNN autotuning, compile for the training and
+    # evaluation shapes), with every state they touched restored: {"train_batches",
+    # "eval_batches", "s", "state": "restored"}
+    warmup: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -376,6 +381,11 @@ class RooflineResult:
     mfu_datasheet: float | None = None
     profiled_ms: float | None = None  # the whole forward pass as the profiler timed it (hooks in)
     profiler_overhead_ms: float | None = None  # profiled_ms − model_ms: what the profiling added
+    profiler_steps: int | None = None  # counted passes, after the schedule's wait 1 and warm-up 2
+    # layer → events recorded, where that is not steps x calls per pass: its time is the mean
+    # over the events there were (Kineto can drop the first kernels of a session)
+    layers_short_of_events: dict[str, int] | None = None
+    profiler_messages: tuple[str, ...] = ()  # what the native profiler printed, minus Kineto's noise
 
 
 @dataclass(frozen=True)
@@ -416,6 +426,30 @@ class ScalingResult:
     points: tuple[ScalingPoint, ...]
 
 
+@dataclass(frozen=True)
+class EnergyResult:
+    """Energy of one mode's step, read from the device's own counter over one block of steps that
+    starts and ends on counter updates (``measure/energy.py``); never estimated."""
+
+    source: str  # "nvml_total_energy" (CUDA: the board) or "rapl_powercap" (CPU packages)
+    scope: str  # what the counter covers: the board or packages, every process on them
+    joules_per_image: float = value("J", "lower", "energy per image", digits=4, machine=True)  # energy_j / images
+    energy_j: float  # the counter's difference over the block
+    block_s: float  # the block's wall time, counter update to counter update
+    images: int  # every image of every step in the block (steps x batch)
+    steps: int
+    mean_power_w: float  # energy_j / block_s
+    images_per_s: float  # images / block_s (the counter's polling included)
+    update_period_ms: float  # the counter's, timed just before the block (NVML: 20-100 ms)
+    min_block_s: float  # the block was to last at least this long ...
+    min_counter_updates: int  # ... and span this many update periods
+    short: bool  # it could not within its time cap: the energy is coarse (off by up to an update)
+    warmup_steps: int  # untimed steps before the block (autotuning, compilation)
+    other_cpu_share: float | None = None  # CPU: others' share of all cores (RAPL counts them too)
+    optimizer: str | None = None  # the training step's optimizer, as in LatencyResult
+    rapl_wraps: int = 0  # RAPL counter wrap-arounds undone during the block
+
+
 RESULT_TYPES: dict[str, type] = {
     "params": ParamCount,
     "flops": FlopCount,
@@ -425,6 +459,7 @@ RESULT_TYPES: dict[str, type] = {
     "accuracy": TrainResult,
     "roofline": RooflineResult,
     "scaling": ScalingResult,
+    "energy": EnergyResult,
 }
 
 
