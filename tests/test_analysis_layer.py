@@ -226,3 +226,29 @@ def test_a_full_disk_while_writing_the_report_is_one_message(tmp_path, monkeypat
     monkeypatch.setattr(figures, "make_figures", denied)
     with pytest.raises(PermissionError):
         render.write_report([run], tmp_path / "out2")
+
+
+def test_energy_per_image_is_shown_from_the_record_and_unsupported_with_its_reason(tmp_path):
+    """The energy table shows the counter's joules per image as recorded (energy / images), and a
+    machine without a counter as 'unsupported' with its reason, never a number."""
+    from cnnbench.report.render import write_report
+    from cnnbench.results.types import EnergyResult
+    from tests import trust_records as t
+
+    energy_j, images = 37.5, 1200
+    ok = EnergyResult(source="nvml_total_energy", scope="the board", joules_per_image=energy_j / images,
+                      energy_j=energy_j, block_s=1.5, images=images, steps=10, mean_power_w=25.0,
+                      images_per_s=800.0, update_period_ms=20.0, min_block_s=1.0,
+                      min_counter_updates=10, short=False, warmup_steps=3)  # fmt: skip
+    recs = [
+        t.params("nin", 224, 1_992_166),
+        Record.of("energy", t.spec("nin", 224, 128, "train"), ok),
+        Record.failed("energy", t.spec("nin", 224, 128, "inference"), "unsupported",
+                      "/sys/class/powercap does not exist"),
+    ]  # fmt: skip
+    run = t.write_run(tmp_path / "run", recs)
+    write_report([run])
+    md = (run / "report.md").read_text()
+    body = md.split("## Energy per image")[1]
+    assert f"| nin | 224 | train | 128 | ok | {energy_j / images:.4f} | 25.0 | 800.0 | 1.50 |" in body
+    assert "| unsupported | — |" in body and "/sys/class/powercap does not exist" in body

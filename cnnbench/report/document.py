@@ -31,6 +31,14 @@ OVERVIEW_INTRO = (
     "accuracy ± the sample std over seeds (no ± with one seed). " + STATUS_NOTE
 )
 
+ENERGY_NOTE = (
+    "Joules per image from the device's own energy counter (NVML's total energy on CUDA, RAPL's "
+    "package counters on a CPU), read over a block of steps that starts and ends on a counter "
+    "update. The counter covers the whole board or socket, idle draw and every other process "
+    "included; a block too short to span enough updates is marked coarse. Where the machine "
+    "exposes no counter the record is 'unsupported' with the reason, never an estimate."
+)
+
 # the measurement sections: (figure stem, table maker, caption); a table folds one model per fold
 _MEASURED = (
     ("accuracy_vs_gmacs", "Accuracy after training, and exactly how it was trained"),
@@ -88,6 +96,9 @@ def _measurements(frames: Frames, figs: dict) -> list:
             blocks += _folded(captions[stem], table)
             if stem == "memory_breakdown":
                 blocks.append(Paragraph(tables.MEMORY_PARTS))
+    energy = tables.energy_table(frames)
+    if len(energy):
+        blocks += [Heading("Energy per image"), Paragraph(ENERGY_NOTE), *_folded("Energy per image", energy)]
     return blocks
 
 

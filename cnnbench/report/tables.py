@@ -12,8 +12,8 @@ from ..results.types import Optimizer
 from ..analysis.frames import Frames, finished_seeds, result_of, seed_std, trained_counts
 from .fmt import MISSING, accuracy, fmt, utilization
 
-__all__ = ["MEMORY_PARTS", "accuracy_table", "latency_table", "memory_caption", "memory_table",
-           "overview_table"]  # fmt: skip
+__all__ = ["MEMORY_PARTS", "accuracy_table", "energy_table", "latency_table", "memory_caption",
+           "memory_table", "overview_table"]  # fmt: skip
 
 
 def _with_batch(value, batch, digits: int, scale: float = 1) -> str:
@@ -210,3 +210,16 @@ def _accuracy_interval(res) -> str:
         return MISSING
     iv = stats.binomial_interval(finals[0], res.test_images)
     return f"{fmt(iv.low)}–{fmt(iv.high)} (test set only: no training noise)"
+
+
+def energy_table(frames: Frames) -> pd.DataFrame:
+    """Energy per image by mode, from the device's own counter; an ``unsupported`` record with the
+    reason where the machine has none (never an estimate)."""
+    return pd.DataFrame([{
+        "model": r["model"], "input": r["image_size"], "mode": r["mode"], "batch": r["batch_size"],
+        "status": r["status"], "J / image": fmt(r["joules_per_image"], 4),
+        "mean power W": fmt(r["mean_power_w"], 1), "images/s": fmt(r["images_per_s"], 1),
+        "block s": fmt(r["block_s"], 2), "counter": _as_is(r["source"]) if r["status"] == "ok" else "",
+        "covers": _as_is(r["scope"]) if r["status"] == "ok" else "",
+        "flags": ("short block: coarse" if r["short"] else "") if r["status"] == "ok" else r["reason"],
+    } for r in frames.metric("energy").to_dict("records")])  # fmt: skip
