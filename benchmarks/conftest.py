@@ -1,6 +1,8 @@
 import pytest
 import torch
 
+from cnnbench.measure import _device
+
 
 def pytest_addoption(parser):
     default = "cuda" if torch.cuda.is_available() else "cpu"
@@ -27,14 +29,13 @@ def device(request) -> torch.device:
 def math_flags():
     """Every benchmark runs with the flags cnnbench's workers set, never with what an earlier
     test left behind: cuDNN autotuning on (its trials fall in the warm-up rounds), TF32 off for
-    both cuBLAS and cuDNN (true fp32). Restored afterwards; extra_info records them
+    both cuBLAS and cuDNN (true fp32), through torch's ``fp32_precision`` API as the workers set
+    it (``_device.tf32_mode``). Restored afterwards; extra_info records them
     (``cnnbench.runner.process_flags``)."""
-    saved = (torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32,
-             torch.backends.cuda.matmul.allow_tf32)  # fmt: skip
+    saved = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = True
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    (torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32,
-     torch.backends.cuda.matmul.allow_tf32) = saved  # fmt: skip
-
+    try:
+        with _device.tf32_mode(False):
+            yield
+    finally:
+        torch.backends.cudnn.benchmark = saved

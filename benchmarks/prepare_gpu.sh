@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # Builds .device/ in this checkout, on this machine (it needs PyPI; the GPU machine reaches
-# nothing): what the lent GPU machine lacks, as pure-Python wheels (fvcore and its needs,
-# pytest-benchmark and py-cpuinfo; pytest-xdist, execnet and pytest-timeout, which pyproject's
-# addopts and timeout name), the real Fashion-MNIST files, and .device/setup.sh, which
-# installs the wheels offline into /tmp/site and exports PYTHONPATH and CNNBENCH_DATA there.
+# nothing): what the lent GPU machine lacks, as pure-Python wheels (fvcore and its needs;
+# pytest-xdist, execnet and pytest-timeout pinned, which pyproject's addopts and timeout name),
+# the real Fashion-MNIST files, and .device/setup.sh, which installs the wheels offline into
+# /tmp/site and exports PYTHONPATH and CNNBENCH_DATA there. pytest-benchmark and py-cpuinfo are
+# not carried: the GPU image has them (the device tool's KINDS.md lists its packages), and an
+# unpinned copy put first on PYTHONPATH would replace them with whatever PyPI had that day.
 #
 # Here, from the repository root:   bash benchmarks/prepare_gpu.sh
-# Then the one call, on the GPU machine (device tool: carry [".device"]), from the repository root:
-#   source .device/setup.sh && python3 benchmarks/gpu_acceptance.py --out $OUT/acceptance
-# (about 8 minutes on an H200; verdicts.json, verdicts.md, env.json, run/, log.txt under it)
+# Then the one call, on the GPU machine (device tool: carry [".device"], timeout_s 600), from the
+# repository root (the device tool returns few files: the archive holds every output):
+#   source .device/setup.sh && python3 benchmarks/gpu_acceptance.py --deadline 540 \
+#       --out /tmp/acceptance --archive $OUT/acceptance.tar.gz; cp /tmp/acceptance/verdicts.* $OUT/
+# (estimated 8 minutes on an H200; --deadline leaves out what would not fit, and the archive is
+# rewritten after every stage, so a command cut short still returns the verdicts so far)
 set -euo pipefail
 root=$(git rev-parse --show-toplevel)
 dst=$root/.device
@@ -21,7 +26,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 python3 -m pip download -q --no-deps -d "$tmp" \
     fvcore==0.1.5.post20221221 iopath==0.1.10 yacs==0.1.8 termcolor portalocker tabulate \
-    pytest-benchmark py-cpuinfo pytest-xdist==3.8.0 execnet==2.1.2 pytest-timeout==2.4.0
+    pytest-xdist==3.8.0 execnet==2.1.2 pytest-timeout==2.4.0
 # fvcore, iopath (and any other source archive) are built into pure-Python wheels here, so that
 # nothing is built there
 for f in "$tmp"/*.tar.gz; do
@@ -49,4 +54,5 @@ SETUP
 ls "$dst/wheels"
 du -sh "$dst"
 echo "ready: carry [\".device\"]; on the GPU machine:"
-echo "  source .device/setup.sh && python3 benchmarks/gpu_acceptance.py --out \$OUT/acceptance"
+echo "  source .device/setup.sh && python3 benchmarks/gpu_acceptance.py --deadline 540 \\"
+echo "      --out /tmp/acceptance --archive \$OUT/acceptance.tar.gz; cp /tmp/acceptance/verdicts.* \$OUT/"

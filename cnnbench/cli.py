@@ -1,27 +1,36 @@
 """The ``cnnbench`` command: argument parsing and dispatch to the library, nothing else; what a
-command shows on the terminal is built in ``report/console.py``.
+command shows on the terminal is built in ``report/console.py``, imported by the commands that
+print (a measuring worker started from the ``cnnbench`` script runs this module again as its
+``__mp_main__``, and must not pay for pandas and the report to get there).
 
 ``main(argv)`` returns an exit status so that tests call it in-process: 0 on success, 2 on a usage
-error (one line on stderr saying what to do, never a traceback).
+error or a refused run, 1 on a failed one (one line on stderr saying what to do, never a
+traceback). ``cnnbench run`` stopped by Ctrl-C, SIGTERM or SIGHUP (a scheduler's preemption)
+keeps what it finished, ends its workers and says how to resume (exit 128 + the signal).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import shlex
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
-
-from rich.console import Console
+from typing import TYPE_CHECKING
 
 from . import config as config_fields
 from . import models
 from .config import DEFAULT_METRICS, METRICS, PROFILES, make_config
-from .report import console
 from .results import CorruptStore, RunStore, Spec
+from .results.store import RunLocked, StoreError, StoreFull
+
+if TYPE_CHECKING:  # imported where a command prints: a worker re-running this module does not
+    from rich.console import Console
 
 __all__ = ["build_parser", "config_from_args", "main"]
 
@@ -234,6 +243,7 @@ def config_from_args(args, argv: Sequence[str] | None):
 
 def _cmd_list(args, out: Console, err: Console) -> int:
     from .measure.flops import count_macs
+    from .report import console
 
     rows = []
     with err.status("counting parameters and MACs…"):
@@ -255,6 +265,7 @@ def _cmd_list(args, out: Console, err: Console) -> int:
 
 def _cmd_summary(args, out: Console, err: Console) -> int:
     from .measure import shapes
+    from .report import console
 
     spec = models.get_spec(args.model)
     size = args.size or spec.input_size
@@ -278,6 +289,7 @@ def _cmd_summary(args, out: Console, err: Console) -> int:
 
 def _cmd_minsize(args, out: Console, err: Console) -> int:
     from .measure import shapes
+    from .report import console
 
     names = models.list_models(args.patterns) if args.patterns else models.default_models()
     found = [shapes.min_input_size(name) for name in names]
@@ -290,6 +302,7 @@ def _cmd_minsize(args, out: Console, err: Console) -> int:
 
 def _cmd_data(args, out: Console, err: Console) -> int:
     from . import data
+    from .report import console
 
     try:
         if args.download is not None:
@@ -308,6 +321,7 @@ def _cmd_data(args, out: Console, err: Console) -> int:
 
 def _cmd_run(args, out: Console, err: Console, argv) -> int:
     from . import runner
+    from .report import console
     from .report.render import write_report
     from .results.history import HISTORY_ENV, HistoryError, add_runs
     from .results.history import check as check_history
@@ -315,19 +329,24 @@ def _cmd_run(args, out: Console, err: Console, argv) -> int:
     config = config_from_args(args, argv)
     history_file = args.history or os.environ.get(HISTORY_ENV) or None
     try:
-        if history_file:  # a history that cannot take the run refuses it before anything is measured
-            check_history(history_file)
-        runner.preflight(config)
-        err.print(console.describe(config))
-        with console.RunProgress(err) as progress:
-            result = runner.run(config, progress.on_event)
+        with _signals_as_interrupts():
+            if history_file:  # a history that cannot take the run refuses it before measuring
+                check_history(history_file)
+            runner.preflight(config)
+            err.print(console.describe(config))
+            with console.RunProgress(err) as progress:
+                result = runner.run(config, progress.on_event)
     except runner.RunRefused as exc:
         raise UsageError(exc.naming(_flag)) from None
-    except HistoryError as exc:
+    except (HistoryError, RunLocked) as exc:
         raise UsageError(str(exc)) from None
-    except KeyboardInterrupt:
-        err.print(f"interrupted; finished records are in {config.out_dir}/results.jsonl")
-        return 130
+    except KeyboardInterrupt as exc:
+        err.print(_interrupted_line(exc, config, argv), markup=False, soft_wrap=True)
+        return 128 + getattr(exc, "signum", signal.SIGINT)
+    except StoreFull as exc:  # every record before it is whole: free space, then resume
+        err.print(f"cnnbench: {exc}; resume with: {_resume_command(argv, config.out_dir)}",
+                  markup=False, soft_wrap=True)  # fmt: skip
+        return 1
     records = RunStore(config.out_dir).records()
     shown = err if args.json else out  # stdout holds nothing but the JSON
     if args.json:
@@ -337,7 +356,10 @@ def _cmd_run(args, out: Console, err: Console, argv) -> int:
         shown.print(f"resume: {result.skipped} measurement(s) already recorded, skipped")
     shown.print(f"results: {config.out_dir}/results.jsonl, env: {config.out_dir}/env.json")
     if not args.no_report:
-        paths = write_report([config.out_dir])
+        try:
+            paths = write_report([config.out_dir])
+        except OSError as exc:  # a full disk: the records are whole, only the report is missing
+            raise _unwritable(Path(config.out_dir), exc, "--out") from None
         shown.print(f"report: {paths['md']}, {paths['html']}")
     if history_file:
         try:
@@ -351,6 +373,67 @@ def _cmd_run(args, out: Console, err: Console, argv) -> int:
                   f"(status error); see {config.out_dir}/results.jsonl")  # fmt: skip
         return 1
     return 0
+
+
+class _Signalled(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where Ctrl-C raises KeyboardInterrupt, so that a run stopped by
+    a scheduler (Slurm and Kubernetes send SIGTERM on preemption) or a closed terminal ends as an
+    interrupted run does: workers ended, records kept, queues released (no resource_tracker
+    warning about leaked semaphores, which a process killed by the signal's default leaves)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_signalled(signum, frame) -> None:
+    raise _Signalled(signum)
+
+
+@contextlib.contextmanager
+def _signals_as_interrupts() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise :class:`_Signalled` inside the block (main thread only: Python
+    delivers signals there), the handlers found are restored after it."""
+    if sys.platform == "win32" or not _in_main_thread():
+        yield
+        return
+    wanted = (signal.SIGTERM, signal.SIGHUP)
+    saved = {s: signal.signal(s, _raise_signalled) for s in wanted}
+    try:
+        yield
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _interrupted_line(exc: KeyboardInterrupt, config, argv: Sequence[str] | None) -> str:
+    """One line: what stopped the run, where its records are, and the command that resumes it."""
+    what = f"interrupted ({exc.args[0]})" if isinstance(exc, _Signalled) else "interrupted"
+    if not RunStore(config.out_dir).has_records():
+        return f"{what} before any measurement was recorded; nothing to resume"
+    return (f"{what}; finished records are kept in {config.out_dir}/results.jsonl; resume with: "
+            f"{_resume_command(argv, config.out_dir)}")  # fmt: skip
+
+
+def _resume_command(argv: Sequence[str] | None, out_dir: str) -> str:
+    """The same ``cnnbench run`` command with ``--resume OUT`` in place of ``--out``/``--resume``
+    (the same settings: a resume with other measurement settings is refused)."""
+    given = list(argv) if argv is not None else sys.argv[1:]
+    kept, skip = [], False
+    for arg in given:
+        if skip:
+            skip = False
+        elif arg in ("--out", "--resume"):
+            skip = True
+        elif not arg.startswith(("--out=", "--resume=")):
+            kept.append(arg)
+    return "cnnbench " + shlex.join([*kept, "--resume", out_dir])
 
 
 # RunConfig's own fields that a `cnnbench run` flag sets (the sections' flags are in config.OPTIONS)
@@ -381,11 +464,14 @@ def _cmd_report(args, out: Console, err: Console) -> int:
                              allow_mixed=args.allow_mixed)  # fmt: skip
     except MixedRuns as exc:
         raise UsageError(str(exc)) from None
+    except OSError as exc:  # a full disk or a folder that cannot be written: one line
+        raise _unwritable(Path(args.out or args.runs[0]), exc) from None
     out.print(f"report: {paths['md']}, {paths['html']}; table: {paths['csv']}; figures: {paths['figures']}")  # fmt: skip
     return 0
 
 
 def _cmd_compare(args, out: Console, err: Console) -> int:
+    from .report import console
     from .report.compare import compare_runs, hardware_differences, regressions, write_compare
 
     threshold = _parse_fail_on(args.fail_on)
@@ -411,6 +497,7 @@ def _cmd_compare(args, out: Console, err: Console) -> int:
 def _cmd_calibrate(args, out: Console, err: Console) -> int:
     from .calibrate import calibrate
     from .config import PROFILES
+    from .report import console
 
     target = Path(args.out)
     if target.exists() and any(target.iterdir()):
@@ -438,6 +525,7 @@ def _cmd_history(args, out: Console, err: Console) -> int:
 
 
 def _history_add(args, db: Path, out: Console, err: Console) -> int:
+    from .report import console
     from .results import history
 
     # a `history show` report beside the runs (runs/history/ for the default file) is not a
@@ -477,6 +565,7 @@ def _history_export(args, db: Path, out: Console, err: Console) -> int:
 
 
 def _history_show(args, db: Path, out: Console, err: Console) -> int:
+    from .report import console
     from .report.trend import write_history_report
     from .results import history
 
@@ -518,8 +607,9 @@ def _history_gate(table, threshold: float, err: Console) -> int:
     return 1 if worse else 0
 
 
-def _unwritable(target: Path, exc: OSError) -> UsageError:
-    return UsageError(f"--out {target}: cannot be written ({exc.strerror or exc})")
+def _unwritable(target: Path, exc: OSError, flag: str = "--out") -> UsageError:
+    where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+    return UsageError(f"{flag} {target}: cannot be written{where}: {exc.strerror or exc}")
 
 
 def _parse_fail_on(text: str | None) -> float | None:
@@ -553,6 +643,8 @@ _COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from rich.console import Console
+
     out = Console()
     err = Console(stderr=True)
     try:
@@ -563,6 +655,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, CorruptStore, models.UnknownModelError, models.PluginError) as exc:
         print(f"cnnbench: {exc}", file=sys.stderr)
         return 2
+    except StoreError as exc:  # a run folder that could not be written (a full disk): it says so
+        print(f"cnnbench: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ __all__ = [
     "WorkloadConfig",
     "BatchConfig",
     "TimingConfig",
+    "UNIT_TIMEOUT_S",
     "MemoryConfig",
     "TrainConfig",
     "RunConfig",
@@ -194,6 +195,10 @@ class TimingConfig:
     min_time_s: float = opt(0.35, "seconds timed per round, at least", flag="--min-time",
                             parse=positive_float)  # fmt: skip
     max_runs: int = 200  # timed iterations per round, at most
+    unit_timeout_s: float | None = opt(
+        None, "seconds one unit may run before it is ended as an error and the run goes on "
+        "(default: per profile, see UNIT_TIMEOUT_S)", parse=positive_float,
+    )  # fmt: skip
     unstable_iqr_ratio: float = 0.10  # IQR / median above this flags a record unstable
     contended_share: float = 0.10  # other processes' share of CPU time above this: contended
 
@@ -238,7 +243,17 @@ class TrainConfig:
     eval_batch_size: int = opt(512, "test-set evaluation batch", parse=positive_int)
 
 
-# (RunConfig field, its dataclass, the title of its options in --help)
+# The time limit of one unit where --unit-timeout-s is not given (seconds). Generous on purpose:
+# it is there to end a hung CUDA call or a runaway unit, never a slow honest one. The longest
+# units are the training runs (accuracy): smoke and quick train seconds to a minute or two on a
+# 2-core CPU, full trains 10 epochs of 60,000 images, minutes on a GPU (full on a CPU takes hours
+# per model: give --unit-timeout-s there). A unit with an estimate of its own (the run plan) gets
+# UNIT_TIMEOUT_FACTOR times it instead, never less than UNIT_TIMEOUT_FLOOR_S.
+UNIT_TIMEOUT_S = {"smoke": 300.0, "quick": 900.0, "full": 3600.0}
+UNIT_TIMEOUT_FACTOR = 10.0
+UNIT_TIMEOUT_FLOOR_S = 180.0
+
+
 @dataclass(frozen=True)
 class ScalingConfig:
     """Data-parallel scaling (``measure/scaling.py``): DDP across world sizes."""
@@ -256,6 +271,7 @@ class ScalingConfig:
     fail_rank: int | None = None  # tests: this rank raises (the failure path)
 
 
+# (RunConfig field, its dataclass, the title of its options in --help)
 SECTIONS: tuple[tuple[str, type, str], ...] = (
     ("workload", WorkloadConfig, "workload"),
     ("batches", BatchConfig, "batches"),

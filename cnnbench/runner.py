@@ -32,16 +32,26 @@ from pathlib import Path
 import torch
 
 from . import models
-from .config import RunConfig
-from .env import collect_env, fingerprint, fingerprint_id
-from .measure import memory, roofline, workload
-from .measure._device import is_oom, release
+from .config import UNIT_TIMEOUT_FACTOR, UNIT_TIMEOUT_FLOOR_S, UNIT_TIMEOUT_S, RunConfig
+from .env import collect_env, fingerprint, fingerprint_id, tf32_state
+from .measure import _device, memory, roofline, workload
+from .measure._device import release
 from .measure.harnesses import HARNESSES, Context
 from .measure.train import Unsupported
-from .measure.worker import WorkerError, call_in_worker, error_line, run_in_worker
+from .measure.worker import (
+    WorkerError,
+    call_in_worker,
+    error_line,
+    is_out_of_memory,
+    run_in_worker,
+    time_limit,
+)
 from .results import Record, RunStore, Spec
+from .results.resume import measurement_changes
+from .results.store import RunLocked
 
-__all__ = ["Unit", "RunResult", "plan", "preflight", "run", "shard", "RunRefused", "ResumeMismatch"]
+__all__ = ["Unit", "RunResult", "plan", "preflight", "run", "shard", "unit_limit_s", "RunRefused",
+           "ResumeMismatch"]
 
 
 @dataclass(frozen=True)
@@ -126,11 +136,23 @@ def plan(config: RunConfig, model: str) -> list[Unit]:
     return units
 
 
+def unit_limit_s(config: RunConfig, estimate_s: float | None = None) -> float:
+    """The most seconds one unit may run before it is ended as an ``error`` record: the
+    configured ``timing.unit_timeout_s``; else ``UNIT_TIMEOUT_FACTOR`` times the unit's estimate,
+    at least ``UNIT_TIMEOUT_FLOOR_S``; else (no estimate) the profile's generous default."""
+    if config.timing.unit_timeout_s:
+        return config.timing.unit_timeout_s
+    if estimate_s is not None:
+        return max(UNIT_TIMEOUT_FLOOR_S, UNIT_TIMEOUT_FACTOR * estimate_s)
+    return UNIT_TIMEOUT_S.get(config.profile, max(UNIT_TIMEOUT_S.values()))
+
+
 def _measure_unit(unit: Unit, ctx: Context) -> Record:
     harness = HARNESSES[unit.metric]
     t0 = time.perf_counter()
     try:
-        result = harness.measure_unit(unit.spec, ctx)
+        with time_limit(unit_limit_s(ctx.config)):  # a harness's own worker (CPU peak RSS)
+            result = harness.measure_unit(unit.spec, ctx)
         status, reason = harness.outcome(result)
         return Record.of(unit.metric, unit.spec, result, status=status, reason=reason,
                          duration_s=time.perf_counter() - t0)  # fmt: skip
@@ -138,7 +160,8 @@ def _measure_unit(unit: Unit, ctx: Context) -> Record:
         return Record.failed(unit.metric, unit.spec, "unsupported", str(exc),
                              time.perf_counter() - t0)  # fmt: skip
     except (Exception, MemoryError) as exc:
-        status = "oom" if is_oom(exc) or isinstance(exc, MemoryError) else "error"
+        # cuBLAS/cuDNN allocation failures too: a sweep ends there, as at any out of memory
+        status = "oom" if is_out_of_memory(exc) else "error"
         if status == "error" and os.environ.get("CNNBENCH_DEBUG"):
             traceback.print_exc()
         return Record.failed(unit.metric, unit.spec, status, error_line(exc),
@@ -147,21 +170,23 @@ def _measure_unit(unit: Unit, ctx: Context) -> Record:
         release(torch.device(unit.spec.device))
 
 
-def setup_process(config: RunConfig) -> None:
+def setup_process(config: RunConfig, *, memory_cap: bool = True) -> None:
     """Per-process settings every measurement depends on (recorded in the spec and env.json).
 
-    Both TF32 flags are set, never left to the defaults: cuDNN allows TF32 by default and cuBLAS
-    does not, so an fp32 run would otherwise time its convolutions in TF32 and its matmuls in
-    fp32. ``cuda:N`` becomes the current device, so that streams and events are N's."""
+    TF32 is set for both cuBLAS and cuDNN, never left to the defaults (cuDNN allows it by
+    default, cuBLAS does not), through torch's ``fp32_precision`` API where it has one (the
+    legacy flags warn there, and raise once the new API is used). ``cuda:N`` becomes the current
+    device, so that streams and events are N's. ``memory_cap=False``: the process measures the
+    device, not a model (the peaks probes), and ``--memory-cap-gb`` does not apply to it."""
     wl = config.workload
     if wl.threads:
         torch.set_num_threads(wl.threads)
-    torch.backends.cuda.matmul.allow_tf32 = wl.tf32
-    torch.backends.cudnn.allow_tf32 = wl.tf32
+    _device.set_tf32(wl.tf32)
     if config.device.startswith("cuda"):
         torch.backends.cudnn.benchmark = wl.cudnn_benchmark
         torch.cuda.set_device(torch.device(config.device).index or 0)  # "cuda" has no index
-    memory.set_memory_cap(config.memory.cap_bytes, config.device)
+    if memory_cap:
+        memory.set_memory_cap(config.memory.cap_bytes, config.device)
 
 
 def process_flags() -> dict:
@@ -169,9 +194,7 @@ def process_flags() -> dict:
     return {
         "torch_threads": torch.get_num_threads(),
         "cudnn_benchmark": torch.backends.cudnn.benchmark,
-        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
-        "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
-        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        **tf32_state(),  # what torch reports (the legacy flags raise once the new API is used)
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
         "current_cuda_device": torch.cuda.current_device() if torch.cuda.is_initialized() else None,
     }
@@ -203,6 +226,7 @@ def _execute(
     # images/s along each latency sweep
     rates: dict[tuple[str, str], list[float]] = {k: list(v) for k, v in (seen_rates or {}).items()}
     largest: dict[str, int] = {}  # model → elements of its largest tensor per image
+    compiling: str | None = None  # the model Dynamo was last reset for
     for unit in units:
         key = (unit.metric, unit.spec.mode)
         in_sweep = sweeping and HARNESSES[unit.metric].sweep
@@ -210,25 +234,14 @@ def _execute(
             yield "skip", unit  # larger batches of a sweep that already ended
             continue
         if in_sweep and first_round:
-            if unit.spec.model not in largest:
-                try:
-                    largest[unit.spec.model] = workload.largest_tensor_elements(unit.spec)
-                except Exception as exc:  # noqa: BLE001 - the sweep's record says why
-                    stopped.add(key)
-                    yield "record", Record.failed(unit.metric, unit.spec, "error",
-                                                  f"sizing the sweep: {error_line(exc)}")  # fmt: skip
-                    continue
-                finally:
-                    release(torch.device(unit.spec.device))
-            elements = largest[unit.spec.model] * unit.spec.batch_size
-            if elements > ELEMENT_LIMIT:
+            too_large = _past_element_limit(unit, largest)
+            if too_large is not None:
                 stopped.add(key)
-                yield "record", Record.failed(
-                    unit.metric, unit.spec, "unsupported",
-                    f"sweep ends before batch {unit.spec.batch_size}: its largest tensor would "
-                    f"hold {elements:,} elements, past 2^31 - 1",
-                )  # fmt: skip
+                yield "record", too_large
                 continue
+        if unit.spec.compiled and unit.spec.model != compiling and not _own_process(ctx, unit):
+            workload.reset_compiler()  # once per model: its units' shapes compile alongside
+            compiling = unit.spec.model
         yield "start", unit
         record = _measure_unit(unit, ctx)
         if record.status == "oom":
@@ -243,6 +256,26 @@ def _execute(
                        f"last {PLATEAU_DOUBLINGS} doublings")  # fmt: skip
                 record = dataclasses.replace(record, values={**record.values, "sweep_end": why})
         yield "record", record
+
+
+def _past_element_limit(unit: Unit, largest: dict[str, int]) -> Record | None:
+    """The record that ends a sweep before ``unit`` (its largest tensor would pass
+    ``ELEMENT_LIMIT``, or the model could not be sized), else None. ``largest``: elements of
+    each model's largest tensor per image, filled as models are sized."""
+    spec = unit.spec
+    if spec.model not in largest:
+        try:
+            largest[spec.model] = workload.largest_tensor_elements(spec)
+        except Exception as exc:  # noqa: BLE001 - the sweep's record says why
+            return Record.failed(unit.metric, spec, "error", f"sizing the sweep: {error_line(exc)}")
+        finally:
+            release(torch.device(spec.device))
+    elements = largest[spec.model] * spec.batch_size
+    if elements <= ELEMENT_LIMIT:
+        return None
+    return Record.failed(unit.metric, spec, "unsupported",
+                         f"sweep ends before batch {spec.batch_size}: its largest tensor would "
+                         f"hold {elements:,} elements, past 2^31 - 1")  # fmt: skip
 
 
 def _worker(emit, ctx: Context, units: list[Unit], first_round: bool, seen: dict) -> None:
@@ -272,7 +305,8 @@ def _events(
         if own:
             yield from _execute(ctx, segment, first_round, seen)
         else:
-            yield from run_in_worker(_worker, ctx, segment, first_round, seen or {})
+            yield from run_in_worker(_worker, ctx, segment, first_round, seen or {},
+                                     limit_s=unit_limit_s(ctx.config))  # fmt: skip
 
 
 def _seen_rates(kept: list[Record], units: list[Unit]) -> dict[tuple[str, str], list[float]]:
@@ -294,7 +328,9 @@ def _pooled(harness, unit: Unit, rounds: list[Record], config: RunConfig) -> Rec
 
 
 def _peaks_worker(config: RunConfig):
-    setup_process(config)
+    # no memory cap: the copy and matmul probes size themselves to the device and would run
+    # out of memory under a model's cap (every roofline then had no device peaks)
+    setup_process(config, memory_cap=False)
     return _measure_peaks_here(config)
 
 
@@ -309,7 +345,8 @@ def _measure_peaks(config: RunConfig) -> Context:
     model having run first."""
     try:
         if config.isolation == "process":
-            peaks = call_in_worker(_peaks_worker, config, name="cnnbench-peaks")
+            peaks = call_in_worker(_peaks_worker, config, name="cnnbench-peaks",
+                                   limit_s=unit_limit_s(config))  # fmt: skip
         else:
             peaks = _measure_peaks_here(config)
     except Exception as exc:
@@ -358,7 +395,9 @@ def shard(units: dict[str, list[Unit]], config: RunConfig) -> dict[str, list[Uni
     return mine
 
 
-def _check_resume(store: RunStore, env: dict) -> None:
+def _check_resume(store: RunStore, env: dict, config: RunConfig) -> None:
+    """A resume measures on the machine, the torch and the settings of the run it continues
+    (settings that only select units, such as models or batches, may differ)."""
     old = store.read_env()
     if not old:
         return
@@ -369,12 +408,22 @@ def _check_resume(store: RunStore, env: dict) -> None:
         raise ResumeMismatch(
             f"cannot resume: torch was {old['versions']['torch']}, now {env['versions']['torch']}"
         )
+    changes = measurement_changes(old.get("config") or {}, config)
+    if changes:
+        listed = "; ".join(f"{_field(c.field)} was {c.was!r}, now {c.now!r}" for c in changes)
+        raise ResumeMismatch(
+            f"cannot resume {store.root}: it was measured with other settings ({listed}); give "
+            f"the settings it was run with, or start a new run with {_field('out_dir')}"
+        )
 
 
 def _check_out_dir(config: RunConfig) -> None:
     out = Path(config.out_dir)
     store = RunStore(out)
     resume, out_dir = _field("resume"), _field("out_dir")
+    holder = store.held_by() if out.is_dir() else None
+    if holder is not None:  # another run is writing there now (a new run or a resume alike)
+        raise RunLocked(store.root, holder)
     if config.resume:
         if not out.is_dir():
             raise RunRefused(f"{resume} {out}: no such folder; start a run with {out_dir} {out}")
@@ -434,7 +483,8 @@ def _check_sizes(config: RunConfig) -> None:
     todo = [(m, size, setting) for (m, size), setting in checks.items()]
     if config.isolation == "process":
         try:
-            refusal = call_in_worker(_first_too_small, todo, name="cnnbench-sizes")
+            refusal = call_in_worker(_first_too_small, todo, name="cnnbench-sizes",
+                                     limit_s=unit_limit_s(config))  # fmt: skip
         except WorkerError:
             return  # a model that kills its process: its units will record that
     else:
@@ -456,7 +506,7 @@ def preflight(config: RunConfig) -> None:
     _check_out_dir(config)
     if config.resume:
         store = RunStore(config.out_dir)
-        _check_resume(store, collect_env(config.device))
+        _check_resume(store, collect_env(config.device), config)
         store.records()  # a corrupt line refuses the resume here (CorruptStore), file untouched
     _check_options(config)
     _check_sizes(config)
@@ -522,7 +572,7 @@ def _resume_state(config: RunConfig, store: RunStore, env: dict) -> _Resumed:
     another machine or torch (ResumeMismatch), before anything in the folder is rewritten."""
     if not config.resume:
         return _Resumed()
-    _check_resume(store, env)
+    _check_resume(store, env, config)
     # error records are retried; every other status is a result and is kept
     kept = tuple(r for r in store.records() if r.status != "error")
     stops = _sweep_stops(kept) if config.batches.sweep else {}
@@ -566,7 +616,8 @@ def _env_json(config: RunConfig, env: dict, previous: dict) -> dict:
     resumed run keeps the first env and appends this one under ``resumed``."""
     try:
         env["worker_flags"] = (
-            call_in_worker(_worker_flags, config, name="cnnbench-flags")
+            call_in_worker(_worker_flags, config, name="cnnbench-flags",
+                           limit_s=unit_limit_s(config))  # fmt: skip
             if config.isolation == "process"
             else process_flags()
         )
@@ -621,14 +672,36 @@ class _Recorder:
             self.partial.pop(u, None)
             self.write(Record.failed(u.metric, u.spec, "error", f"not measured: {why}"))
 
+    def timed_out(self, hung: Unit, pending: list[Unit], limit_s: float) -> list[Unit]:
+        """``hung`` ran past its time limit and its worker was killed: an error record for it
+        and for the larger batches of the same kind, which would run longer still. Returns the
+        units that go on (in a fresh worker)."""
+        limit = f"the unit time limit of {limit_s:g} s (timing.unit_timeout_s)"
+        self.partial.pop(hung, None)
+        self.write(Record.failed(hung.metric, hung.spec, "error",
+                                 f"ran past {limit}; its worker was killed", limit_s))  # fmt: skip
+        key, batch = _sweep_key(hung.metric, hung.spec), hung.spec.batch_size
+        larger = [u for u in pending
+                  if _sweep_key(u.metric, u.spec) == key and u.spec.batch_size > batch]  # fmt: skip
+        self.lost(larger, f"batch {batch} of the same measurement ran past {limit}")
+        return [u for u in pending if u != hung and u not in larger]
+
 
 def _run_round(ctx: Context, out: _Recorder, r: int, units: list[Unit], seen: dict | None) -> None:
-    """Round ``r`` of one model: every unit in round 0, then the units still pooling rounds."""
-    mine = [u for u in units if r == 0 or (u in out.partial and len(out.partial[u]) == r)]
-    if not mine:
-        return  # nothing of this model is timed in rounds: no worker to start
-    pending = list(mine)
-    for kind, payload in _events(ctx, mine, r == 0, seen):
+    """Round ``r`` of one model: every unit in round 0, then the units still pooling rounds (none:
+    no worker is started). A unit that runs past its time limit ends as an error record, and the
+    units after it go on in a fresh worker."""
+    pending = [u for u in units if r == 0 or (u in out.partial and len(out.partial[u]) == r)]
+    while pending:
+        pending = _run_stream(ctx, out, r, pending, seen)
+
+
+def _run_stream(ctx: Context, out: _Recorder, r: int, units: list[Unit], seen: dict | None
+                ) -> list[Unit]:  # fmt: skip
+    """Measure ``units`` in one stream of events (one model worker); returns the units still to
+    measure after a timeout (else none)."""
+    pending, started = list(units), None
+    for kind, payload in _events(ctx, units, r == 0, seen):
         if kind == "record":
             pending.remove(Unit(payload.metric, payload.spec))
             out.record(payload, ctx.config)
@@ -637,9 +710,13 @@ def _run_round(ctx: Context, out: _Recorder, r: int, units: list[Unit], seen: di
             out.skip(payload, r)
         elif kind in ("died", "raised"):
             out.lost(pending, payload if kind == "died" else payload[0])
-            pending = []
+            return []
+        elif kind == "timeout":  # silent in a unit, or between two (sizing the next one)
+            return out.timed_out(started if started in pending else pending[0], pending, payload)
         else:
+            started = payload if kind == "start" else started
             out.notify(kind, payload)
+    return []
 
 
 def run(
@@ -651,9 +728,25 @@ def run(
     torn last line of results.jsonl that was cut away).
 
     Raises :class:`ResumeMismatch` or :class:`~cnnbench.results.CorruptStore` before anything is
-    measured or rewritten when a folder to resume cannot be resumed."""
+    measured or rewritten when a folder to resume cannot be resumed, and
+    :class:`~cnnbench.results.store.RunLocked` naming the holder when another run is writing
+    into the folder (a lock left by a run that died is taken over, with a warning). A write that
+    fails (a full disk) raises :class:`~cnnbench.results.store.StoreError`; every record written
+    before it is whole."""
     notify = on_event or (lambda kind, payload: None)
-    store = RunStore(config.out_dir).create()
+    store = RunStore(config.out_dir)
+    with store.lock(config.command_line) as lock:
+        if lock.warning:
+            notify("warning", lock.warning)
+        if not config.resume and store.has_records():  # written between preflight and the lock
+            raise RunRefused(f"{_field('out_dir')} {store.root}: another run wrote into it as "
+                             f"this one started; choose another {_field('out_dir')}")  # fmt: skip
+        return _run_locked(config, store.create(), notify)
+
+
+def _run_locked(config: RunConfig, store: RunStore, notify: Callable[[str, object], None]
+                ) -> RunResult:  # fmt: skip
+    """:func:`run`, holding the run folder's lock."""
     env = collect_env(config.device)
     env["config"] = dataclasses.asdict(config)
     resumed = _resume_state(config, store, env)

@@ -15,7 +15,7 @@ import torch
 
 from cnnbench import runner
 from cnnbench.config import TimingConfig, make_config
-from cnnbench.measure import harnesses, latency, memory, roofline, workload
+from cnnbench.measure import _device, harnesses, latency, memory, roofline, workload
 from cnnbench.results import Spec
 from cnnbench.results.types import DevicePeaks, LatencyResult
 from tests import nested_pytest
@@ -30,12 +30,13 @@ def _config(**given):
 
 @pytest.fixture
 def flags_restored():
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
-             torch.backends.cudnn.benchmark, torch.get_num_threads())  # fmt: skip
-    yield
-    (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
-     torch.backends.cudnn.benchmark) = saved[:3]  # fmt: skip
-    torch.set_num_threads(saved[3])
+    """TF32 through both of torch's APIs (``tf32_mode`` restores each: a legacy read or write
+    after the new API in one process can raise), cuDNN autotuning and the threads as they were."""
+    saved = (torch.backends.cudnn.benchmark, torch.get_num_threads())
+    with _device.tf32_mode(False):
+        yield
+    torch.backends.cudnn.benchmark = saved[0]
+    torch.set_num_threads(saved[1])
 
 
 # --- 1, 10, 13: every worker sets both TF32 flags and the device; env.json says what workers ran --
@@ -43,9 +44,8 @@ def flags_restored():
 
 @pytest.mark.parametrize("tf32", [False, True])
 def test_a_worker_sets_both_tf32_flags_from_the_config(flags_restored, tf32):
-    # start from the opposite of cuDNN's and cuBLAS's defaults mixed: each must be set, not kept
-    torch.backends.cuda.matmul.allow_tf32 = not tf32
-    torch.backends.cudnn.allow_tf32 = not tf32
+    # start from the opposite: each backend's flag must be set, not kept
+    _device.set_tf32(not tf32)
     runner.setup_process(_config(tf32=tf32))
     flags = runner.process_flags()
     assert flags["matmul_allow_tf32"] is tf32 and flags["cudnn_allow_tf32"] is tf32
@@ -74,7 +74,7 @@ def test_the_spec_records_tf32_and_cast_where_they_apply():
 
 
 def test_isolation_none_sets_this_process_up_like_a_worker(tmp_path, flags_restored):
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    _device.set_tf32(True)
     config = make_config(models=("googlenet28",), metrics=("params",), device="cpu", profile="smoke",
                          out_dir=str(tmp_path / "run"), isolation="none", given={"threads": 1})  # fmt: skip
     runner.run(config)
@@ -304,7 +304,7 @@ def test_compile_resets_dynamo_and_compiles_static_shapes(monkeypatch):
     monkeypatch.setattr(torch, "compile", lambda m, **kw: calls.append(kw) or m)
     model = torch.nn.Linear(2, 2)
     assert workload.compiled(model) is model
-    assert calls == ["reset", {"dynamic": False}]
+    assert calls == [{"dynamic": False}]  # no reset per unit: once per model (test_hangs.py)
     counters = workload.dynamo_counters()
     assert set(counters) == {"frames_compiled", "frames_failed", "graphs", "graph_breaks",
                              "recompiles"}  # fmt: skip

@@ -133,7 +133,7 @@ def test_errors_and_a_dead_worker_are_recorded_and_the_run_goes_on(tmp_path, cap
     raised = by[("raises_in_forward", "latency", "inference")]
     assert raised.status == "error" and "this model always raises" in raised.reason
     died = by[("dies_in_forward", "latency", "inference")]
-    assert died.status == "error" and "exit code -9" in died.reason
+    assert died.status == "error" and "killed by SIGKILL (exit code -9)" in died.reason
     assert by[("dies_in_forward", "latency", "train")].status == "error"  # never reached
     assert all(r.status == "ok" for r in records if r.spec.model == "nin")
     assert "measurements failed" in err

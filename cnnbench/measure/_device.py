@@ -18,6 +18,13 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+# cuBLAS and cuDNN failing to get their workspace, and cuDNN's v8/v9 frontend finding no engine
+# whose workspace fits (what it reports when every candidate's allocation failed): out of memory
+# as much as torch's own error, though they surface as RuntimeErrors of another wording
+ALLOC_FAILURES = ("CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED",
+                  "FIND was unable to find an engine")  # fmt: skip
+
+
 def is_oom(exc: BaseException) -> bool:
     """True for a CUDA out-of-memory error or a CPU allocation refused by the OS or a cap.
 
@@ -29,6 +36,8 @@ def is_oom(exc: BaseException) -> bool:
     if not isinstance(exc, RuntimeError):
         return False
     if "can't allocate memory" in text or "out of memory" in text.lower():
+        return True
+    if any(m in text for m in ALLOC_FAILURES):
         return True
     return "could not create a primitive" in text and _address_space_capped()
 

@@ -52,7 +52,7 @@ from ..results import Spec
 from ..results.types import ScalingPoint, ScalingResult
 from ..stats import median_interval
 from . import workload
-from ._device import synchronize
+from ._device import set_tf32, synchronize
 
 __all__ = ["ScalingJob", "launch", "measure_unit", "measure", "ddp_step_parameters", "main"]
 
@@ -92,7 +92,7 @@ def _setup_rank(job: ScalingJob) -> tuple[int, int, torch.device]:
         raise RuntimeError(f"rank {rank} raised on purpose (the failure path under test)")
     device = _rank_device(job)
     # the math of the spec, both TF32 flags set (as every cnnbench worker does)
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = bool(job.spec.tf32)
+    set_tf32(bool(job.spec.tf32))
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True

@@ -26,6 +26,7 @@ __all__ = [
     "dynamo_counters",
     "grad_scaler",
     "largest_tensor_elements",
+    "reset_compiler",
     "build_model",
     "example_input",
     "leaf_modules",
@@ -244,16 +245,36 @@ def build(
 
 
 def compiled(model: nn.Module) -> Callable:
-    """``torch.compile`` for one unit: Dynamo's caches are reset first, so that this unit's
-    batch compiles its own static graph (a cache shared across a sweep recompiles batch 2 as a
-    dynamic-shape graph that later batches reuse, and past its size limit falls back to eager
-    while the record says compiled); ``dynamic=False`` keeps it static. :func:`dynamo_counters`
-    says afterwards what Dynamo did."""
+    """``torch.compile`` for one unit, static (``dynamic=False``): a batch that Dynamo has not
+    seen fails its shape guard and compiles a graph of its own (never a dynamic-shape graph that
+    later batches reuse); a new copy of a model at a shape seen before reuses that graph (Dynamo
+    inlines nn.Module and guards on the class, not the instance). Dynamo is reset once per model
+    by :func:`reset_compiler`, not here. Its counters (and the log of failed guards) are cleared,
+    so that :func:`dynamo_counters` says afterwards what this unit made Dynamo do."""
+    import torch._dynamo
+    from torch._dynamo import utils
+
+    utils.counters.clear()
+    utils.guard_failures.clear()
+    return torch.compile(model, dynamic=False)
+
+
+# each batch × mode a model worker compiles is one more entry in the cache of the model's frame;
+# past torch's default limit (8) Dynamo would run the frame eagerly while the record says compiled
+RECOMPILE_LIMIT = 1024
+
+
+def reset_compiler() -> None:
+    """A model worker's fresh start for ``torch.compile``: Dynamo's caches emptied (a new model
+    needs its own graphs), and its per-frame cache limit raised past the shapes one model's
+    units compile (a full sweep: ~17 batches in each mode). Should a frame still reach the
+    limit, compiling fails (an error record) rather than silently falling back to eager."""
     import torch._dynamo
 
     torch._dynamo.reset()
-    torch._dynamo.utils.counters.clear()
-    return torch.compile(model, dynamic=False)
+    torch._dynamo.config.recompile_limit = RECOMPILE_LIMIT
+    torch._dynamo.config.accumulated_recompile_limit = RECOMPILE_LIMIT
+    torch._dynamo.config.fail_on_recompile_limit_hit = True
 
 
 def dynamo_counters() -> dict[str, int]:

@@ -5,9 +5,8 @@ formatter of the Markdown and HTML reports, so a terminal and a report show the 
 
 from __future__ import annotations
 
-import math
-
 import contextlib
+import math
 
 from rich import box
 from rich.console import Console
@@ -22,8 +21,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from .fmt import MISSING, accuracy, fmt, percent, shape
 from ..analysis.frames import Frames
+from .fmt import MISSING, accuracy, fmt, percent, shape
 
 __all__ = [
     "MACS_NOTE",
@@ -32,9 +31,12 @@ __all__ = [
     "compare_table",
     "data_lines",
     "describe",
+    "duration",
     "layers_table",
     "minsize_table",
     "models_table",
+    "plan_lines",
+    "plan_table",
     "progress_bar",
     "run_summary",
     "added_line",
@@ -298,23 +300,116 @@ def describe(config) -> str:
     )
 
 
+def duration(seconds: float) -> str:
+    """'45 s', '4 min 35 s', '1 h 52 min': an estimate's precision, no more."""
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {(s % 3600) // 60:02d} min"
+
+
+# what a part of a plan costs, and the flags that make it shorter
+PART_FLAGS = {
+    "accuracy": "--epochs, --train-subset, --seeds",
+    "latency": "--rounds, --min-time, --batch-sizes instead of a sweep",
+    "roofline": "--metrics without roofline",
+    "memory": "--batch-sizes",
+    "scaling": "--world-sizes",
+}
+
+
+def plan_lines(plan, compile_s: float) -> list[str]:
+    """What would make ``plan`` much longer (or makes it long), each with the flag that changes
+    it. ``compile_s``: what torch.compile adds, or would add (``plan.compile_share_s``)."""
+    config, total = plan.config, plan.total_s
+    lines = []
+    if config.workload.compile:
+        lines.append(f"--compile: about {duration(compile_s)} of this is compiling (every unit "
+                     f"recompiles); without it about {duration(total - compile_s)}")  # fmt: skip
+    else:
+        lines.append(f"--compile would add about {duration(compile_s)} (every unit compiles anew)")
+    if config.profile == "full" and not config.device.startswith("cuda"):
+        lines.append("profile full on a CPU: the chapter's training on every image, 3 seeds; "
+                     "--profile quick is the CPU's run")  # fmt: skip
+    parts = {k: v for k, v in plan.by_metric().items() if k in PART_FLAGS}
+    if parts:
+        biggest = max(parts, key=parts.get)
+        lines.append(f"longest part: {biggest}, {duration(parts[biggest])} "
+                     f"({100 * parts[biggest] / total:.0f}%); shorter with {PART_FLAGS[biggest]}")  # fmt: skip
+    for model, mode, batch, why in plan.sweep_ends:
+        lines.append(f"{model} {mode} sweep expected to end at batch {batch} ({why})")
+    if plan.load_factor > 1:
+        lines.append(f"this machine is busy (load {plan.load} on its CPUs): every step counted "
+                     f"{plan.load_factor:.1f}x longer")  # fmt: skip
+    for model, why in plan.uncounted:
+        lines.append(f"{model}: not counted ({why}); its units are estimated from fixed costs only")
+    return lines
+
+
+def plan_table(plan, compile_s: float) -> Table:
+    """``cnnbench run``'s plan before it measures (and all that ``--dry-run`` prints): per
+    model and metric the units and their expected time, the run-level costs, the total."""
+    config = plan.config
+    label = "estimate" if plan.costs.calibrated else "ESTIMATE (not calibrated on this device)"
+    table = Table(
+        title=f"Plan · {config.device} ({plan.device_name}) · profile {config.profile} · "
+        f"{label}: about {duration(plan.total_s)}",
+        caption="\n".join([f"cost model: {plan.costs.source}", *plan_lines(plan, compile_s)]),
+        box=box.SIMPLE_HEAD,
+        caption_justify="left",
+    )
+    for col in ("model", "metric", "units", "batches", "rounds", "expected"):
+        table.add_column(col, justify="left" if col in ("model", "metric", "batches") else "right")
+    for (model, metric), steps in _plan_groups(plan).items():
+        first = [s for s in steps if s.round == 0]
+        batches = sorted({s.unit.spec.batch_size for s in first if s.expected})
+        rounds = max(s.round for s in steps) + 1
+        table.add_row(model, metric, f"{sum(s.expected for s in first)}/{len(first)}",
+                      ",".join(map(str, batches)), str(rounds),
+                      duration(sum(s.seconds for s in steps)))  # fmt: skip
+    table.add_section()
+    for name, seconds in plan.before_s + plan.after_s:
+        table.add_row(name, "", "", "", "", duration(seconds))
+    seeds = len(config.train.seeds)
+    table.add_row("total", f"{len(plan.models)} models, {seeds} seed{'s' * (seeds > 1)}",
+                  str(len(plan.measured_units)), "", "", duration(plan.total_s))  # fmt: skip
+    return table
+
+
+def _plan_groups(plan) -> dict:
+    groups: dict[tuple[str, str], list] = {}
+    for s in plan.steps:
+        groups.setdefault((s.unit.spec.model, s.unit.metric), []).append(s)
+    return groups
+
+
 class RunProgress:
     """The progress bar of ``cnnbench run`` on ``console``: ``with`` it around the run and pass
-    :meth:`on_event` as the runner's event callback; a failed record is printed as it lands."""
+    :meth:`on_event` as the runner's event callback; a failed record is printed as it lands.
 
-    def __init__(self, console: Console):
+    With a ``plan`` (``cnnbench.plan.Plan``) the ETA is the plan's cost model for the steps
+    left (``plan.remaining_s``), not an extrapolation of the pace so far: a run's units differ
+    by orders of magnitude (a parameter count against a training)."""
+
+    def __init__(self, console: Console, plan=None):
         self.console = console
+        self.plan = plan
+        self.steps_done = 0  # steps of the plan finished: see _step_events
+        self.open = False  # a step has started and not finished
+        eta = TextColumn("ETA {task.fields[eta]}") if plan is not None else TimeRemainingColumn()
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
+            *([] if plan is not None else [TextColumn("ETA")]),
+            eta,
             console=console,
             transient=True,
         )
-        self.task = self.progress.add_task("planning", total=None)
+        self.task = self.progress.add_task("planning", total=None, eta=self.eta())
 
     def __enter__(self) -> RunProgress:
         self.progress.__enter__()
@@ -323,7 +418,27 @@ class RunProgress:
     def __exit__(self, *exc) -> None:
         self.progress.__exit__(*exc)
 
+    def eta(self) -> str:
+        """The plan's expected time for what is left ('' without a plan)."""
+        return "" if self.plan is None else duration(self.plan.remaining_s(self.steps_done))
+
+    def _step_events(self, kind: str) -> None:
+        """Count finished steps (one unit in one round) from the runner's events: a ``start``
+        finishes the step before it if no record did (a round pooled into a later record), a
+        ``record`` finishes the open step or is one of its own (a sweep's limit, a lost worker's
+        units), a ``skip`` is a step not measured."""
+        if kind == "start":
+            self.steps_done += self.open
+            self.open = True
+        elif kind == "record" or kind == "skip":
+            self.steps_done += 1
+            self.open = self.open and kind == "skip"
+        else:
+            return
+        self.progress.update(self.task, eta=self.eta())
+
     def on_event(self, kind: str, payload) -> None:
+        self._step_events(kind)
         if kind == "plan":
             self.progress.update(self.task, total=len(payload))
         elif kind == "start":
