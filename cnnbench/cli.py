@@ -137,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "a Slurm job array; `cnnbench report DIR ...` merges the shards")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the records as JSON on stdout")
     p.add_argument("--no-report", action="store_true", help="skip rendering the report at the end")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the plan and its time estimate; measure nothing, write nothing")
     p.add_argument("--history", metavar="FILE", default=None,
                    help="add the finished run to this history (default: $CNNBENCH_HISTORY if set)")  # fmt: skip
     return parser
@@ -333,9 +335,11 @@ def _cmd_run(args, out: Console, err: Console, argv) -> int:
             if history_file:  # a history that cannot take the run refuses it before measuring
                 check_history(history_file)
             runner.preflight(config)
-            err.print(console.describe(config))
-            with console.RunProgress(err) as progress:
-                result = runner.run(config, progress.on_event)
+            plan = _print_plan(config, args, err)
+            if args.dry_run:
+                return 0  # preflight creates nothing: no folder, no record
+            with console.RunProgress(err, plan=plan) as progress:
+                result = runner.run(config, progress.on_event, estimate=plan.summary())
     except runner.RunRefused as exc:
         raise UsageError(exc.naming(_flag)) from None
     except (HistoryError, RunLocked) as exc:
@@ -373,6 +377,18 @@ def _cmd_run(args, out: Console, err: Console, argv) -> int:
                   f"(status error); see {config.out_dir}/results.jsonl")  # fmt: skip
         return 1
     return 0
+
+
+def _print_plan(config, args, err: Console):
+    """What the run will do and how long the cost model expects it to take (``cnnbench.plan``),
+    printed before anything is measured."""
+    from . import plan as run_plan
+    from .report import console
+
+    plan = run_plan.build(config, report=not args.no_report)
+    err.print(console.describe(config))
+    err.print(console.plan_table(plan, run_plan.compile_share_s(plan)))
+    return plan
 
 
 class _Signalled(KeyboardInterrupt):

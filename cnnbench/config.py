@@ -37,10 +37,12 @@ __all__ = [
     "make_config",
 ]
 
-METRICS = ("params", "flops", "minsize", "latency", "memory", "roofline", "accuracy", "scaling")
+METRICS = ("params", "flops", "minsize", "latency", "memory", "roofline", "accuracy", "energy",
+           "scaling")  # fmt: skip
 # what a run measures unless --metrics says otherwise: scaling launches a process group per world
-# size and is asked for by name
-DEFAULT_METRICS = METRICS[:-1]
+# size, and energy reads a counter most CPUs do not expose (RAPL: root only, absent in VMs, where
+# it would add an 'unsupported' record per mode and model); both are asked for by name
+DEFAULT_METRICS = METRICS[:-2]
 DTYPES = ("fp32", "bf16", "fp16")
 # the chapter's AlexNet/VGG/NiN input: where FLOPs are also counted so networks compare alike
 EQUAL_RESOLUTION = 224
@@ -161,9 +163,10 @@ class BatchConfig:
         exclusive="batches",
     )  # fmt: skip
     sweep: bool = opt(False, "double the batch from 1 until out of memory", exclusive="batches")
-    # the sweep's last batch; None: 65,536 on CUDA (a ceiling: the sweep ends before it, at out
-    # of memory, a plateau in images/s or the tensor-size limit; the reason is recorded), 256
-    # on CPU (time, not memory, ends a CPU sweep)
+    # the sweep's last batch; None: 1,024 on CUDA (a ceiling: the sweep may end before it, at out
+    # of memory, a plateau in images/s or the tensor-size limit; the reason is recorded; the
+    # run plan puts the chapter's networks past their plateau by then, and larger batches only
+    # add minutes to the default run), 256 on CPU (time, not memory, ends a CPU sweep)
     sweep_max_batch: int | None = None
     memory_batch_sizes: tuple[int, ...] = (16,)  # batches whose peak memory is measured
     # time a training step at batch 1 too. quick: no. Nobody trains at batch 1 (it times the
@@ -173,7 +176,7 @@ class BatchConfig:
     def latency_batches(self, device: str) -> list[int]:
         if not self.sweep:
             return list(self.batch_sizes)
-        last = self.sweep_max_batch or (65536 if device.startswith("cuda") else 256)
+        last = self.sweep_max_batch or (1024 if device.startswith("cuda") else 256)
         out, b = [], 1
         while b <= last:
             out.append(b)
@@ -322,12 +325,16 @@ PROFILES: dict[str, Profile] = {
     ),
     "full": Profile(
         "full",
-        "a GPU: batch sweep until memory runs out, long replicates, the chapter's recipe",
+        "a GPU: batch sweep, long replicates, the chapter's recipe for 5 epochs on 3 seeds",
         {
+            # the plan's cost model (cnnbench/plan.py, data-sheet rates: an estimate until a GPU
+            # calibrates it) puts `run --models googlenet,alexnet --device cuda` at about 10 min
+            # on an H200 with these: 3 rounds (latency ~2.5 min), sweeps to batch 1,024 at most,
+            # and 5 of the chapter's 10 epochs on 3 seeds (~6.5 min; --epochs 10 adds ~6 min)
             "batches": dict(batch_sizes=(1, 8, 32, 128), sweep=True, memory_batch_sizes=(1, 128)),
-            "timing": dict(rounds=5, warmup_runs=10, min_runs=10, min_time_s=0.5, max_runs=1000),
+            "timing": dict(rounds=3, warmup_runs=10, min_runs=10, min_time_s=0.5, max_runs=1000),
             # accuracy after a short training varies with the seed: never one seed alone here
-            "train": dict(seeds=(0, 1, 2)),
+            "train": dict(seeds=(0, 1, 2), epochs=5),
         },
     ),
 }

@@ -722,6 +722,8 @@ def _run_stream(ctx: Context, out: _Recorder, r: int, units: list[Unit], seen: d
 def run(
     config: RunConfig,
     on_event: Callable[[str, object], None] | None = None,
+    *,
+    estimate: dict | None = None,
 ) -> RunResult:
     """Run ``config``; ``on_event(kind, payload)`` sees ``plan`` (list of units), ``start`` and
     ``skip`` (a :class:`Unit`), ``record`` (a :class:`Record`) and ``warning`` (a message: a
@@ -732,7 +734,8 @@ def run(
     :class:`~cnnbench.results.store.RunLocked` naming the holder when another run is writing
     into the folder (a lock left by a run that died is taken over, with a warning). A write that
     fails (a full disk) raises :class:`~cnnbench.results.store.StoreError`; every record written
-    before it is whole."""
+    before it is whole. ``estimate`` (``plan.Plan.summary()``) goes into env.json beside the
+    run's own wall time, so a report can show the one against the other."""
     notify = on_event or (lambda kind, payload: None)
     store = RunStore(config.out_dir)
     with store.lock(config.command_line) as lock:
@@ -741,14 +744,17 @@ def run(
         if not config.resume and store.has_records():  # written between preflight and the lock
             raise RunRefused(f"{_field('out_dir')} {store.root}: another run wrote into it as "
                              f"this one started; choose another {_field('out_dir')}")  # fmt: skip
-        return _run_locked(config, store.create(), notify)
+        return _run_locked(config, store.create(), notify, estimate)
 
 
-def _run_locked(config: RunConfig, store: RunStore, notify: Callable[[str, object], None]
-                ) -> RunResult:  # fmt: skip
+def _run_locked(config: RunConfig, store: RunStore, notify: Callable[[str, object], None],
+                estimate: dict | None = None) -> RunResult:  # fmt: skip
     """:func:`run`, holding the run folder's lock."""
+    started = time.perf_counter()
     env = collect_env(config.device)
     env["config"] = dataclasses.asdict(config)
+    if estimate:
+        env["plan"] = estimate
     resumed = _resume_state(config, store, env)
     repaired = store.repair_torn_tail()
     if repaired:
@@ -757,7 +763,8 @@ def _run_locked(config: RunConfig, store: RunStore, notify: Callable[[str, objec
     if config.isolation != "process":
         setup_process(config)  # once: threads, cuDNN autotuning, the memory cap
     ctx = _context(config, todo, env)
-    store.write_env(_env_json(config, env, resumed.env))
+    written = _env_json(config, env, resumed.env)
+    store.write_env(written)
     notify("plan", [u for units in all_units.values() for u in units])
     for u in skipped:
         notify("skip", u)
@@ -769,4 +776,6 @@ def _run_locked(config: RunConfig, store: RunStore, notify: Callable[[str, objec
         for model, units in todo.items():
             seen = _seen_rates(kept, all_units[model]) if config.batches.sweep and kept else None
             _run_round(ctx, out, r, units, seen)
+    env["wall_s"] = round(time.perf_counter() - started, 1)  # this session's, beside its estimate
+    store.write_env(written)  # env is this session's entry of ``written`` (resumed: the last)
     return RunResult(str(store.root), tuple(out.written), len(skipped))

@@ -187,11 +187,23 @@ def test_blocks_render_once_in_markdown_and_escaped_in_html(tmp_path):
         to_markdown(Document("x", ("a bare string",)))
 
 
-# --- the report's first screen --------------------------------------------------------------------
+# --- the report's first screen ---------------------------------------------------------------------
+
+REFERENCE = Path(__file__).resolve().parent.parent / "reports" / "cpu-quick"  # ten models, one run
 
 
-def test_the_first_50_lines_answer_exercises_1_to_5(smoke_run):
-    head = (smoke_run.path / "report.md").read_text().splitlines()[:50]
+def _reference_markdown() -> str:
+    """The committed reference run's report as Markdown, without drawing its figures."""
+    from cnnbench.report.blocks import to_markdown
+    from cnnbench.report.document import build_document
+    from cnnbench.report.runs import load_runs
+
+    runs = load_runs([REFERENCE])
+    return to_markdown(build_document(Frames(list(runs.records), paired=runs.paired), runs, {}))
+
+
+def test_the_first_50_lines_answer_exercises_1_to_5_with_their_numbers():
+    head = _reference_markdown().splitlines()[:50]
     text = "\n".join(head)
     assert head[2] == "## Summary"
     for n in range(1, 6):
@@ -199,6 +211,45 @@ def test_the_first_50_lines_answer_exercises_1_to_5(smoke_run):
         assert line is not None, f"exercise {n} is not answered on the first screen"
         assert any(ch.isdigit() for ch in line.split(":", 1)[1])  # with its numbers
     assert text.count("## Conditions") == 1 and "What this run resolves" in text
+    assert "Noise control passed" in text
+
+
+def test_a_run_without_an_exercises_models_says_so_on_the_first_screen(smoke_run):
+    """The smoke run has googlenet but none of its variants: exercises 1 and 3 say why they have
+    no answer, on the first screen, rather than disappearing."""
+    head = (smoke_run.path / "report.md").read_text().splitlines()[:50]
+    assert head[2] == "## Summary"
+    for n in range(1, 6):
+        assert any(x.startswith(f"- Exercise {n} ") for x in head), n
+
+
+def _templates(md: str) -> dict[str, int]:
+    """Each sentence of the prose with model names and numbers blanked: how often it is said."""
+    import re
+    from collections import Counter
+
+    from cnnbench.models import list_models
+
+    names = sorted(list_models(["*"]), key=len, reverse=True)
+    prose = [line for line in md.splitlines() if line.strip() and not line.lstrip().startswith(("|", "!", "<"))]
+    sentences = [s for line in prose for s in re.split(r"(?<=[.;:])\s+(?=[A-Z(])", line) if s.strip()]
+
+    def blank(s: str) -> str:
+        for name in names:
+            s = re.sub(rf"\b{re.escape(name)}\b", "M", s)
+        s = re.sub(r"[+\-−]?\d[\d,]*(\.\d+)?", "N", s)
+        return re.sub(r"M((, | and | or )M)+", "M", s)
+
+    return Counter(blank(s) for s in sentences)
+
+
+def test_no_sentence_is_said_of_model_after_model_more_than_three_times():
+    counts = _templates(_reference_markdown())
+    assert {t: n for t, n in counts.items() if n > 3} == {}
+    # the check sees a sentence said of each model in turn: the old report's exercise 2 wording
+    said = "\n".join(f"- {m} runs even on a 1x1 input: every convolution is padded." for m in
+                     ("googlenet", "googlenet28", "googlenet_bn", "googlenet_res"))  # fmt: skip
+    assert max(_templates(said).values()) == 4
 
 
 def test_a_full_disk_while_writing_the_report_is_one_message(tmp_path, monkeypatch):
@@ -252,3 +303,17 @@ def test_energy_per_image_is_shown_from_the_record_and_unsupported_with_its_reas
     body = md.split("## Energy per image")[1]
     assert f"| nin | 224 | train | 128 | ok | {energy_j / images:.4f} | 25.0 | 800.0 | 1.50 |" in body
     assert "| unsupported | — |" in body and "/sys/class/powercap does not exist" in body
+
+
+def test_the_conditions_show_the_wall_time_beside_the_plans_estimate(tmp_path):
+    import json
+
+    from cnnbench.report.runs import load_runs
+    from tests.history_runs import make_run
+
+    run = make_run(tmp_path / "run", when="2026-12-01T00:00:00+00:00")
+    env = json.loads((run / "env.json").read_text())
+    env.update(plan={"estimate_s": 300.4}, wall_s=412.0)
+    (run / "env.json").write_text(json.dumps(env))
+    (line,) = load_runs([run]).conditions
+    assert "took 412 s (the plan estimated 300 s)" in line

@@ -18,6 +18,7 @@ from cnnbench.config import TimingConfig, make_config
 from cnnbench.measure import _device, harnesses, latency, memory, roofline, workload
 from cnnbench.results import Spec
 from cnnbench.results.types import DevicePeaks, LatencyResult
+from tests.fake_cuda import FakeAllocator, patch_cuda_memory
 from tests import nested_pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -224,32 +225,12 @@ def test_cpu_peaks_record_their_math_mode():
 # --- 4: CUDA peak memory after a warm-up step, above the baseline ----------------------------------
 
 
-class _FakeAllocator:
-    def __init__(self, leftover):
-        self.allocated = self.peak = leftover
-
-    def alloc(self, n):
-        self.allocated += n
-        self.peak = max(self.peak, self.allocated)
-
-    def free(self, n):
-        self.allocated -= n
-
-
 def test_cuda_peak_memory_is_taken_after_a_warm_step_and_above_the_baseline(monkeypatch):
     """A first step on a cold cuDNN cache allocates autotuning workspaces (here 10,000 bytes)
     that steady steps never do (100): they must not be the peak, and what was allocated before
     the model (leftovers, 7) is subtracted and recorded."""
-    mem = _FakeAllocator(leftover=7)
-    for name, fn in {
-        "memory_allocated": lambda d=None: mem.allocated,
-        "max_memory_allocated": lambda d=None: mem.peak,
-        "max_memory_reserved": lambda d=None: mem.peak,
-        "reset_peak_memory_stats": lambda d=None: setattr(mem, "peak", mem.allocated),
-        "synchronize": lambda d=None: None,
-        "empty_cache": lambda: None,
-    }.items():
-        monkeypatch.setattr(torch.cuda, name, fn)
+    mem = FakeAllocator(leftover=7)
+    patch_cuda_memory(monkeypatch, mem)
 
     class Step:
         calls = 0

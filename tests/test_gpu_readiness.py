@@ -12,38 +12,13 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from cnnbench import env
 from cnnbench.measure import _device, memory, workload
 from cnnbench.results import Spec
+from tests.fake_cuda import FakeAllocator, patch_cuda_memory
 
 MiB = 2**20
 
 
-class _FakeAllocator:
-    """The caching allocator's counters, driven by the test."""
-
-    def __init__(self, leftover: int):
-        self.allocated = self.peak = leftover
-
-    def alloc(self, n: int) -> None:
-        self.allocated += n
-        self.peak = max(self.peak, self.allocated)
-
-    def free(self, n: int) -> None:
-        self.allocated -= n
-
-
-def _fake_cuda(monkeypatch, mem: _FakeAllocator, events: list) -> None:
-    def allocated(d=None):
-        events.append("read allocated")
-        return mem.allocated
-
-    for name, fn in {
-        "memory_allocated": allocated,
-        "max_memory_allocated": lambda d=None: mem.peak,
-        "max_memory_reserved": lambda d=None: mem.peak,
-        "reset_peak_memory_stats": lambda d=None: setattr(mem, "peak", mem.allocated),
-        "synchronize": lambda d=None: None,
-        "empty_cache": lambda: None,
-    }.items():
-        monkeypatch.setattr(torch.cuda, name, fn)
+def _fake_cuda(monkeypatch, mem: FakeAllocator, events: list) -> None:
+    patch_cuda_memory(monkeypatch, mem, on_read=lambda: events.append("read allocated"))
 
 
 # --- HIGH: the libraries' workspaces are in the baseline, not in the model's peak -----------------
@@ -53,7 +28,7 @@ def test_libraries_are_warmed_before_the_cuda_baseline_is_read(monkeypatch):
     """cuBLAS's first calls (forward, and backward in autograd's thread) leave two 32 MiB
     workspaces allocated for good. Warmed before the baseline, they are in it (7 + 64 MiB) and
     the model's peak is its own 1,000 + 100 bytes; read before, they would count as the model's."""
-    mem, events = _FakeAllocator(leftover=7), []
+    mem, events = FakeAllocator(leftover=7), []
     _fake_cuda(monkeypatch, mem, events)
 
     def warm(device, dtype, convs):
@@ -118,7 +93,7 @@ def test_the_warm_up_calls_matmul_and_convolution_forward_and_backward(convs):
 class _Scratch(torch.autograd.Function):
     """Identity forward; its backward holds 7,000 scratch bytes for the length of the call."""
 
-    mem: _FakeAllocator
+    mem: FakeAllocator
 
     @staticmethod
     def forward(ctx, x):
@@ -134,7 +109,7 @@ class _Scratch(torch.autograd.Function):
 class _ConvWithWorkspace(nn.Conv2d):
     """A convolution whose call allocates its output (100) and a 5,000-byte workspace it frees."""
 
-    mem: _FakeAllocator
+    mem: FakeAllocator
 
     def forward(self, x):
         self.mem.alloc(100)
@@ -145,7 +120,7 @@ class _ConvWithWorkspace(nn.Conv2d):
 
 @pytest.mark.parametrize("mode, scratch", [("inference", 5_000), ("train", 7_000)])
 def test_conv_scratch_is_the_most_one_convolution_call_held(monkeypatch, mode, scratch):
-    mem, events = _FakeAllocator(leftover=123), []
+    mem, events = FakeAllocator(leftover=123), []
     _fake_cuda(monkeypatch, mem, events)
     _ConvWithWorkspace.mem = _Scratch.mem = mem
     model = nn.Sequential(_ConvWithWorkspace(1, 2, 3), nn.Flatten(), nn.Linear(2 * 4 * 4, 3))

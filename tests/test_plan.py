@@ -159,3 +159,15 @@ def test_a_busy_machine_scales_every_step(tmp_path, monkeypatch):
     assert plan.machine_load(config) == (4.5, 9.0)
     monkeypatch.setattr("os.getloadavg", lambda: (0.5, 1.0, 1.0))
     assert plan.machine_load(config)[0] == 1.0  # an idle machine does not make the run faster
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
+    """Guards cli._cmd_run's early return: a dry run measures nothing and creates no folder."""
+    from cnnbench.cli import main
+
+    out = tmp_path / "run"
+    assert main(["run", "--profile", "smoke", "--models", "nin", "--threads", "1", "--dry-run",
+                 "--out", str(out)]) == 0  # fmt: skip
+    printed = capsys.readouterr().err
+    assert "total" in printed and "cost model" in printed
+    assert not out.exists()

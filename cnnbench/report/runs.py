@@ -61,6 +61,16 @@ def _git(env: dict) -> str:
     return f"git {str(env.get('git_commit'))[:10]}{' (dirty)' if env.get('git_dirty') else ''}"
 
 
+def _timing(env: dict) -> str:
+    """The run's wall time beside the plan's estimate, for each session that recorded them."""
+    parts = []
+    for e in [env, *(x for x in env.get("resumed") or [] if isinstance(x, dict))]:
+        estimate, took = (e.get("plan") or {}).get("estimate_s"), e.get("wall_s")
+        if took is not None:
+            parts.append(f"took {took:.0f} s" + (f" (the plan estimated {estimate:.0f} s)" if estimate else ""))
+    return f"; {', then '.join(parts)}" if parts else ""
+
+
 def _conditions(env: dict, run_dir: Path) -> str:
     """The setup and every invocation, in one line per run folder. A resumed run lists each
     session's commit and command line (env.json "resumed")."""
@@ -80,6 +90,7 @@ def _conditions(env: dict, run_dir: Path) -> str:
         f"torch {env.get('versions', {}).get('torch')}, fvcore {env.get('versions', {}).get('fvcore')}, "
         f"Python {env.get('python')}"
     )  # fmt: skip
+    setup += _timing(env)
     if len(sessions) == 1:
         return f"{setup}; {_git(env)}; command: `{cfg.get('command_line', '')}`"
     calls = "; ".join(
