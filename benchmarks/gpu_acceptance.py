@@ -66,7 +66,7 @@ from cnnbench import models  # noqa: E402
 from cnnbench.config import RunConfig, TimingConfig, make_config  # noqa: E402
 from cnnbench.env import collect_env  # noqa: E402
 from cnnbench.measure import energy, latency, memory, roofline, workload  # noqa: E402
-from cnnbench.measure._device import release, synchronize  # noqa: E402
+from cnnbench.measure._device import is_oom, release, synchronize  # noqa: E402
 from cnnbench.measure.harnesses import in_mode  # noqa: E402
 from cnnbench.measure.train import Unsupported  # noqa: E402
 from cnnbench.measure.worker import call_in_worker, error_line  # noqa: E402
@@ -721,7 +721,9 @@ def _provoke_oom(spec: Spec) -> str | None:
     try:
         workload.build(spec).step()
         synchronize(torch.device(spec.device))
-    except torch.OutOfMemoryError as exc:
+    except RuntimeError as exc:  # torch's OutOfMemoryError, or cuBLAS/cuDNN failing to allocate
+        if not is_oom(exc):
+            raise
         return error_line(exc)
     return None
 

@@ -27,7 +27,7 @@ from . import config as config_fields
 from . import models
 from .config import DEFAULT_METRICS, METRICS, PROFILES, make_config
 from .results import CorruptStore, RunStore, Spec
-from .results.store import RunLocked, StoreError, StoreFull
+from .results.store import RunLocked, StoreError
 
 if TYPE_CHECKING:  # imported where a command prints: a worker re-running this module does not
     from rich.console import Console
@@ -339,7 +339,8 @@ def _cmd_run(args, out: Console, err: Console, argv) -> int:
             if args.dry_run:
                 return 0  # preflight creates nothing: no folder, no record
             with console.RunProgress(err, plan=plan) as progress:
-                result = runner.run(config, progress.on_event, estimate=plan.summary())
+                result = runner.run(config, progress.on_event, estimate=plan.summary(),
+                                    unit_estimates_s=plan.unit_seconds())  # fmt: skip
     except runner.RunRefused as exc:
         raise UsageError(exc.naming(_flag)) from None
     except (HistoryError, RunLocked) as exc:
@@ -347,7 +348,7 @@ def _cmd_run(args, out: Console, err: Console, argv) -> int:
     except KeyboardInterrupt as exc:
         err.print(_interrupted_line(exc, config, argv), markup=False, soft_wrap=True)
         return 128 + getattr(exc, "signum", signal.SIGINT)
-    except StoreFull as exc:  # every record before it is whole: free space, then resume
+    except StoreError as exc:  # a full disk, a read-only folder: every record before it is whole
         err.print(f"cnnbench: {exc}; resume with: {_resume_command(argv, config.out_dir)}",
                   markup=False, soft_wrap=True)  # fmt: skip
         return 1

@@ -62,7 +62,7 @@ class Costs:
     roofline_iterations: int  # forwards a roofline unit runs (bare, profiled, hooked)
     flops_iterations: tuple[int, int]  # (forwards, training steps) at batch 1 of a flops unit
     scaling_steps: int  # training steps a scaling unit times across its world sizes
-    compile_s: float  # torch.compile of one unit-round (Dynamo is reset for every unit)
+    compile_s: float  # torch.compile of one unit-round (charged per unit-round: an upper bound, as Dynamo is reset once per model and a shape seen before reuses its graph)
     report_s: float  # rendering the report at the end ...
     report_model_s: float  # ... and per model
 
@@ -267,6 +267,16 @@ class Plan:
             out[s.unit.spec.model] = out.get(s.unit.spec.model, 0.0) + s.seconds
         return out
 
+    def _outside_run_s(self) -> float:
+        return sum(v for k, v in self.before_s if k == "start-up and checks") + sum(v for _, v in self.after_s)
+
+    def unit_seconds(self) -> dict:
+        """Unit → its longest planned step: what sets its time limit (runner.unit_limit_s)."""
+        out: dict = {}
+        for step in self.steps:
+            out[step.unit] = max(out.get(step.unit, 0.0), step.seconds)
+        return out
+
     def remaining_s(self, done: int) -> float:
         """Expected seconds left once the first ``done`` steps are finished (the ETA): the
         steps after them and the report."""
@@ -277,6 +287,9 @@ class Plan:
         """What env.json records of the plan: the estimate, its parts and its source."""
         return {
             "estimate_s": round(self.total_s, 1),
+            # what runner.run's own clock (env.json "wall_s") covers: the units, env.json and the
+            # device peaks; not the start-up and checks before it, nor the report after it
+            "in_run_s": round(self.total_s - self._outside_run_s(), 1),
             "by_part_s": {k: round(v, 1) for k, v in self.by_metric().items()},
             "by_model_s": {k: round(v, 1) for k, v in self.by_model().items()},
             "units": len(self.units),
@@ -373,6 +386,11 @@ def _unit_s(unit: Unit, work: Work | None, rates: _Rates, config: RunConfig) -> 
         return fixed + _accuracy_s(unit, work, rates, config)
     if metric == "scaling":
         return fixed + c.scaling_steps * rates.step_s(work, spec)
+    if metric == "energy":  # warm-up, then a block of at least MIN_BLOCK_S between counter updates
+        from .measure.energy import MIN_BLOCK_S
+
+        warmup = (config.timing.warmup_runs + 1) * rates.iteration_s(work, spec)
+        return fixed + warmup + MIN_BLOCK_S + 2 * rates.iteration_s(work, spec)
     return fixed
 
 

@@ -147,11 +147,23 @@ def unit_limit_s(config: RunConfig, estimate_s: float | None = None) -> float:
     return UNIT_TIMEOUT_S.get(config.profile, max(UNIT_TIMEOUT_S.values()))
 
 
+def _limit_of(ctx: Context, unit: Unit | None) -> float:
+    """``unit``'s time limit: from its planned seconds where the run has a plan."""
+    return unit_limit_s(ctx.config, (ctx.unit_estimates_s or {}).get(unit))
+
+
+def _event_limit(ctx: Context) -> Callable[[str, object], float]:
+    """How long to wait for a worker's next event, given its last ``(kind, payload)``: after a
+    unit's ``start``, that unit's limit; otherwise (the worker starting, between units) the
+    profile's."""
+    return lambda kind, payload: _limit_of(ctx, payload if kind == "start" else None)
+
+
 def _measure_unit(unit: Unit, ctx: Context) -> Record:
     harness = HARNESSES[unit.metric]
     t0 = time.perf_counter()
     try:
-        with time_limit(unit_limit_s(ctx.config)):  # a harness's own worker (CPU peak RSS)
+        with time_limit(_limit_of(ctx, unit)):  # a harness's own worker (CPU peak RSS)
             result = harness.measure_unit(unit.spec, ctx)
         status, reason = harness.outcome(result)
         return Record.of(unit.metric, unit.spec, result, status=status, reason=reason,
@@ -306,7 +318,7 @@ def _events(
             yield from _execute(ctx, segment, first_round, seen)
         else:
             yield from run_in_worker(_worker, ctx, segment, first_round, seen or {},
-                                     limit_s=unit_limit_s(ctx.config))  # fmt: skip
+                                     limit_s=_event_limit(ctx))  # fmt: skip
 
 
 def _seen_rates(kept: list[Record], units: list[Unit]) -> dict[tuple[str, str], list[float]]:
@@ -724,6 +736,7 @@ def run(
     on_event: Callable[[str, object], None] | None = None,
     *,
     estimate: dict | None = None,
+    unit_estimates_s: dict | None = None,
 ) -> RunResult:
     """Run ``config``; ``on_event(kind, payload)`` sees ``plan`` (list of units), ``start`` and
     ``skip`` (a :class:`Unit`), ``record`` (a :class:`Record`) and ``warning`` (a message: a
@@ -735,7 +748,8 @@ def run(
     into the folder (a lock left by a run that died is taken over, with a warning). A write that
     fails (a full disk) raises :class:`~cnnbench.results.store.StoreError`; every record written
     before it is whole. ``estimate`` (``plan.Plan.summary()``) goes into env.json beside the
-    run's own wall time, so a report can show the one against the other."""
+    run's own wall time, so a report can show the one against the other; ``unit_estimates_s``
+    (``plan.Plan.unit_seconds()``) sets each unit's time limit (:func:`unit_limit_s`)."""
     notify = on_event or (lambda kind, payload: None)
     store = RunStore(config.out_dir)
     with store.lock(config.command_line) as lock:
@@ -744,11 +758,12 @@ def run(
         if not config.resume and store.has_records():  # written between preflight and the lock
             raise RunRefused(f"{_field('out_dir')} {store.root}: another run wrote into it as "
                              f"this one started; choose another {_field('out_dir')}")  # fmt: skip
-        return _run_locked(config, store.create(), notify, estimate)
+        return _run_locked(config, store.create(), notify, estimate, unit_estimates_s)
 
 
 def _run_locked(config: RunConfig, store: RunStore, notify: Callable[[str, object], None],
-                estimate: dict | None = None) -> RunResult:  # fmt: skip
+                estimate: dict | None = None, unit_estimates_s: dict | None = None
+                ) -> RunResult:  # fmt: skip
     """:func:`run`, holding the run folder's lock."""
     started = time.perf_counter()
     env = collect_env(config.device)
@@ -762,7 +777,7 @@ def _run_locked(config: RunConfig, store: RunStore, notify: Callable[[str, objec
     all_units, todo, skipped = _pending(config, resumed)
     if config.isolation != "process":
         setup_process(config)  # once: threads, cuDNN autotuning, the memory cap
-    ctx = _context(config, todo, env)
+    ctx = dataclasses.replace(_context(config, todo, env), unit_estimates_s=unit_estimates_s)
     written = _env_json(config, env, resumed.env)
     store.write_env(written)
     notify("plan", [u for units in all_units.values() for u in units])

@@ -171,3 +171,26 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
     printed = capsys.readouterr().err
     assert "total" in printed and "cost model" in printed
     assert not out.exists()
+
+
+def test_a_units_time_limit_comes_from_its_planned_seconds():
+    """Guards runner._limit_of / _event_limit: 10x the unit's planned seconds with a floor, the
+    profile's limit between units and for a unit the plan does not know."""
+    import dataclasses
+
+    from cnnbench import runner
+    from cnnbench.config import UNIT_TIMEOUT_FACTOR, UNIT_TIMEOUT_FLOOR_S, make_config
+    from cnnbench.measure.harnesses import Context
+
+    config = make_config(models=("nin",), metrics=("latency",), device="cpu", profile="smoke",
+                         out_dir="unused")  # fmt: skip
+    long, short, unknown = (runner.Unit("latency", dataclasses.replace(runner.base_spec(config, "nin"), batch_size=b))
+                            for b in (1, 2, 4))  # fmt: skip
+    ctx = Context(config, unit_estimates_s={long: 60.0, short: 1.0})
+    assert runner._limit_of(ctx, long) == UNIT_TIMEOUT_FACTOR * 60.0
+    assert runner._limit_of(ctx, short) == UNIT_TIMEOUT_FLOOR_S
+    profile = runner.unit_limit_s(config)
+    assert runner._limit_of(ctx, unknown) == profile
+    limit = runner._event_limit(ctx)
+    assert limit("start", long) == 600.0 and limit("record", None) == profile
+    assert limit("started", None) == profile  # what the worker asks first (measure/worker.py)

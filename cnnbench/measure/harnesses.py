@@ -33,6 +33,9 @@ class Context:
     config: RunConfig
     peaks: DevicePeaks | None = None  # None when the run has no roofline, or the probe failed
     peaks_error: str | None = None  # why the probe failed
+    # the run plan's expected seconds per unit (cnnbench.plan), which set each unit's time limit;
+    # None: a run started without a plan (the library, the tests): the profile's limits
+    unit_estimates_s: dict | None = None
 
 
 @dataclass(frozen=True)

@@ -326,10 +326,10 @@ def plan_lines(plan, compile_s: float) -> list[str]:
     config, total = plan.config, plan.total_s
     lines = []
     if config.workload.compile:
-        lines.append(f"--compile: about {duration(compile_s)} of this is compiling (every unit "
-                     f"recompiles); without it about {duration(total - compile_s)}")  # fmt: skip
+        lines.append(f"--compile: about {duration(compile_s)} of this is compiling (charged for "
+                     f"every batch shape of every unit); without it about {duration(total - compile_s)}")  # fmt: skip
     else:
-        lines.append(f"--compile would add about {duration(compile_s)} (every unit compiles anew)")
+        lines.append(f"--compile would add about {duration(compile_s)} (charged for every batch shape of every unit)")
     if config.profile == "full" and not config.device.startswith("cuda"):
         lines.append("profile full on a CPU: the chapter's training on every image, 3 seeds; "
                      "--profile quick is the CPU's run")  # fmt: skip

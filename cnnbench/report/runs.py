@@ -65,7 +65,9 @@ def _timing(env: dict) -> str:
     """The run's wall time beside the plan's estimate, for each session that recorded them."""
     parts = []
     for e in [env, *(x for x in env.get("resumed") or [] if isinstance(x, dict))]:
-        estimate, took = (e.get("plan") or {}).get("estimate_s"), e.get("wall_s")
+        plan = e.get("plan") or {}
+        # the run's own clock: units, env.json, peaks (the plan's part of the same span)
+        estimate, took = plan.get("in_run_s", plan.get("estimate_s")), e.get("wall_s")
         if took is not None:
             parts.append(f"took {took:.0f} s" + (f" (the plan estimated {estimate:.0f} s)" if estimate else ""))
     return f"; {', then '.join(parts)}" if parts else ""

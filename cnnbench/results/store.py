@@ -227,7 +227,7 @@ class RunStore:
             try:
                 _write_durably(tmp, data)
                 os.replace(tmp, self.env_path)
-            except OSError:
+            except BaseException:  # a full disk, or a signal between the write and the rename
                 with contextlib.suppress(OSError):
                     tmp.unlink(missing_ok=True)
                 raise
