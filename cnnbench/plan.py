@@ -190,6 +190,9 @@ def _count_all(pairs: list[tuple[str, int]]) -> dict[tuple[str, int], Work | str
     return out
 
 
+COUNT_LIMIT_S = 30.0  # counting every model on the meta device takes ~0.05 s each; a hang: uncounted
+
+
 def count_work(pairs: Iterable[tuple[str, int]], isolation: str = "process") -> dict:
     """(model, side) -> :class:`Work`, or the line saying why it could not be counted. Counted in
     a worker, like the runner's size checks: a model's own code never runs in the parent."""
@@ -198,8 +201,8 @@ def count_work(pairs: Iterable[tuple[str, int]], isolation: str = "process") -> 
     todo = sorted(set(pairs))
     if isolation != "process":
         return _count_all(todo)
-    try:
-        return call_in_worker(_count_all, todo, name="cnnbench-plan")
+    try:  # a model whose forward hangs must not hang the plan (the run's own limits come later)
+        return call_in_worker(_count_all, todo, name="cnnbench-plan", limit_s=COUNT_LIMIT_S)
     except WorkerError as exc:
         return {p: f"counting died: {exc}" for p in todo}
 
