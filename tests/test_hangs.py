@@ -84,10 +84,10 @@ def test_a_hung_unit_ends_at_its_limit_as_an_error_and_the_run_goes_on(tmp_path)
             assert hung.status == "error", hung
             assert "time limit of 4 s" in hung.reason, hung.reason
     # a fresh worker after each timeout: every unit was tried (4 hung forward passes), after
-    # the preflight's input-size check (the model on the meta device, in a worker of its own,
-    # ended at the limit too)
+    # the preflight's input-size check and the plan's count of work (each the model on the meta
+    # device, in a worker of its own, ended at its limit too: plan.COUNT_LIMIT_S)
     started = [int(p) for p in pids.read_text().split()]
-    assert len(set(started)) == 1 + 4
+    assert len(set(started)) == 1 + 1 + 4
     assert all(r.status == "ok" for (m, *_), r in records.items() if m == "nin")
     assert not [p for p in started if _alive(p)]  # every hung worker was ended
     assert elapsed_s < 4 * 4 + 150  # four limits, plus the rest of the run on 2 shared cores
