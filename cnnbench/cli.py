@@ -330,12 +330,16 @@ def _cmd_run(args, out: Console, err: Console, argv) -> int:
 
     config = config_from_args(args, argv)
     history_file = args.history or os.environ.get(HISTORY_ENV) or None
+    if config.isolation == "process":  # its imports overlap the plan's counting in this process
+        from .measure.worker import start_server
+
+        start_server()
     try:
         with _signals_as_interrupts():
             if history_file:  # a history that cannot take the run refuses it before measuring
                 check_history(history_file)
-            runner.preflight(config)
-            plan = _print_plan(config, args, err)
+            work = runner.preflight(config)
+            plan = _print_plan(config, args, err, work)
             if args.dry_run:
                 return 0  # preflight creates nothing: no folder, no record
             with console.RunProgress(err, plan=plan) as progress:
@@ -380,13 +384,14 @@ def _cmd_run(args, out: Console, err: Console, argv) -> int:
     return 0
 
 
-def _print_plan(config, args, err: Console):
+def _print_plan(config, args, err: Console, work: dict | None = None):
     """What the run will do and how long the cost model expects it to take (``cnnbench.plan``),
-    printed before anything is measured."""
+    printed before anything is measured; ``work``: counted by the preflight's worker (None:
+    counted now)."""
     from . import plan as run_plan
     from .report import console
 
-    plan = run_plan.build(config, report=not args.no_report)
+    plan = run_plan.build(config, report=not args.no_report, work=work)
     err.print(console.describe(config))
     err.print(console.plan_table(plan, run_plan.compile_share_s(plan)))
     return plan

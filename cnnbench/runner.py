@@ -481,36 +481,51 @@ def _first_too_small(checks: list[tuple[str, int, str]]) -> str | None:
     return None
 
 
-def _check_sizes(config: RunConfig) -> None:
+def _sizes_and_work(checks: list[tuple[str, int, str]], pairs: list[tuple[str, int]]):
+    """The size refusal (:func:`_first_too_small`) and the plan's counted work
+    (``plan.count_work``) in one call: one worker start for both (a worker's start, torch's import
+    included, is most of a dry run's time)."""
+    from .plan import count_work
+
+    return _first_too_small(checks), count_work(pairs, "none")
+
+
+def _check_sizes(config: RunConfig) -> dict | None:
     """Every unit that runs the model gets an input it accepts. The check runs each model on the
     meta device (shapes only), in a worker like the measurements: a model's own code never runs
-    in this process."""
+    in this process. The same worker counts each (model, side)'s work for the run plan; returns
+    it (``None`` where the worker died: the plan counts again, and says what it could not)."""
     checks: dict[tuple[str, int], str] = {}
+    pairs: set[tuple[str, int]] = set()
     sized_by = (_field("workload.image_size"), _field("train.image_size"))  # (every unit, training)
     for model in config.models:
         for unit in plan(config, model):
+            pairs.add((model, unit.spec.image_size))
             if unit.metric != "minsize":
                 explicit_train = unit.metric == "accuracy" and bool(config.train.image_size)
                 checks.setdefault((model, unit.spec.image_size), sized_by[explicit_train])
     todo = [(m, size, setting) for (m, size), setting in checks.items()]
     if config.isolation == "process":
         try:
-            refusal = call_in_worker(_first_too_small, todo, name="cnnbench-sizes",
-                                     limit_s=unit_limit_s(config))  # fmt: skip
+            refusal, work = call_in_worker(_sizes_and_work, todo, sorted(pairs),
+                                           name="cnnbench-sizes", limit_s=unit_limit_s(config))  # fmt: skip
         except WorkerError:
-            return  # a model that kills its process: its units will record that
+            return None  # a model that kills its process: its units will record that
     else:
-        refusal = _first_too_small(todo)
+        refusal, work = _sizes_and_work(todo, sorted(pairs))
     if refusal:
         raise RunRefused(refusal)
+    return work
 
 
-def preflight(config: RunConfig) -> None:
+def preflight(config: RunConfig) -> dict | None:
     """Refuse a run that cannot work, before anything is measured or any folder is created:
     the run folder (``out_dir`` creatable and free; resumed: a run of this machine and torch,
     its results.jsonl readable), option combinations, input sizes against each model's minimum,
     and a named data folder that holds no data. Raises :class:`RunRefused` (or
-    :class:`~cnnbench.results.CorruptStore`) with one line."""
+    :class:`~cnnbench.results.CorruptStore`) with one line. Returns the work of every (model,
+    side) that the run plan costs (``plan.count_work``), counted by the size check's worker, or
+    ``None`` where that worker died."""
     if not config.models:
         raise RunRefused("the selection holds no model; see: cnnbench list")
     if not config.metrics:
@@ -521,7 +536,7 @@ def preflight(config: RunConfig) -> None:
         _check_resume(store, collect_env(config.device), config)
         store.records()  # a corrupt line refuses the resume here (CorruptStore), file untouched
     _check_options(config)
-    _check_sizes(config)
+    work = _check_sizes(config)
     if "accuracy" in config.metrics:
         from .data import DataNotFound, locate, named_dir
 
@@ -530,6 +545,7 @@ def preflight(config: RunConfig) -> None:
                 locate(config.data_dir)
             except DataNotFound as exc:
                 raise RunRefused(str(exc).splitlines()[0]) from None
+    return work
 
 
 def _check_options(config: RunConfig) -> None:

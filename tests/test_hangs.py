@@ -84,8 +84,9 @@ def test_a_hung_unit_ends_at_its_limit_as_an_error_and_the_run_goes_on(tmp_path)
             assert hung.status == "error", hung
             assert "time limit of 4 s" in hung.reason, hung.reason
     # a fresh worker after each timeout: every unit was tried (4 hung forward passes), after
-    # the preflight's input-size check and the plan's count of work (each the model on the meta
-    # device, in a worker of its own, ended at its limit too: plan.COUNT_LIMIT_S)
+    # the preflight's worker (input-size check and the plan's count of work: the model on the
+    # meta device, ended at the unit limit) and, since it died, the plan's own count in a worker
+    # of its own (ended at plan.COUNT_LIMIT_S)
     started = [int(p) for p in pids.read_text().split()]
     assert len(set(started)) == 1 + 1 + 4
     assert all(r.status == "ok" for (m, *_), r in records.items() if m == "nin")

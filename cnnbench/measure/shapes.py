@@ -8,6 +8,8 @@ the model is built and run on the meta device, so no memory is allocated and not
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass
 
 import torch
@@ -172,11 +174,25 @@ def _reductions(name: str, size: int, stop_at: str, **overrides) -> tuple[str, .
 
 def min_input_size(name: str, *, limit: int = 4096, **overrides) -> MinInputSize:
     """Smallest square input ``name`` runs on, by bisection over sizes with shape inference.
+    Kept per process for a registered model as registered (a plan asks for each model's twice,
+    the run's size check again).
 
     Valid sizes are upward closed for these networks (every conv and pool output side is a
     non-decreasing function of its input side), which is what makes bisection exact.
     """
 
+    if not overrides:
+        return _min_input_size_cached(name, get_spec(name), limit)
+    return _min_input_size(name, limit, **overrides)
+
+
+@functools.lru_cache(maxsize=256)
+def _min_input_size_cached(name: str, spec, limit: int) -> MinInputSize:
+    # keyed by the spec too: a model registered again under the same name is searched again
+    return _min_input_size(name, limit)
+
+
+def _min_input_size(name: str, limit: int, **overrides) -> MinInputSize:
     def fails(size: int) -> InputTooSmallError | None:
         try:
             check_input_size(name, size, **overrides)

@@ -33,7 +33,7 @@ from typing import Any
 from ._device import is_oom
 
 __all__ = ["DEFAULT_LIMIT_S", "WorkerError", "error_line", "is_out_of_memory", "run_in_worker",
-           "call_in_worker", "time_limit"]  # fmt: skip
+           "call_in_worker", "start_server", "time_limit"]  # fmt: skip
 
 # the longest any wait for a worker lasts when nobody set a limit: no wait is forever
 DEFAULT_LIMIT_S = 3600.0
@@ -68,7 +68,10 @@ class WorkerError(RuntimeError):
 # a worker would otherwise run again as ``__mp_main__`` at every start (~25 ms: it imports
 # cnnbench.cli, which keeps rich and the report out of its imports for that). A ``python -m``
 # main module is never run again by a worker, and multiprocessing skips this entry for it.
-_PRELOAD = ["__main__", "torch", "torchvision", "cnnbench.measure.harnesses", "cnnbench.runner"]
+# torch._dynamo: the first operator on the meta device imports it (torch._refs' wrappers), and
+# every run's size check and plan count on the meta device in a worker (~2 s each time otherwise)
+_PRELOAD = ["__main__", "torch", "torch._dynamo", "torchvision", "cnnbench.measure.harnesses",
+            "cnnbench.runner"]  # fmt: skip
 _context = None
 _limit: contextvars.ContextVar[float | None] = contextvars.ContextVar("cnnbench_limit", default=None)
 
@@ -83,6 +86,12 @@ def _mp_context():
         else:
             _context = mp.get_context("spawn")
     return _context
+
+
+def start_server() -> None:
+    """Start the forkserver now, so that its imports (torch's, ~4 s on 2 cores) overlap the
+    caller's own work instead of delaying the first worker; a no-op where there is none."""
+    _mp_context()
 
 
 def _start_helpers() -> None:
