@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import PolyCollection
+from matplotlib.colors import to_rgba
 from matplotlib.container import ErrorbarContainer
 from matplotlib.text import Annotation, Text
 
@@ -141,7 +142,7 @@ def _assert_axes_labelled(fig) -> None:
 
 
 @pytest.mark.parametrize("stem", ["accuracy_vs_gmacs", "latency_vs_batch", "memory_breakdown",
-                                  "by_layer_type", "training_curves", "roofline", "lineage"])  # fmt: skip
+                                  "by_layer_type", "training_curves", "roofline", "lineage", "frontier"])  # fmt: skip
 def test_every_axis_of_the_reference_figures_has_a_label_with_its_unit(quick, tmp_path, monkeypatch, stem):  # fmt: skip
     _assert_axes_labelled(_draw(getattr(figures, stem), quick, tmp_path, monkeypatch))
 
@@ -188,10 +189,59 @@ def test_no_figure_prints_the_run_conditions(quick, tmp_path, monkeypatch):
     real_save = figures._save
     monkeypatch.setattr(figures, "_save", lambda fig, out, f: kept.append(fig) or real_save(fig, out, f))  # fmt: skip
     made = figures.make_figures(quick, tmp_path)
-    assert len(made) == len(kept) == 7
+    assert len(made) == len(kept) == 8  # the seven, and the accuracy–speed frontier
     env = next(iter(load_runs([REPORTS / "cpu-quick"]).envs.values()))
     torch_version = env["versions"]["torch"]  # a word of the conditions line the stamp printed
     for fig, figure in zip(kept, made, strict=True):
         words = " ".join(t.get_text() for t in fig.texts) + " " + figure.caption
         assert "CPU threads" not in words and "profile quick" not in words, figure.stem
         assert torch_version not in words, figure.stem
+
+
+# --- the accuracy–speed frontier -----------------------------------------------------------------
+
+
+def _frontier_points(ax) -> list[ErrorbarContainer]:
+    return [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+
+
+def _step_line(ax):
+    return next(ln for ln in ax.lines if ln.get_label().startswith("frontier"))
+
+
+def test_the_reference_frontier_has_both_intervals_on_every_point_and_names_apart(quick, tmp_path, monkeypatch):  # fmt: skip
+    from cnnbench.analysis.frontier import frontier
+
+    finding = frontier(quick)
+    fig = _draw(figures.frontier, quick, tmp_path, monkeypatch)
+    assert len(fig.axes) == len(finding.groups) == 2  # batch 1 and batch 16
+    for ax, group in zip(fig.axes, finding.groups, strict=True):
+        points = _frontier_points(ax)
+        assert len(points) == len(_names(ax)) == len(group.points) == 10
+        assert all(c.has_xerr and c.has_yerr for c in points)  # latency and accuracy intervals
+        _assert_names_apart(ax)
+        # one seed: nothing is beaten, so the step line runs through every model, fastest first
+        step = _step_line(ax)
+        assert step.get_drawstyle() == "steps-post"
+        assert list(step.get_xdata()) == sorted(p.latency_ms_per_image for p in group.points)
+
+
+def test_a_beaten_model_is_hollow_and_off_the_frontier_step_line(tmp_path, monkeypatch):
+    from cnnbench.analysis.frontier import frontier
+    from tests.test_frontier import _records
+
+    frames = Frames(_records())
+    group = frontier(frames).groups[0]
+    fig = _draw(figures.frontier, frames, tmp_path, monkeypatch)
+    ax = fig.axes[0]
+    hollow = {}
+    for c in _frontier_points(ax):
+        line = c.lines[0]
+        x = float(line.get_xdata()[0])
+        hollow[x] = to_rgba(line.get_markerfacecolor()) == (1.0, 1.0, 1.0, 1.0)
+    for p in group.points:  # the finding says which are beaten: slow and straddle
+        assert hollow[p.latency_ms_per_image] == (not p.on_frontier), p.model
+    assert sum(hollow.values()) == 2
+    assert list(_step_line(ax).get_xdata()) == [p.latency_ms_per_image for p in group.frontier]
+    _assert_names_apart(ax)
+    _assert_axes_labelled(fig)

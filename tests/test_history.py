@@ -564,3 +564,20 @@ def test_compare_counts_a_slowdown_only_beyond_the_threshold_and_not_one_failure
     assert regressions(frame, 0.05).empty and len(regressions(frame, 0.049)) == 1
     failed = pd.DataFrame([{**row, "value": "status", "A": "error", "B": "oom", "change": None}], dtype=object)
     assert regressions(failed, 0.05).empty
+
+
+def test_a_failed_training_without_a_set_lr_names_the_chapter_rate_not_lr_0():
+    """A failed record has no result to read its rate from; a run that left each model its
+    chapter rate (train.lr None) must not be described as trained at lr 0."""
+    from cnnbench.results import Record, Spec
+    from cnnbench.results.history import _options
+
+    train = {"epochs": 1, "train_subset": 4000, "optimizer": "sgd", "lr": None, "momentum": 0.0,
+             "label_smoothing": 0.0, "test_subset": 2000}  # fmt: skip
+    acc = Record.failed("accuracy", Spec("nin", 72, 16, mode="train"), "error", "boom")
+    step = Record.failed("latency", Spec("nin", 224, 16, mode="train"), "error", "boom")
+    for record in (acc, step):
+        words = _options({}, record, train)
+        assert "chapter lr" in words and "lr 0" not in words and "sgd 0" not in words, words
+    set_lr = _options({}, step, {**train, "lr": 0.05})
+    assert "step sgd 0.05" in set_lr, set_lr

@@ -152,7 +152,7 @@ def test_html_renders_in_a_headless_browser(run_dir, tmp_path):
     check, stderr = browser.load(page, tmp_path)
     assert check["errors"] == []
     figures = len(list((run_dir / "figures").glob("*.png")))
-    assert len(check["imgs"]) == figures == 6 and all(w and w > 0 for w in check["imgs"])
+    assert len(check["imgs"]) == figures == 7 and all(w and w > 0 for w in check["imgs"])
     assert "Uncaught" not in stderr and "CONSOLE" not in stderr
 
 

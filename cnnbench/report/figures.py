@@ -24,6 +24,8 @@ from matplotlib.patches import Patch  # noqa: E402
 from .. import stats  # noqa: E402
 from ..analysis.frames import LINEAGE_FIELDS, Frames, above_roof, first_ok, ok_records  # noqa: E402
 from ..analysis.frames import utilization as frame_utilization  # noqa: E402
+from ..analysis.frontier import SEEDS  # noqa: E402
+from ..analysis.frontier import frontier as frontier_finding  # noqa: E402
 from .fmt import is_missing, points, utilization  # noqa: E402
 
 __all__ = ["Figure", "make_figures"]
@@ -731,7 +733,72 @@ def scaling(frames: Frames, out: Path) -> Figure | None:
     return _save(fig, out, Figure("scaling", "Data-parallel scaling", caption))
 
 
+# --- the accuracy–speed frontier -----------------------------------------------------------------
+
+
+def _whisker(value: float, low, high) -> list[list[float]] | None:
+    return None if low is None or high is None else [[value - low], [high - value]]
+
+
+def _frontier_point(ax, p, color) -> tuple[float, float, str]:
+    """One model: filled on the frontier, hollow when beaten; whiskers on both axes (95%)."""
+    x, y = p.latency_ms_per_image, p.accuracy
+    ax.errorbar([x], [y], xerr=_whisker(x, p.latency_low_ms_per_image, p.latency_high_ms_per_image),
+                yerr=_whisker(y, p.accuracy_low, p.accuracy_high), fmt="o", ms=6, color=color,
+                mfc=color if p.on_frontier else "white", mec=color, lw=0.8, capsize=2, zorder=3)  # fmt: skip
+    sizes = f"@{p.trained_px} px" + ("" if p.latency_at_trained_size else f", timed @{p.latency_px} px")
+    beaten = "" if p.on_frontier else f" — beaten by {', '.join(p.beaten_by)}"
+    seeds = f", {p.seeds} seed{'s' if p.seeds != 1 else ''}"
+    return x, y, f"{p.model} {sizes}{seeds}{beaten}"
+
+
+def _frontier_panel(ax, group) -> None:
+    labelled = [_frontier_point(ax, p, COLORS[i % len(COLORS)]) for i, p in enumerate(group.points)]
+    front = group.frontier
+    ax.step([p.latency_ms_per_image for p in front], [p.accuracy for p in front], where="post",
+            color="black", lw=1.0, zorder=2, label="frontier: no model beats these beyond noise")  # fmt: skip
+    ax.set_xscale("log")
+    ax.margins(x=0.15, y=0.12)
+    ax.autoscale_view()
+    _plain_log(ax.xaxis)
+    lo, hi = ax.get_xlim()
+    for budget in (g.budget_ms_per_image for g in group.budgets):
+        if lo < budget < hi:  # a budget off the axes would stretch them
+            ax.axvline(budget, color="grey", lw=0.8, ls=":", zorder=1)
+    ax.set_xlabel(f"latency per image (ms, median / batch {group.batch}, log scale)")
+    ax.set_ylabel("test accuracy (fraction correct)")
+    ax.grid(alpha=0.3, which="major")
+    ax.set_title(f"{group.device}, batch {group.batch}: {len(front)} of {len(group.points)} models "
+                 "on the frontier (filled)", fontsize=9)  # fmt: skip
+    ax.legend(loc="lower right", fontsize=7.5)
+    _label_column(ax, labelled)
+
+
+def frontier(frames: Frames, out: Path) -> Figure | None:
+    """Bianco et al.'s accuracy against inference time, one panel per device and batch: the
+    frontier as a step line, every point with its 95% intervals on both axes."""
+    finding = frontier_finding(frames)
+    if not finding.groups:
+        return None
+    n = len(finding.groups)
+    fig, axes = plt.subplots(n, 1, figsize=(7.6, 4.4 * n), squeeze=False)
+    # before the names (their layout is for these axes): room for each title, half an inch on top
+    fig.subplots_adjust(hspace=0.45, top=1 - 0.5 / fig.get_figheight())
+    for ax, group in zip(axes[:, 0], finding.groups, strict=True):
+        _frontier_panel(ax, group)
+    kinds = {p.accuracy_interval for g in finding.groups for p in g.points}
+    accuracy_note = "; ".join(
+        (["accuracy over seeds"] if SEEDS in kinds else [])
+        + (["accuracy of a single seed: the test set's binomial interval alone, no training "
+            "noise in it"] if kinds - {SEEDS} else []))  # fmt: skip
+    note = ("Filled: on the frontier; hollow: beaten beyond noise on both axes. Whiskers: 95% "
+            f"intervals — latency between the run's processes; {accuracy_note}. Dotted: the 1, "
+            "10 and 100 ms per image budgets (batch 1)")  # fmt: skip
+    _stamp(fig, note)
+    return _save(fig, out, Figure("frontier", "Accuracy–speed frontier", note))
+
+
 def make_figures(frames: Frames, out: Path) -> list[Figure]:
     makers = (accuracy_vs_gmacs, latency_vs_batch, memory_breakdown, by_layer_type, training_curves,
-              roofline, lineage, scaling)  # fmt: skip
+              roofline, lineage, scaling, frontier)  # fmt: skip
     return [f for f in (m(frames, out) for m in makers) if f is not None]

@@ -242,7 +242,9 @@ _DEFAULT_SPEC = {"channels_last": False, "compiled": False, "threads": None, "tf
 
 
 def _recipe_words(epochs, train_images, optimizer, lr, momentum, label_smoothing, test_images) -> list[str]:
-    words = [f"{epochs} epoch(s) x {train_images:,} images", f"{optimizer} lr {lr:g}"]
+    # lr None: the run left each model its chapter rate (a failed record never got to read it)
+    rate = f"lr {lr:g}" if lr is not None else "at the model's chapter lr"
+    words = [f"{epochs} epoch(s) x {train_images:,} images", f"{optimizer} {rate}"]
     if momentum:
         words.append(f"momentum {momentum:g}")
     if label_smoothing:
@@ -266,14 +268,16 @@ def _recipe(record: Record, train: dict) -> list[str]:
         if train.get("epochs") is None:
             return []
         return _recipe_words(train["epochs"], train.get("train_subset") or _FULL_TRAIN,
-                             train.get("optimizer"), train.get("lr") or 0.0, train.get("momentum"),
+                             train.get("optimizer"), train.get("lr"), train.get("momentum"),
                              train.get("label_smoothing"), train.get("test_subset") or _FULL_TEST)  # fmt: skip
     if record.spec.mode != "train" or record.metric not in ("latency", "memory"):
         return []
     if record.status == "ok":
         optimizer = record.result.optimizer
+    elif train.get("optimizer") and train.get("lr") is None:  # each model's chapter rate
+        optimizer = f"{train['optimizer']} at the model's chapter lr"
     elif train.get("optimizer"):  # as the measure labels it (Optimizer.label)
-        optimizer = Optimizer(train["optimizer"], train.get("lr") or 0.0, train.get("momentum") or 0.0).label
+        optimizer = Optimizer(train["optimizer"], train["lr"], train.get("momentum") or 0.0).label
     else:
         optimizer = None
     return [f"step {optimizer}"] if optimizer else []

@@ -15,6 +15,7 @@ from __future__ import annotations
 from ...analysis.frames import Frames
 from .common import DATASHEET_PEAKS, Section, resolution_text
 from .computation import exercise5
+from .frontier import frontier
 from .lineage import lineage
 from .minsize import minimum_sizes
 from .native28 import native_28
@@ -28,6 +29,6 @@ __all__ = ["DATASHEET_PEAKS", "Section", "resolution_text", "sections", "sheet_b
 
 def sections(frames: Frames) -> list[Section]:
     """Every exercise section, in report order."""
-    makers = (lineage, minimum_sizes, native_28, exercise4, exercise5, rooflines, scaling)
+    makers = (lineage, minimum_sizes, native_28, exercise4, exercise5, rooflines, scaling, frontier)
     return [make(frames) for make in makers]
 
