@@ -28,6 +28,7 @@ from . import models
 from .config import DEFAULT_METRICS, METRICS, PROFILES, make_config
 from .results import CorruptStore, RunStore, Spec
 from .results.store import RunLocked, StoreError
+from .sweep import EXECUTORS
 
 if TYPE_CHECKING:  # imported where a command prints: a worker re-running this module does not
     from rich.console import Console
@@ -124,12 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fetch the upstream files (default DIR: the user cache)")  # fmt: skip
 
     p = sub.add_parser("run", help="measure models and save the results in a run folder")
-    p.add_argument("--models", default=None, help="selection (default: the four chapter models)")
-    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if present)")
-    p.add_argument("--metrics", default=None, help=f"comma list of {', '.join(METRICS)} (default: all but scaling)")  # fmt: skip
-    p.add_argument("--profile", choices=sorted(PROFILES), help="quick on CPU, full on CUDA")
-    _add_config_options(p)
-    p.add_argument("--data-dir", help="where Fashion-MNIST is (default: searched, see README)")
+    _add_measure_options(p)
     p.add_argument("--out", help="run folder (default: runs/<time>-<device>)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR, skipping what it has")
     p.add_argument("--shard", metavar="K/N", default=None,
@@ -141,7 +137,43 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the plan and its time estimate; measure nothing, write nothing")
     p.add_argument("--history", metavar="FILE", default=None,
                    help="add the finished run to this history (default: $CNNBENCH_HISTORY if set)")  # fmt: skip
+
+    # abbreviations off: the run options are handed to each shard as typed, minus the sweep's own
+    p = sub.add_parser("sweep", allow_abbrev=False, help="a run split into N shards, submitted "
+                       "through submitit as one job array, merged into one report")  # fmt: skip
+    p.add_argument("--shards", type=positive_int, required=True, help="N: shard K runs --shard K/N")
+    p.add_argument("--executor", choices=EXECUTORS, required=True,
+                   help="slurm (sbatch), local (processes on this machine) or debug (in this process)")  # fmt: skip
+    p.add_argument("--out", help="sweep folder: shards/K, submitit/ logs, the merged report "
+                   "(default: runs/<time>-sweep)")  # fmt: skip
+    p.add_argument("--slurm", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
+                   help="a SlurmExecutor parameter (repeatable): partition=gpu, gpus_per_node=1, "
+                   "cpus_per_task=8, mem=32G, array_parallelism=4, account=...")  # fmt: skip
+    p.add_argument("--timeout-min", type=_argparse_type(config_fields.positive_float), default=720.0,
+                   help="each shard's wall-clock limit in minutes (default 720)")  # fmt: skip
+    p.add_argument("--allow-mixed", action="store_true",
+                   help="merge shards measured on different software or devices (refused otherwise)")  # fmt: skip
+    _add_measure_options(p)
     return parser
+
+
+def _add_measure_options(p: argparse.ArgumentParser) -> None:
+    """What to measure and how: the options `cnnbench run` and each shard of a sweep share."""
+    p.add_argument("--models", default=None, help="selection (default: the four chapter models)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if present)")
+    p.add_argument("--metrics", default=None, help=f"comma list of {', '.join(METRICS)} (default: all but scaling)")  # fmt: skip
+    p.add_argument("--profile", choices=sorted(PROFILES), help="quick on CPU, full on CUDA")
+    _add_config_options(p)
+    p.add_argument("--data-dir", help="where Fashion-MNIST is (default: searched, see README)")
+
+
+def _key_value(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` → (key, value), an integer value as an int (submitit checks the types)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE, e.g. partition=gpu")
+    value = value.strip()
+    return key.strip(), int(value) if value.lstrip("-").isdigit() else value
 
 
 def _argparse_type(parse):
@@ -330,10 +362,7 @@ def _cmd_run(args, out: Console, err: Console, argv) -> int:
 
     config = config_from_args(args, argv)
     history_file = args.history or os.environ.get(HISTORY_ENV) or None
-    if config.isolation == "process":  # its imports overlap the plan's counting in this process
-        from .measure.worker import start_server
-
-        start_server()
+    _start_workers_early(config)
     try:
         with _signals_as_interrupts():
             if history_file:  # a history that cannot take the run refuses it before measuring
@@ -382,6 +411,14 @@ def _cmd_run(args, out: Console, err: Console, argv) -> int:
                   f"(status error); see {config.out_dir}/results.jsonl")  # fmt: skip
         return 1
     return 0
+
+
+def _start_workers_early(config) -> None:
+    """The worker server starts now: its imports (torch's) overlap the plan's work here."""
+    if config.isolation == "process":
+        from .measure.worker import start_server
+
+        start_server()
 
 
 def _print_plan(config, args, err: Console, work: dict | None = None):
@@ -652,6 +689,63 @@ def _parse_fail_on(text: str | None) -> float | None:
     return threshold
 
 
+# `cnnbench sweep`'s own options (True: takes a value); every other option is a run option
+_SWEEP_OWN = {"--shards": True, "--executor": True, "--out": True, "--slurm": True,
+              "--timeout-min": True, "--allow-mixed": False}  # fmt: skip
+
+
+def _run_tokens(tokens: Sequence[str]) -> list[str]:
+    """The `cnnbench run` options of a `cnnbench sweep` command line, as typed: its tokens minus
+    the sweep's own options (``--out D`` and ``--out=D`` alike; abbreviations are refused)."""
+    kept, skip = [], False
+    for token in tokens:
+        name = token.split("=", 1)[0]
+        if skip:
+            skip = False
+        elif name in _SWEEP_OWN:
+            skip = _SWEEP_OWN[name] and "=" not in token
+        else:
+            kept.append(token)
+    return kept
+
+
+def _cmd_sweep(args, out: Console, err: Console, argv: Sequence[str] | None) -> int:
+    import datetime as dt
+
+    from . import sweep
+    from .report import console
+    from .report.render import MixedRuns
+
+    # an unknown model or metric is refused before anything is submitted
+    if args.models is not None:
+        models.list_models(args.models)
+    _resolve_metrics(args.metrics)
+    tokens = list(argv) if argv is not None else sys.argv[1:]
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    plan = sweep.SweepPlan(
+        run_args=tuple(_run_tokens(tokens[tokens.index("sweep") + 1:])), shards=args.shards,
+        out_dir=Path(args.out or f"runs/{stamp}-sweep"), executor=args.executor,
+        executor_params=tuple(args.slurm), timeout_min=args.timeout_min, allow_mixed=args.allow_mixed,
+    )  # fmt: skip
+    if args.slurm and args.executor != "slurm":
+        raise UsageError(f"--slurm is for --executor slurm, not {args.executor}")
+    try:
+        with console.sweep_progress(err, args.shards) as show:
+            result = sweep.run_sweep(plan, on_progress=show)
+    except (sweep.SubmititMissing, sweep.SweepRefused, MixedRuns) as exc:
+        raise UsageError(str(exc)) from None
+    for s in result.failed:
+        err.print(f"shard {s.index}/{args.shards} failed {s.attempts} time(s), last: {s.reason}; "
+                  f"log: {s.log_path or 'this terminal (debug)'}; run folder: {s.run_dir}",
+                  markup=False, soft_wrap=True)  # fmt: skip
+    if result.report:
+        out.print(f"report: {result.report['md']}, {result.report['html']}; table: {result.report['csv']}",
+                  markup=False, soft_wrap=True)  # fmt: skip
+    out.print(f"sweep: {plan.out_dir / 'sweep.json'}; shards: {plan.out_dir / 'shards'}",
+              markup=False)  # fmt: skip
+    return 1 if result.failed else 0
+
+
 _COMMANDS = {
     "list": _cmd_list,
     "summary": _cmd_summary,
@@ -673,6 +767,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if args.command == "run":
             return _cmd_run(args, out, err, argv)
+        if args.command == "sweep":
+            return _cmd_sweep(args, out, err, argv)
         return _COMMANDS[args.command](args, out, err)
     except (UsageError, CorruptStore, models.UnknownModelError, models.PluginError) as exc:
         print(f"cnnbench: {exc}", file=sys.stderr)

@@ -453,6 +453,23 @@ class RunProgress:
 
 
 @contextlib.contextmanager
+def sweep_progress(console: Console, total: int):
+    """``cnnbench sweep``'s bar: shards finished, with how many are done, failed and
+    resubmitted; yields ``show(progress)`` for ``sweep.run_sweep``'s events."""
+    bar = Progress(TextColumn("shards"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[states]}"), TimeElapsedColumn(), console=console,
+                   transient=True)  # fmt: skip
+    task = bar.add_task("shards", total=total, states="submitting")
+
+    def show(p) -> None:
+        bar.update(task, completed=p.done + p.failed,
+                   states=f"done {p.done}, failed {p.failed}, resubmitted {p.resubmitted}")  # fmt: skip
+
+    with bar:
+        yield show
+
+
+@contextlib.contextmanager
 def progress_bar(console: Console, what: str, total: int):
     """A transient bar of ``total`` steps; yields ``step(done)``."""
     progress = Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
