@@ -254,6 +254,12 @@ class SeedRun:
     # evaluation shapes), with every state they touched restored: {"train_batches",
     # "eval_batches", "s", "state": "restored"}
     warmup: dict | None = None
+    # MLPerf Training's clock (run_start→run_stop): from the start of epoch 1's training pass,
+    # after the warm-up (its untimed initialization), to the end of the evaluation that first
+    # reached the target; training passes (data preparation inside) and every evaluation count.
+    # None when the target was not reached or not set, and in records written before it
+    mlperf_time_to_target_s: float | None = None
+    epochs_to_target: int | None = None  # the epoch whose evaluation first reached the target
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,9 @@ number is read from the frames (no fixed prose about a model's results).
 from __future__ import annotations
 
 from ...analysis.frames import Frames
+from ...analysis.rooflines import sheet_below_probe
+from ...analysis.time_to_accuracy import NO_TARGET
+from ...analysis.time_to_accuracy import time_to_accuracy as find_time_to_accuracy
 from .common import DATASHEET_PEAKS, Section, resolution_text
 from .computation import exercise5
 from .frontier import frontier
@@ -20,15 +23,22 @@ from .lineage import lineage
 from .minsize import minimum_sizes
 from .native28 import native_28
 from .parameters import exercise4
-from ...analysis.rooflines import sheet_below_probe
 from .rooflines import rooflines
 from .scaling import scaling
+from .time_to_accuracy import section as time_to_accuracy_section
 
 __all__ = ["DATASHEET_PEAKS", "Section", "resolution_text", "sections", "sheet_below_probe"]
 
 
 def sections(frames: Frames) -> list[Section]:
-    """Every exercise section, in report order."""
-    makers = (lineage, minimum_sizes, native_28, exercise4, exercise5, rooflines, scaling, frontier)
-    return [make(frames) for make in makers]
+    """Every exercise section, in report order, then the questions beyond the chapter (a
+    question that the run did not ask, such as a time to a target it set none for, is left out)."""
+    makers = (lineage, minimum_sizes, native_28, exercise4, exercise5, rooflines, scaling, frontier,
+              _time_to_accuracy)  # fmt: skip
+    return [s for s in (make(frames) for make in makers) if s is not None]
+
+
+def _time_to_accuracy(frames: Frames) -> Section | None:
+    found = find_time_to_accuracy(frames)
+    return time_to_accuracy_section(found) if any(f.verdict != NO_TARGET for f in found) else None
 
