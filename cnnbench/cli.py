@@ -161,7 +161,7 @@ def _add_measure_options(p: argparse.ArgumentParser) -> None:
     """What to measure and how: the options `cnnbench run` and each shard of a sweep share."""
     p.add_argument("--models", default=None, help="selection (default: the four chapter models)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if present)")
-    p.add_argument("--metrics", default=None, help=f"comma list of {', '.join(METRICS)} (default: all but scaling)")  # fmt: skip
+    p.add_argument("--metrics", default=None, help=f"comma list of {', '.join(METRICS)} (default: all but energy, scaling, tricks)")  # fmt: skip
     p.add_argument("--profile", choices=sorted(PROFILES), help="quick on CPU, full on CUDA")
     _add_config_options(p)
     p.add_argument("--data-dir", help="where Fashion-MNIST is (default: searched, see README)")

@@ -20,6 +20,13 @@ __all__ = [
     "METRICS",
     "DEFAULT_METRICS",
     "DTYPES",
+    "TRICKS",
+    "CUDA_ONLY_TRICKS",
+    "TRICK_MIN_SEEDS",
+    "tricks_for",
+    "trick_baseline",
+    "trick_of",
+    "trick_spec",
     "EQUAL_RESOLUTION",
     "PROFILES",
     "Profile",
@@ -38,12 +45,24 @@ __all__ = [
 ]
 
 METRICS = ("params", "flops", "minsize", "latency", "memory", "roofline", "accuracy", "energy",
-           "scaling")  # fmt: skip
+           "scaling", "tricks")  # fmt: skip
 # what a run measures unless --metrics says otherwise: scaling launches a process group per world
 # size, and energy reads a counter most CPUs do not expose (RAPL: root only, absent in VMs, where
-# it would add an 'unsupported' record per mode and model); both are asked for by name
-DEFAULT_METRICS = METRICS[:-2]
+# it would add an 'unsupported' record per mode and model); tricks (an experiment: latency and
+# accuracy records of each speed trick beside fp32 eager) trains every model once per trick; all
+# three are asked for by name
+DEFAULT_METRICS = METRICS[:-3]
 DTYPES = ("fp32", "bf16", "fp16")
+# the speed tricks of `--metrics tricks`, each against fp32 eager at the same seeds: the Spec
+# fields each one changes are _TRICK_FIELDS below (trick_spec)
+TRICKS = ("channels_last", "compile", "bf16", "fp16", "tf32", "cuda_graphs")
+CUDA_ONLY_TRICKS = ("tf32", "cuda_graphs")  # a CPU has no TF32 and no CUDA graphs
+# a CPU's default: bf16 autocast runs ~10x slower than fp32 on a CPU without native bf16
+# (REFERENCE.md), and fp16 autocast has no fast CPU kernels either; both only when asked
+CPU_DEFAULT_TRICKS = ("channels_last", "compile")
+# seeds a side before a trick's accuracy difference is judged: analysis.noise.MIN_SEEDS, which
+# the analysis applies (config imports nothing above it; tests/test_tricks.py checks the two agree)
+TRICK_MIN_SEEDS = 3
 # the chapter's AlexNet/VGG/NiN input: where FLOPs are also counted so networks compare alike
 EQUAL_RESOLUTION = 224
 
@@ -111,6 +130,16 @@ def float_in(low: float, high: float, *, low_open: bool = False, high_open: bool
 positive_float = float_in(0.0, float("inf"), low_open=True)
 
 
+def trick_list(text: str | tuple) -> tuple[str, ...]:
+    """A comma list of TRICKS, each once, in the order given."""
+    items = [t.strip() for t in (text.split(",") if isinstance(text, str) else text)]
+    bad = [t for t in items if t not in TRICKS]
+    if bad or not items or len(set(items)) != len(items):
+        raise ValueError(f"expected a comma list of distinct tricks from {','.join(TRICKS)}, "
+                         f"got '{text}'")  # fmt: skip
+    return tuple(items)
+
+
 @dataclass(frozen=True)
 class Option:
     """How a config field is set from the command line."""
@@ -152,6 +181,10 @@ class WorkloadConfig:
     cuda_graphs: bool = opt(False, "CUDA inference latency replayed from a captured CUDA graph "
                             "(no launch overhead)")  # fmt: skip
     cudnn_benchmark: bool = True  # cuDNN autotuning on CUDA (its trials are warm-up)
+    tricks: tuple[str, ...] | None = opt(
+        None, f"--metrics tricks: which of {','.join(TRICKS)} (default: CUDA all, CPU "
+        f"{','.join(CPU_DEFAULT_TRICKS)})", parse=trick_list,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -363,6 +396,45 @@ class RunConfig:
     def option_value(self, name: str) -> Any:
         o = OPTIONS[name]
         return getattr(getattr(self, o.section), o.field)
+
+
+def tricks_for(config: RunConfig) -> tuple[str, ...]:
+    """The tricks ``--metrics tricks`` measures: ``--tricks``, else the device's default."""
+    if config.workload.tricks:
+        return config.workload.tricks
+    return TRICKS if config.device.startswith("cuda") else CPU_DEFAULT_TRICKS
+
+
+# each trick as the fields of a results.Spec it changes from fp32 eager (on CUDA the baseline's
+# tf32 is False; on a CPU None, which has none)
+_TRICK_FIELDS = {
+    "channels_last": dict(channels_last=True),
+    "compile": dict(compiled=True),
+    "bf16": dict(dtype="bf16", cast="autocast"),
+    "fp16": dict(dtype="fp16", cast="autocast"),  # a training step scales its loss (GradScaler)
+    "tf32": dict(tf32=True),
+    "cuda_graphs": dict(cuda_graph=True),  # inference only: a training step is never replayed
+}
+
+
+def trick_baseline(spec):
+    """``spec`` (a ``results.Spec``) without any trick: fp32, contiguous, eager, no CUDA graph,
+    TF32 off on CUDA: what every trick is measured against."""
+    cuda = spec.device.startswith("cuda")
+    return dataclasses.replace(spec, dtype="fp32", channels_last=False, compiled=False,
+                               tf32=False if cuda else None, cast=None, cuda_graph=False)  # fmt: skip
+
+
+def trick_spec(baseline, trick: str):
+    """``baseline`` with one trick applied."""
+    return dataclasses.replace(baseline, **_TRICK_FIELDS[trick])
+
+
+def trick_of(spec) -> str | None:
+    """The one trick ``spec`` applies to its baseline; None for the baseline itself and for a
+    spec that combines tricks, which is no single trick's measurement."""
+    base = trick_baseline(spec)
+    return next((t for t in TRICKS if spec != base and trick_spec(base, t) == spec), None)
 
 
 def _option_of(section: str, f: dataclasses.Field, hint: Any) -> Option | None:

@@ -21,6 +21,7 @@ at out of memory, which the plan cannot see.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 from collections.abc import Iterable
@@ -31,10 +32,12 @@ from .measure.harnesses import HARNESSES
 from .measure.roofline import datasheet, math_mode
 from .results import Spec
 from .runner import ELEMENT_LIMIT, PLATEAU_DOUBLINGS, PLATEAU_GAIN, Unit
+from .runner import base_spec as runner_base_spec
 from .runner import plan as runner_plan
 from .runner import shard as runner_shard
+from .speed_probe import Speed, probe
 
-__all__ = ["Costs", "CPU_COSTS", "CUDA_COSTS", "Work", "Step", "Plan", "build", "compile_share_s", "count_work", "machine_load"]
+__all__ = ["Costs", "CPU_COSTS", "CUDA_COSTS", "Work", "Step", "Plan", "build", "compile_share_s", "count_work", "machine_load", "machine_speed", "trick_costs"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,9 @@ class Costs:
     compile_s: float  # torch.compile of one unit-round (charged per unit-round: an upper bound, as Dynamo is reset once per model and a shape seen before reuses its graph)
     report_s: float  # rendering the report at the end ...
     report_model_s: float  # ... and per model
+    # a unit's iteration time is multiplied by this for its dtype (a CPU without native bf16
+    # runs autocast bf16 ~10x slower than fp32); CUDA takes the spec's math mode's data-sheet rate
+    dtype_slowdown: dict = dataclasses.field(default_factory=dict)
 
 
 # Fitted 2026-12-07 on this machine (2 Intel Xeon cores, torch 2.14.1, a shared VM: load 2-4
@@ -99,6 +105,7 @@ CPU_COSTS = Costs(
     compile_s=25.0,
     report_s=5.0,
     report_model_s=2.0,
+    dtype_slowdown={"bf16": 10.0, "fp16": 10.0},
 )
 
 # An ESTIMATE, not a calibration: no GPU has been lent to this project yet. Rates: a fraction of
@@ -231,6 +238,10 @@ class Plan:
     device_name: str  # the device the rates are for
     load_factor: float = 1.0  # CPU: every step's time is multiplied by it (a busy machine)
     load: float | None = None  # the 1-minute load average it came from
+    # CPU: every step's time is multiplied by it too: how much slower this CPU runs the speed
+    # probe than CPU_REFERENCE_SPEED (a CPU slower or faster than the constants' own)
+    slowdown: float = 1.0
+    speed: dict | None = None  # the probe's readings (speed_probe.Speed.as_record)
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -303,8 +314,12 @@ class Plan:
             "device": self.device_name,
             "load_factor": round(self.load_factor, 2),
             "load": self.load,
+            "slowdown": round(self.slowdown, 2),
+            "speed_probe_s": self.speed,
             "calibrated": self.costs.calibrated,
             "source": self.costs.source,
+            # --metrics tricks: seconds per trick and for the fp32 baseline (trick_costs)
+            "tricks_s": {k: round(v, 1) for k, v in trick_costs(self).items()},
         }
 
 
@@ -315,9 +330,15 @@ class _Rates:
     costs: Costs
     infer_macs_per_s: float  # the device's, per thread on a CPU
     train_macs_per_s: float
+    # CUDA: each math mode's rate against the run's (a tricks run times bf16 and TF32 units
+    # beside fp32 ones); None on a CPU, where Costs.dtype_slowdown applies
+    mode_speed: dict | None = None
 
     def _scale(self, spec: Spec) -> float:
-        return (spec.threads or 1) if self.costs.per_thread else 1
+        if self.mode_speed is not None:
+            return self.mode_speed.get(_math_mode(spec), 1.0)
+        threads = (spec.threads or 1) if self.costs.per_thread else 1
+        return threads / self.costs.dtype_slowdown.get(spec.dtype, 1.0)
 
     def forward_s(self, work: Work, spec: Spec, batch: int | None = None) -> float:
         b = spec.batch_size if batch is None else batch
@@ -339,10 +360,20 @@ def _rates(config: RunConfig, costs: Costs, device_name: str) -> _Rates:
         return _Rates(costs, costs.infer_macs_per_s, costs.train_macs_per_s)
     import torch
 
-    mode = math_mode(torch.device("cuda"), config.workload.dtype, config.workload.tf32)
-    sheet = datasheet(device_name, mode) or datasheet(DEFAULT_GPU, mode)
-    macs_per_s = sheet[0] / 2 * CUDA_EFFICIENCY[mode]  # 2 FLOPs a multiply-add
-    return _Rates(costs, macs_per_s, macs_per_s)
+    def rate(mode: str) -> float:
+        sheet = datasheet(device_name, mode) or datasheet(DEFAULT_GPU, mode)
+        return sheet[0] / 2 * CUDA_EFFICIENCY[mode]  # 2 FLOPs a multiply-add
+
+    macs_per_s = rate(math_mode(torch.device("cuda"), config.workload.dtype, config.workload.tf32))
+    speed = {m: rate(m) / macs_per_s for m in CUDA_EFFICIENCY}
+    return _Rates(costs, macs_per_s, macs_per_s, speed)
+
+
+def _math_mode(spec: Spec) -> str:
+    """The CUDA math mode a spec runs in (roofline.math_mode's names)."""
+    if spec.dtype != "fp32":
+        return spec.dtype
+    return "tf32" if spec.tf32 else "fp32"
 
 
 def _timed_s(iteration_s: float, timing) -> float:
@@ -489,6 +520,29 @@ def machine_load(config: RunConfig) -> tuple[float, float | None]:
     return max(1.0, load / (os.cpu_count() or 1)), round(load, 2)
 
 
+# The machine CPU_COSTS were fitted on was never probed. These are the probe's readings on a
+# 2-core AMD EPYC (AVX2; 2026-12-07, quiet: conv 20 ms, dispatch 10 ms — 5.5 to 13 ms from one
+# process to the next —, stream 7 ms) divided by how much longer that machine's quiet runs took
+# than CPU_COSTS planned, 2.5x: a smoke run of the four chapter models took 155.5 s in the run
+# against 62.7 s planned, the default run's first 28 units 316 s against 125 s.
+CPU_REFERENCE_SPEED = Speed(conv_s=8.0e-3, dispatch_s=4.0e-3, stream_s=2.8e-3)
+
+
+@functools.lru_cache(maxsize=1)
+def _probe() -> Speed:
+    return probe()  # once per process: the CPU does not change while a process plans
+
+
+def machine_speed(config: RunConfig, costs: Costs) -> tuple[float, dict | None]:
+    """(slowdown, the probe's readings): how many times longer this CPU takes than the one
+    ``CPU_COSTS`` describe, by :mod:`cnnbench.speed_probe` (~0.3 s); (1.0, None) on CUDA and for
+    constants given by the caller."""
+    if config.device.startswith("cuda") or costs is not CPU_COSTS:
+        return 1.0, None
+    speed = _probe()
+    return speed.slowdown(CPU_REFERENCE_SPEED), speed.as_record()
+
+
 def _fixed(config: RunConfig, costs: Costs, n_models: int, steps: list[Step], report: bool):
     before = [("start-up and checks", costs.startup_s + costs.startup_model_s * n_models),
               ("env.json", costs.env_s)]  # fmt: skip
@@ -507,13 +561,15 @@ def build(
     costs: Costs | None = None,
     report: bool = True,
     load_factor: float | None = None,
+    slowdown: float | None = None,
 ) -> Plan:
     """The plan of ``config`` for ``models`` (default: the config's), with its estimate.
 
     ``work``: (model, side) -> :class:`Work` counted before (default: counted now, in a
     worker); ``device_name``: the device the CUDA rates are for (default: the one present, else
     the data sheet's H100 SXM); ``report``: the run renders its report at the end;
-    ``load_factor``: the slowdown of a busy machine (default: :func:`machine_load`)."""
+    ``load_factor``: the slowdown of a busy machine (default: :func:`machine_load`);
+    ``slowdown``: of this CPU against the constants' (default: :func:`machine_speed`)."""
     models = tuple(config.models if models is None else models)
     by_model = {m: runner_plan(config, m) for m in models}
     if config.shard:
@@ -532,15 +588,40 @@ def build(
     seconds.update({u: 0.0 for u in refused})  # recorded as unsupported, never timed
     steps = _steps(config, by_model, seconds, costs, skipped, refused)
     before, after = _fixed(config, costs, len(by_model), steps, report)
-    load = None
+    load = speed = None
     if load_factor is None:
         load_factor, load = machine_load(config)
-    steps = [dataclasses.replace(s, seconds=s.seconds * load_factor) for s in steps]
-    before = tuple((name, s * load_factor) for name, s in before)
-    after = tuple((name, s * load_factor) for name, s in after)
+    if slowdown is None:
+        slowdown, speed = machine_speed(config, costs)
+    factor = load_factor * slowdown
+    steps = [dataclasses.replace(s, seconds=s.seconds * factor) for s in steps]
+    before = tuple((name, s * factor) for name, s in before)
+    after = tuple((name, s * factor) for name, s in after)
     uncounted = tuple(sorted({(m, why) for (m, _), why in work.items() if isinstance(why, str)}))
     return Plan(config, tuple(steps), before, after, tuple(ends), uncounted, costs, device_name,
-                load_factor, load)  # fmt: skip
+                load_factor, load, slowdown, speed)  # fmt: skip
+
+
+def trick_costs(plan: Plan) -> dict[str, float]:
+    """Expected seconds of each trick of a tricks run (``config.TRICKS`` name → its units'
+    steps, every round) and of their fp32 eager baseline ("baseline"); {} without tricks. A
+    baseline unit that another metric plans too (the accuracy metric's training) is counted here
+    and measured once."""
+    if "tricks" not in plan.config.metrics:
+        return {}
+    from .config import trick_baseline, trick_of
+    from .measure.harnesses import trick_units
+
+    planned = set()
+    for model in plan.models:
+        base = trick_baseline(runner_base_spec(plan.config, model))
+        planned |= {Unit(m, spec) for m, spec in trick_units(plan.config, base)}
+    out: dict[str, float] = {}
+    for step in plan.steps:
+        if step.unit in planned:
+            name = trick_of(step.unit.spec) or "baseline"
+            out[name] = out.get(name, 0.0) + step.seconds
+    return out
 
 
 def compile_share_s(plan: Plan) -> float:

@@ -36,7 +36,7 @@ from .config import UNIT_TIMEOUT_FACTOR, UNIT_TIMEOUT_FLOOR_S, UNIT_TIMEOUT_S, R
 from .env import collect_env, fingerprint, fingerprint_id, tf32_state
 from .measure import _device, memory, roofline, workload
 from .measure._device import release
-from .measure.harnesses import HARNESSES, Context
+from .measure.harnesses import EXPERIMENTS, HARNESSES, Context, trick_refusal
 from .measure.train import Unsupported
 from .measure.worker import (
     WorkerError,
@@ -126,14 +126,20 @@ def base_spec(config: RunConfig, model: str) -> Spec:
 
 
 def plan(config: RunConfig, model: str) -> list[Unit]:
-    """Every unit the run will attempt for ``model``, in order (a sweep may end early on OOM)."""
+    """Every unit the run will attempt for ``model``, in order (a sweep may end early on OOM).
+    An experiment (``EXPERIMENTS``: tricks) plans units of the harnesses; a unit that two
+    metrics plan alike (the tricks' fp32 baseline and the accuracy metric's training) is planned
+    once, where it first comes: one record per key (``Record.key``)."""
     base = base_spec(config, model)
     units = []
     for metric in config.metrics:
-        if metric not in HARNESSES:
+        if metric in EXPERIMENTS:
+            units += [Unit(m, spec) for m, spec in EXPERIMENTS[metric](config, base)]
+        elif metric in HARNESSES:
+            units += [Unit(metric, spec) for spec in HARNESSES[metric].plan(config, base)]
+        else:
             raise ValueError(f"unknown metric {metric!r}")
-        units += [Unit(metric, spec) for spec in HARNESSES[metric].plan(config, base)]
-    return units
+    return list(dict.fromkeys(units))
 
 
 def unit_limit_s(config: RunConfig, estimate_s: float | None = None) -> float:
@@ -537,7 +543,7 @@ def preflight(config: RunConfig) -> dict | None:
         store.records()  # a corrupt line refuses the resume here (CorruptStore), file untouched
     _check_options(config)
     work = _check_sizes(config)
-    if "accuracy" in config.metrics:
+    if {"accuracy", "tricks"} & set(config.metrics):  # both train on Fashion-MNIST
         from .data import DataNotFound, locate, named_dir
 
         if named_dir(config.data_dir) is not None:
@@ -578,6 +584,10 @@ def _check_options(config: RunConfig) -> None:
     ):  # fmt: skip
         if given:
             raise RunRefused(f"{flag} {why}")
+    if "tricks" in config.metrics:
+        tricks_refused = trick_refusal(config, _field)
+        if tricks_refused:
+            raise RunRefused(tricks_refused)
     cpus = os.cpu_count() or 1
     if wl.threads and wl.threads > cpus and not cuda:
         raise RunRefused(

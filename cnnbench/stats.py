@@ -46,6 +46,7 @@ __all__ = [
     "difference_interval",
     "mean_interval",
     "median_interval",
+    "paired_difference_interval",
     "ratio_interval",
     "resolution",
     "round_medians",
@@ -259,6 +260,19 @@ def difference_interval(a: Sequence[float], b: Sequence[float]) -> Interval | No
     diff, se, dof = fit
     h = t_975(dof) * se
     return Interval(diff, diff - h, diff + h, f"over {len(a)} and {len(b)} seeds (Welch)")
+
+
+def paired_difference_interval(a: Sequence[float], b: Sequence[float]) -> Interval | None:
+    """mean(b − a) of replicates paired one to one (the same seed on both sides: the same
+    initial weights and data order), with the 95% t interval of the per-pair differences: what
+    the pair shares (a lucky seed) cancels, as the rounds of a latency ratio do. None for fewer
+    than two pairs; the two sides must be equally long."""
+    if len(a) != len(b):
+        raise ValueError(f"paired replicates need equal counts, got {len(a)} and {len(b)}")
+    found = mean_interval(np.asarray(b, float) - np.asarray(a, float))
+    if found is None:
+        return None
+    return Interval(found.estimate, found.low, found.high, f"paired over {len(a)} seeds")
 
 
 def binomial_interval(accuracy: float, n: int) -> Interval:

@@ -51,7 +51,7 @@ def test_plan_units_are_what_the_smoke_run_recorded(smoke_run, monkeypatch):
 def test_latency_round_is_the_timers_iterations_by_hand(tmp_path):
     config = smoke(tmp_path)
     work = {(m, s): WORK for m in ("nin", "googlenet") for s in (224, 96)}
-    p = plan.build(config, work=work, load_factor=1.0)
+    p = plan.build(config, work=work, load_factor=1.0, slowdown=1.0)
     c = plan.CPU_COSTS
     forward = 1 * 10**9 / c.infer_macs_per_s + 10 * c.infer_layer_s  # batch 1, one thread
     t = config.timing  # smoke: 1 warm-up, at least 3 runs and 0.05 s, at most 20
@@ -68,7 +68,7 @@ def test_latency_round_is_the_timers_iterations_by_hand(tmp_path):
 def test_total_is_its_parts_and_eta_falls_to_the_report(tmp_path):
     config = smoke(tmp_path)
     p = plan.build(config, work={(m, s): WORK for m in ("nin", "googlenet") for s in (224, 96)},
-                   load_factor=1.0)
+                   load_factor=1.0, slowdown=1.0)
     before = sum(s for _, s in p.before_s)
     report = sum(s for _, s in p.after_s)
     assert p.total_s == pytest.approx(before + sum(s.seconds for s in p.steps) + report)
@@ -82,7 +82,7 @@ def test_total_is_its_parts_and_eta_falls_to_the_report(tmp_path):
 def test_progress_eta_follows_the_runs_events(tmp_path):
     config = smoke(tmp_path)
     p = plan.build(config, work={(m, s): WORK for m in ("nin", "googlenet") for s in (224, 96)},
-                   load_factor=1.0)
+                   load_factor=1.0, slowdown=1.0)
     progress = console.RunProgress(Console(file=io.StringIO()), plan=p)
     etas = [p.remaining_s(0)]
     progress.on_event("plan", list(p.units))
@@ -128,7 +128,7 @@ def test_sweep_ends_where_the_runner_would(tmp_path):
 def test_plan_table_names_the_estimate_and_what_makes_it_longer(tmp_path):
     config = smoke(tmp_path)
     p = plan.build(config, work={(m, s): WORK for m in ("nin", "googlenet") for s in (224, 96)},
-                   load_factor=1.0)
+                   load_factor=1.0, slowdown=1.0)
     out = Console(file=io.StringIO(), width=120)
     out.print(console.plan_table(p, plan.compile_share_s(p)))
     text = out.file.getvalue()
@@ -150,8 +150,8 @@ def test_estimate_is_within_2x_of_a_smoke_runs_wall_time(tmp_path):
 def test_a_busy_machine_scales_every_step(tmp_path, monkeypatch):
     config = smoke(tmp_path)
     work = {(m, s): WORK for m in ("nin", "googlenet") for s in (224, 96)}
-    quiet = plan.build(config, work=work, load_factor=1.0)
-    busy = plan.build(config, work=work, load_factor=2.5)
+    quiet = plan.build(config, work=work, load_factor=1.0, slowdown=1.0)
+    busy = plan.build(config, work=work, load_factor=2.5, slowdown=1.0)
     assert busy.total_s == pytest.approx(2.5 * quiet.total_s)
     assert busy.remaining_s(3) == pytest.approx(2.5 * quiet.remaining_s(3))
     monkeypatch.setattr("os.getloadavg", lambda: (9.0, 1.0, 1.0))
@@ -194,3 +194,52 @@ def test_a_units_time_limit_comes_from_its_planned_seconds():
     limit = runner._event_limit(ctx)
     assert limit("start", long) == 600.0 and limit("record", None) == profile
     assert limit("started", None) == profile  # what the worker asks first (measure/worker.py)
+
+
+def test_tricks_are_costed_by_hand_bf16_slower_compile_charged_and_said_per_trick(tmp_path):
+    """Guards plan._Rates._scale (a CPU's bf16 slowdown), the compile charge of compiled trick
+    units, and trick_costs: each trick's steps are its own units' and they add up to the plan's."""
+    from cnnbench.config import trick_of
+
+    config = make_config(models=("nin",), metrics=("tricks",), device="cpu", profile="smoke",
+                         out_dir=str(tmp_path / "run"),
+                         given={"threads": 1, "seeds": (0, 1, 2), "tricks": ("compile", "bf16")})  # fmt: skip
+    p = plan.build(config, work={("nin", 72): WORK}, load_factor=1.0, slowdown=1.0)
+    c, t = plan.CPU_COSTS, config.timing
+
+    def latency_round(seconds_per_iteration):
+        n = min(t.max_runs, max(t.min_runs, math.ceil(t.min_time_s / seconds_per_iteration)))
+        return c.unit_s["latency"] + (t.warmup_runs + 1 + n) * seconds_per_iteration
+
+    step = 16 * 3 * 10**9 / c.train_macs_per_s + 10 * c.train_layer_s + 1000 * c.train_param_s
+    seconds = {(trick_of(s.unit.spec), s.round): s.seconds for s in p.steps
+               if s.unit.metric == "latency" and s.unit.spec.mode == "train"}  # fmt: skip
+    assert seconds[None, 1] == pytest.approx(latency_round(step))
+    bf16 = 16 * 3 * 10**9 / (c.train_macs_per_s / 10.0) + 10 * c.train_layer_s + 1000 * c.train_param_s
+    assert seconds["bf16", 1] == pytest.approx(latency_round(bf16))  # its arithmetic ~10x slower
+    assert seconds["compile", 1] == pytest.approx(c.compile_s + latency_round(step))
+    costs = plan.trick_costs(p)
+    assert set(costs) == {"baseline", "compile", "bf16"}
+    assert sum(costs.values()) == pytest.approx(p.units_s)  # a tricks-only run: nothing else
+    by_hand = sum(s.seconds for s in p.steps if trick_of(s.unit.spec) == "bf16")
+    assert costs["bf16"] == pytest.approx(by_hand) and costs["bf16"] > 5 * costs["baseline"] / 2
+    assert p.summary()["tricks_s"] == {k: round(v, 1) for k, v in costs.items()}
+
+
+def test_a_slower_cpu_scales_every_step_by_the_probes_ratio(tmp_path, monkeypatch):
+    """Guards plan.machine_speed and its use in build: a CPU that runs the probe twice as long
+    as CPU_REFERENCE_SPEED gets every step, and the fixed costs, twice as long."""
+    from cnnbench.speed_probe import Speed
+
+    config = smoke(tmp_path)
+    work = {(m, s): WORK for m in ("nin", "googlenet") for s in (224, 96)}
+    ref = plan.CPU_REFERENCE_SPEED
+    twice = Speed(2 * ref.conv_s, 2 * ref.dispatch_s, 2 * ref.stream_s)
+    monkeypatch.setattr(plan, "_probe", lambda: twice)
+    assert plan.machine_speed(config, plan.CPU_COSTS) == (pytest.approx(2.0), twice.as_record())
+    assert plan.machine_speed(config, plan.CUDA_COSTS)[0] == 1.0  # constants given: not this CPU's
+    as_fitted = plan.build(config, work=work, load_factor=1.0, slowdown=1.0)
+    slower = plan.build(config, work=work, load_factor=1.0)
+    assert slower.slowdown == pytest.approx(2.0) and slower.summary()["slowdown"] == 2.0
+    assert slower.total_s == pytest.approx(2.0 * as_fitted.total_s)
+    assert [s.seconds for s in slower.steps] == pytest.approx([2 * s.seconds for s in as_fitted.steps])

@@ -34,7 +34,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..config import EQUAL_RESOLUTION
+from ..config import EQUAL_RESOLUTION, trick_baseline
 from ..results import Record
 from ..results.types import RESULT_TYPES, LayerCost, Value, value_info
 from .noise import (
@@ -249,7 +249,18 @@ def trained_counts(records: list[Record], acc: Record) -> tuple[int | None, floa
     return params, gmacs, source
 
 
+def _without_trick_variants(mine: list[Record]) -> list[Record]:
+    """``mine`` less the records of a speed trick measured beside its own baseline (the tricks
+    experiment): a model's headline is its baseline's, not a compiled or bf16 variant's. A run
+    that set ``--channels-last`` or ``--compile`` for everything has no baseline beside them, so
+    its records all stay."""
+    specs = {(r.metric, r.spec) for r in mine}
+    return [r for r in mine
+            if trick_baseline(r.spec) == r.spec or (r.metric, trick_baseline(r.spec)) not in specs]  # fmt: skip
+
+
 def _overview_row(model: str, mine: list[Record]) -> dict:
+    mine = _without_trick_variants(mine)
     size = own_size(mine)
     at_size = [r for r in mine if r.spec.image_size == size]
 

@@ -15,13 +15,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import EQUAL_RESOLUTION, RunConfig
+from ..config import (
+    CUDA_ONLY_TRICKS,
+    EQUAL_RESOLUTION,
+    TRICK_MIN_SEEDS,
+    RunConfig,
+    trick_baseline,
+    trick_spec,
+    tricks_for,
+)
 from ..models import get_spec
 from ..results import Spec
 from ..results.types import DevicePeaks
 from . import energy, flops, latency, memory, params, roofline, scaling, shapes, train
 
-__all__ = ["Context", "Harness", "HARNESSES", "MODES", "EQUAL_RESOLUTION", "in_mode"]
+__all__ = ["Context", "Harness", "HARNESSES", "EXPERIMENTS", "MODES", "EQUAL_RESOLUTION", "in_mode",
+           "trick_refusal", "trick_units"]
 
 MODES = ("inference", "train")
 
@@ -136,8 +145,66 @@ def _training_outcome(result) -> tuple[str, str | None]:
     return "ok", None
 
 
+# --- the tricks experiment: records of other harnesses, planned side by side ----------------------
+
+def trick_units(config: RunConfig, base: Spec) -> list[tuple[str, Spec]]:
+    """(metric, spec) of every unit of ``--metrics tricks`` for one model: the baseline, then
+    each trick of :func:`config.tricks_for`, each timed (inference and a training step) and
+    trained, all at the training run's input side and batch, so the speed-up and the accuracy
+    describe one workload. The seeds are the run's (``train.seeds``), alike on both sides. The
+    run's own dtype, memory format and compile flags do not apply: the baseline is fp32 eager."""
+    batch = train.config_for(config, base.model).batch_size
+    baseline = trick_baseline(dataclasses.replace(
+        base, image_size=train.image_size_for(config, base.model), batch_size=batch))  # fmt: skip
+    units: list[tuple[str, Spec]] = []
+    for spec in [baseline] + [trick_spec(baseline, t) for t in tricks_for(config)]:
+        units += [("latency", in_mode(spec, mode)) for mode in MODES]
+        units.append(("accuracy", in_mode(spec, "train")))
+    # a trick that leaves a mode as it was (CUDA graphs: training) plans the baseline's unit
+    return list(dict.fromkeys(units))
+
+
+def trick_refusal(config: RunConfig, field: Callable[[str], str]) -> str | None:
+    """Why ``--metrics tricks`` cannot run as configured (a CUDA-only trick on a CPU, fewer seeds
+    than an accuracy difference is judged from), naming settings by ``field`` (the runner's
+    ``{section.field}``); None when it can."""
+    asked = [t for t in tricks_for(config) if t in CUDA_ONLY_TRICKS]
+    if asked and not config.device.startswith("cuda"):
+        return (f"{field('workload.tricks')} {','.join(asked)} needs {field('device')} cuda "
+                "(a CPU has no TF32 or CUDA graphs)")  # fmt: skip
+    seeds, least = config.train.seeds, TRICK_MIN_SEEDS
+    if len(seeds) < least:
+        return (f"{field('metrics')} tricks judges accuracy from {least} or more seeds a side; "
+                f"{field('train.seeds')} {','.join(map(str, seeds))} gives {len(seeds)} (e.g. "
+                f"{field('train.seeds')} {','.join(map(str, range(least)))})")  # fmt: skip
+    return None
+
+
+# metric → an experiment: units of the harnesses above, (metric, spec), planned from its base
+EXPERIMENTS: dict[str, Callable[[RunConfig, Spec], list[tuple[str, Spec]]]] = {
+    "tricks": trick_units,
+}
+
+
+def _in_spec_tf32(measure_unit: Callable[[Spec, Context], Any]) -> Callable[[Spec, Context], Any]:
+    """``measure_unit`` with TF32 as the unit's spec says (CUDA): the process is set up with the
+    run's ``--tf32`` (runner.setup_process), and the tricks experiment times and trains TF32 and
+    its fp32 baseline in one worker; TF32 is put back afterwards. A spec with ``tf32`` None (a
+    CPU, reduced precision) runs as the process is."""
+
+    def measure(spec: Spec, ctx: Context):
+        if spec.tf32 is None or not spec.device.startswith("cuda"):
+            return measure_unit(spec, ctx)
+        from ._device import tf32_mode
+
+        with tf32_mode(spec.tf32):
+            return measure_unit(spec, ctx)
+
+    return measure
+
+
 HARNESSES: dict[str, Harness] = {
-    h.metric: h
+    h.metric: dataclasses.replace(h, measure_unit=_in_spec_tf32(h.measure_unit))
     for h in (
         Harness("params", _once, params.measure_unit),
         Harness("flops", _flops_units, flops.measure_unit),

@@ -340,11 +340,17 @@ def plan_lines(plan, compile_s: float) -> list[str]:
                      f"({100 * parts[biggest] / total:.0f}%); shorter with {PART_FLAGS[biggest]}")  # fmt: skip
     for model, mode, batch, why in plan.sweep_ends:
         lines.append(f"{model} {mode} sweep expected to end at batch {batch} ({why})")
+    if plan.slowdown != 1:
+        lines.append(f"this CPU runs the speed probe {plan.slowdown:.1f}x as long as the one the cost "
+                     "model was fitted on: every step counted so")  # fmt: skip
     if plan.load_factor > 1:
         lines.append(f"this machine is busy (load {plan.load} on its CPUs): every step counted "
                      f"{plan.load_factor:.1f}x longer")  # fmt: skip
     for model, why in plan.uncounted:
         lines.append(f"{model}: not counted ({why}); its units are estimated from fixed costs only")
+    tricks_s = plan.summary().get("tricks_s") or {}
+    if tricks_s:  # what each trick costs, beside its fp32 eager baseline
+        lines.append("tricks: " + ", ".join(f"{k} {duration(v)}" for k, v in tricks_s.items()))
     return lines
 
 

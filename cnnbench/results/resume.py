@@ -28,6 +28,7 @@ SELECTION_ONLY = frozenset({
     "batches.memory_batch_sizes", "batches.train_at_batch_1",
     "out_dir", "resume", "command_line",
     "timing.unit_timeout_s",  # how long a unit may take before it is ended, not how it is measured
+    "workload.tricks",  # which trick units run; each record's spec says how it was measured
     "profile", "overrides",  # names for values; the values themselves are compared
     "data_dir",  # where Fashion-MNIST is found; data.py verifies it is the same data
 })  # fmt: skip
