@@ -535,7 +535,7 @@ def _probe() -> Speed:
 
 def machine_speed(config: RunConfig, costs: Costs) -> tuple[float, dict | None]:
     """(slowdown, the probe's readings): how many times longer this CPU takes than the one
-    ``CPU_COSTS`` describe, by :mod:`cnnbench.speed_probe` (~0.3 s); (1.0, None) on CUDA and for
+    ``CPU_COSTS`` describe, by :mod:`cnnbench.speed_probe` (~0.5 s); (1.0, None) on CUDA and for
     constants given by the caller."""
     if config.device.startswith("cuda") or costs is not CPU_COSTS:
         return 1.0, None

@@ -240,13 +240,15 @@ def _execute(
     ``unsupported`` record says so). ``seen_rates``: images/s of a resumed sweep's batches
     measured before, so that a plateau that began there still ends it."""
     sweeping = ctx.config.batches.sweep
-    stopped: set[tuple[str, str]] = set()  # (metric, mode) sweeps that ended
+    # sweeps that ended, by _sweep_key (the spec but its batch): a unit of another spec (a
+    # trick's, one batch each) is no doubling of this sweep, and never skipped with it
+    stopped: set[tuple] = set()
     # images/s along each latency sweep
-    rates: dict[tuple[str, str], list[float]] = {k: list(v) for k, v in (seen_rates or {}).items()}
+    rates: dict[tuple, list[float]] = {k: list(v) for k, v in (seen_rates or {}).items()}
     largest: dict[str, int] = {}  # model → elements of its largest tensor per image
     compiling: str | None = None  # the model Dynamo was last reset for
     for unit in units:
-        key = (unit.metric, unit.spec.mode)
+        key = _sweep_key(unit.metric, unit.spec)
         in_sweep = sweeping and HARNESSES[unit.metric].sweep
         if in_sweep and key in stopped:
             yield "skip", unit  # larger batches of a sweep that already ended
@@ -327,13 +329,14 @@ def _events(
                                      limit_s=_event_limit(ctx))  # fmt: skip
 
 
-def _seen_rates(kept: list[Record], units: list[Unit]) -> dict[tuple[str, str], list[float]]:
-    """images/s of each latency sweep of ``units`` as recorded before, in batch order."""
-    keys = {_sweep_key(u.metric, u.spec): (u.metric, u.spec.mode) for u in units if u.metric == "latency"}
-    out: dict[tuple[str, str], list[tuple[int, float]]] = {}
+def _seen_rates(kept: list[Record], units: list[Unit]) -> dict[tuple, list[float]]:
+    """images/s of each latency sweep of ``units`` as recorded before, in batch order, by
+    _sweep_key."""
+    keys = {_sweep_key(u.metric, u.spec) for u in units if u.metric == "latency"}
+    out: dict[tuple, list[tuple[int, float]]] = {}
     for r in kept:
-        key = keys.get(_sweep_key(r.metric, r.spec))
-        if key and r.status == "ok":
+        key = _sweep_key(r.metric, r.spec)
+        if key in keys and r.status == "ok":
             out.setdefault(key, []).append((r.spec.batch_size, r.values["images_per_s"]))
     return {k: [rate for _, rate in sorted(v)] for k, v in out.items()}
 

@@ -2,7 +2,7 @@
 fitted on: the plan's CPU constants (``plan.CPU_COSTS``) are seconds on one machine, and the CPU
 behind a session varies (a Zen 3 AVX2 and an AVX-512 Xeon were ~2x apart in REFERENCE.md).
 
-The probe is what a unit spends its time on, at one thread, small enough for a dry run (~0.3 s):
+The probe is what a unit spends its time on, at one thread, small enough for a dry run (~0.5 s, its warm-up included):
 a small convolution forward (oneDNN arithmetic), a stretch of tiny tensor operations (Python and
 dispatch overhead, which dominates the fixed costs: model builds, short timed units) and a pass
 over a 64 MiB tensor (memory bandwidth: an optimizer's step over AlexNet's 47M parameters, which
@@ -54,7 +54,7 @@ def _best(blocks) -> list[float]:
 
 
 def probe() -> Speed:
-    """Time both blocks at one thread (the thread count is restored)."""
+    """Time the three blocks at one thread (the thread count is restored)."""
     import torch
 
     threads = torch.get_num_threads()

@@ -451,3 +451,21 @@ def test_a_resumed_sweep_counts_its_earlier_batches_toward_a_plateau(tmp_path, m
     assert sorted((r.spec.mode, r.spec.batch_size) for r in again.records) == [
         ("inference", 16), ("train", 16)]
     assert all(r.result.sweep_end.startswith("images/s plateaued: +1.7%, +1.0%") for r in again.records)
+
+
+def test_a_sweep_never_swallows_the_tricks_latency_units(tmp_path, monkeypatch):
+    """Guards runner._execute's sweep key (the spec but its batch): with the sweep on (the full
+    profile), the tricks' latency units, one batch each at the same images/s, are no doublings
+    of one sweep; keyed by (metric, mode) the third would end a 'plateau' and skip the rest."""
+    _synthetic_sweep(monkeypatch, {16: 320.0})
+    config = make_config(models=("nin",), metrics=("tricks",), device="cpu", profile="smoke",
+                         out_dir=str(tmp_path / "run"), isolation="none",
+                         given={"sweep": True, "threads": 1, "seeds": (0, 1, 2),
+                                "tricks": ("channels_last", "compile", "bf16")})  # fmt: skip
+    units = [u for u in runner.plan(config, "nin") if u.metric == "latency"]
+    assert len(units) == 8  # the baseline and three tricks, inference and a training step each
+    monkeypatch.setattr(workload, "largest_tensor_elements", lambda spec: 1)
+    events = list(runner._execute(harnesses.Context(config), units))
+    assert [k for k, _ in events if k == "skip"] == []
+    records = [p for k, p in events if k == "record"]
+    assert len(records) == 8 and all(r.status == "ok" and r.values["sweep_end"] is None for r in records)

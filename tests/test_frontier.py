@@ -150,10 +150,12 @@ def test_every_dominance_is_the_tests_own_verdict(case):
         higher, lower = _higher(CASE[a][1], CASE[b][1]), _higher(CASE[b][1], CASE[a][1])
         assert d.latency.verdict == ("faster" if faster else "slower" if slower else NOT_RESOLVED), (a, b)
         assert d.accuracy.verdict == ("higher" if higher else "lower" if lower else NOT_RESOLVED), (a, b)
-        if not (faster or slower) or not (higher or lower):
+        if slower or lower:
+            expected = NOT_BEATEN  # one axis resolved against B: the other cannot change that
+        elif not (faster or slower) or not (higher or lower):
             expected = NOT_RESOLVED  # either axis within the noise: A stays on
         else:
-            expected = BEATS if faster and higher else NOT_BEATEN
+            expected = BEATS
         assert d.verdict == expected, (a, b, d.latency, d.accuracy)
 
 
@@ -277,7 +279,8 @@ def test_the_section_reads_the_finding():
 def test_one_seed_resolves_no_dominance_and_the_section_says_why():
     finding = frontier(Frames(_records(seeds=1)))
     group = finding.groups[0]
-    assert all(d.verdict == NOT_RESOLVED for d in group.dominance)
+    assert all(d.verdict == NOT_RESOLVED or (d.verdict == NOT_BEATEN and d.latency.verdict == "slower")
+               for d in group.dominance)  # fmt: skip
     assert all(p.on_frontier for p in group.points)
     assert {p.accuracy_interval for p in group.points} == {"test set"}
     section = frontier_section(Frames(_records(seeds=1)))
@@ -298,7 +301,8 @@ def test_on_the_reference_run_no_dominance_is_resolved_and_every_model_stays_on(
     assert finding.groups and {g.batch for g in finding.groups} == {1, 16}
     for group in finding.groups:
         assert {p.model for p in group.points} == trained
-        assert all(d.verdict == NOT_RESOLVED for d in group.dominance)
+        assert all(d.verdict == NOT_RESOLVED or (d.verdict == NOT_BEATEN and d.latency.verdict == "slower")
+               for d in group.dominance)  # fmt: skip
         assert all(d.accuracy.fewest_seeds == 1 for d in group.dominance)
         assert len(group.frontier) == len(group.points)
     googlenet28 = finding.groups[0].point("googlenet28")
@@ -316,3 +320,22 @@ def test_the_reference_section_explains_one_seed_in_words_and_renders():
     page = to_markdown(Document("frontier", tuple(blocks)))
     assert "own size; none at the trained 72 px" in page
     assert "nan" not in page.lower().split() and "None" not in page
+
+
+def test_one_axis_resolved_against_the_challenger_settles_it_and_other_sizes_beat_nothing():
+    """Guards frontier.dominance_verdict: B slower (or less accurate) beyond noise cannot beat A
+    whatever the other axis shows; and a latency at another size than the trained one (not the
+    trained network's) beats nothing, however clear both axes are."""
+    from cnnbench.analysis.frontier import dominance_verdict
+    from cnnbench.analysis.noise import AccuracyChange, Change
+
+    slower = Change(1.3, 1.2, 1.4, "slower", "paired")
+    faster = Change(0.7, 0.6, 0.8, "faster", "paired")
+    unsure = AccuracyChange(0.01, -0.02, 0.04, NOT_RESOLVED, (3, 3))
+    higher = AccuracyChange(0.05, 0.02, 0.08, "higher", (3, 3))
+    lower = AccuracyChange(-0.05, -0.08, -0.02, "lower", (3, 3))
+    assert dominance_verdict(slower, unsure) == NOT_BEATEN
+    assert dominance_verdict(Change(0.9, 0.7, 1.1, NOT_RESOLVED, "paired"), lower) == NOT_BEATEN
+    assert dominance_verdict(faster, unsure) == NOT_RESOLVED
+    assert dominance_verdict(faster, higher) == BEATS
+    assert dominance_verdict(faster, higher, like_with_like=False) == NOT_RESOLVED

@@ -260,7 +260,6 @@ def _without_trick_variants(mine: list[Record]) -> list[Record]:
 
 
 def _overview_row(model: str, mine: list[Record]) -> dict:
-    mine = _without_trick_variants(mine)
     size = own_size(mine)
     at_size = [r for r in mine if r.spec.image_size == size]
 
@@ -417,7 +416,11 @@ class Frames:
         return models_of(self.records)
 
     def mine(self, model: str) -> list[Record]:
-        return [r for r in self.records if r.spec.model == model]
+        """``model``'s records, less a speed trick's measured beside its own baseline (the
+        tricks experiment, which reads ``records`` itself): every finding per model — the
+        overview, the lineage, exercise 3, the frontier — compares a model's baseline, never
+        one of its compiled or bf16 variants picked by the order of the records."""
+        return _without_trick_variants([r for r in self.records if r.spec.model == model])
 
     @functools.cached_property
     def sizes(self) -> dict[str, int | None]:

@@ -168,14 +168,18 @@ class Frontier:
         return min(seeds) if seeds else None
 
 
-def dominance_verdict(latency: Change, accuracy: AccuracyChange | None) -> str:
-    """B against A: NOT_RESOLVED when either axis is (A stays on the frontier); with both
-    resolved, BEATS when B is faster and more accurate, else NOT_BEATEN."""
-    if accuracy is None or not latency.significant or not accuracy.significant:
+def dominance_verdict(latency: Change, accuracy: AccuracyChange | None, *,
+                      like_with_like: bool = True) -> str:  # fmt: skip
+    """B against A: NOT_BEATEN as soon as one axis is resolved against B (slower, or less
+    accurate, beyond noise: the other axis cannot change that); else NOT_RESOLVED when either
+    axis is not resolved (A stays on the frontier), BEATS when both are resolved for B.
+    ``like_with_like``: both latencies are of the networks as trained (at their trained sizes);
+    a latency at another size is not the trained network's and beats nothing."""
+    if latency.verdict == "slower" or (accuracy is not None and accuracy.verdict == "lower"):
+        return NOT_BEATEN
+    if not like_with_like or accuracy is None or not latency.significant or not accuracy.significant:
         return stats.NOT_RESOLVED
-    if latency.verdict == "faster" and accuracy.verdict == "higher":
-        return BEATS
-    return NOT_BEATEN
+    return BEATS
 
 
 def budget_verdict(low: float | None, high: float | None, budget: float) -> str:
@@ -272,7 +276,9 @@ def _dominances(frames: Frames, pairs: dict[str, tuple[Record, Record]], batch: 
                 continue
             lat = latency_change(lat_a.result, lat_b.result, paired=frames.paired, floor=floor)
             acc = accuracy_change(acc_a.result, acc_b.result)
-            found.append(Dominance(a, b, lat, acc, dominance_verdict(lat, acc)))
+            alike = all(lt.spec.image_size == ac.spec.image_size
+                        for ac, lt in ((acc_a, lat_a), (acc_b, lat_b)))  # fmt: skip
+            found.append(Dominance(a, b, lat, acc, dominance_verdict(lat, acc, like_with_like=alike)))
     return found
 
 

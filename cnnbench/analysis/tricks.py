@@ -12,7 +12,8 @@ both at the training run's input side and batch).
   over them (``stats.paired_difference_interval``) holds the trick's effect without the
   seed-to-seed spread the two sides share. Refused (:data:`NOT_COMPARABLE`) when the two sides
   trained different seeds, or either finished fewer than ``noise.MIN_SEEDS``.
-- Verdict: :data:`COSTS_ACCURACY` when the accuracy interval lies below 0 (``stats.call``);
+- Verdict: :data:`COSTS_ACCURACY` when the accuracy interval lies below 0 (``stats.call``) and
+  reaches past :data:`EQUIVALENCE_MARGIN` (a resolved loss within it is negligible, as for FREE);
   :data:`FREE` when the speed-up is called "faster" and the accuracy interval rules out a loss
   larger than :data:`EQUIVALENCE_MARGIN` (an equivalence bound); otherwise not resolved, with the
   side (speed, accuracy) that did not resolve. CUDA graphs change no training (the trained
@@ -156,7 +157,7 @@ def accuracy_difference(baseline, trick) -> AccuracyDifference:
     means = tuple(sum(f.values()) / len(f) if f else None for f in (a, b))
     found = AccuracyDifference(tuple(baseline.seeds), tuple(trick.seeds),
                                finished=(len(a), len(b)), means=means)  # fmt: skip
-    if tuple(baseline.seeds) != tuple(trick.seeds):
+    if sorted(baseline.seeds) != sorted(trick.seeds):  # paired by seed below, in any order
         return dataclasses.replace(found, verdict=NOT_COMPARABLE, refused=SEEDS_DIFFER)
     seeds = tuple(s for s in baseline.seeds if s in a and s in b)
     if min(len(a), len(b), len(seeds)) < MIN_SEEDS:
@@ -176,7 +177,9 @@ def verdict(speed: SpeedUp | None, accuracy: AccuracyDifference | None, *,
     """(the verdict, the sides that did not resolve) by the module docstring's rule."""
     if accuracy is not None and accuracy.refused:
         return NOT_COMPARABLE, ()
-    if accuracy is not None and accuracy.verdict == "lower":
+    # a loss is a cost only where it may pass the margin: a resolved loss of 0.2 pp (paired
+    # seeds resolve that small a change) is as negligible as the margin says "free" tolerates
+    if accuracy is not None and accuracy.verdict == "lower" and accuracy.low < -margin:
         return COSTS_ACCURACY, ()
     unresolved = []
     if speed is None or not speed.called:

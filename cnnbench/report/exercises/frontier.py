@@ -136,10 +136,15 @@ def _headline_group(finding: Frontier) -> FrontierAt:
     return next((g for g in finding.groups if g.batch == 1), finding.groups[0])
 
 
+def _few_seeds(finding: Frontier) -> list[str]:
+    """The models with fewer seeds than an accuracy call needs: none of them beats or is beaten."""
+    return sorted({p.model for g in finding.groups for p in g.points if p.seeds < finding.min_seeds})
+
+
 def _unresolvable(finding: Frontier) -> bool:
-    """Some model has fewer seeds than an accuracy call needs: no dominance can be resolved."""
-    fewest = finding.fewest_seeds
-    return fewest is not None and fewest < finding.min_seeds
+    """Every model has fewer seeds than an accuracy call needs: no model can be beaten."""
+    points = {p.model for g in finding.groups for p in g.points}
+    return bool(points) and len(_few_seeds(finding)) == len(points)
 
 
 def _seed_warning(finding: Frontier) -> str:
@@ -172,8 +177,15 @@ def _frontier_sentence(finding: Frontier, group: FrontierAt) -> str:
     estimates = [p.model for p in group.points if p.unresolved_by]
     if not estimates:
         return head + " No model is faster and more accurate than another even on point estimates."
-    why = ("each accuracy comes from too few seeds to call a difference" if _unresolvable(finding)
-           else "the intervals overlap on at least one axis")  # fmt: skip
+    few = _few_seeds(finding)
+    if _unresolvable(finding):
+        why = "each accuracy comes from too few seeds to call a difference"
+    elif few:
+        why = (f"{', '.join(few)} trained too few seeds to call a difference, and between the "
+               "others the intervals overlap on at least one axis or the latency is not at the "
+               "trained size")  # fmt: skip
+    else:
+        why = "the intervals overlap on at least one axis, or a latency is not at the trained size"
     return (head + f" On point estimates alone {len(estimates)} would be off it "
             f"({', '.join(estimates)}), but none is beaten beyond noise: {why}.")  # fmt: skip
 
@@ -184,7 +196,9 @@ def _budget_clause(group: FrontierAt, b: Budget) -> str:
         straddle = f" ({', '.join(b.straddling)} straddle it)" if b.straddling else ""
         return f"{where} no model is resolved within the budget{straddle}"
     top = group.point(b.best[0])
-    if len(b.best) == 1:
+    if len(b.best) == 1 and len(b.within) == 1:
+        text = f"{where} only {top.model} is resolved within the budget ({top.accuracy:.3f})"
+    elif len(b.best) == 1:
         text = f"{where} the most accurate is {top.model} ({top.accuracy:.3f}, beyond noise)"
     else:
         text = (f"{where} {top.model} has the highest estimate ({top.accuracy:.3f}), but its lead "
@@ -205,7 +219,7 @@ def _summary(finding: Frontier, group: FrontierAt) -> str:
     text = (f"{len(group.frontier)} of {len(group.points)} models on the frontier at "
             f"{group.device} batch {group.batch}")  # fmt: skip
     if _unresolvable(finding):
-        text += f" (no dominance resolved: accuracy from {finding.fewest_seeds} seed(s), a call needs {finding.min_seeds})"  # fmt: skip
+        text += f" (none can be beaten: accuracy from {finding.fewest_seeds} seed(s), a call needs {finding.min_seeds})"  # fmt: skip
     best = [b for b in group.budgets if b.best]
     if best:
         text += "; within " + ", ".join(f"{b.budget_ms_per_image:g} ms: {_budget_answer(b, names=2)}" for b in best)
@@ -223,7 +237,10 @@ def _notes(finding: Frontier) -> list[str]:
     moved = sorted({p.model for p in points if not p.latency_at_trained_size})
     if moved:
         notes.append(f"{', '.join(moved)}: no inference latency at the size trained at, so the "
-                     "latency is at the model's own input size ('latency at' says which).")  # fmt: skip
+                     "latency is at the model's own input size ('latency at' says which); that is "
+                     "not the trained network's latency, so such a model neither beats another "
+                     "nor is beaten here (not resolved). A run that times the trained size "
+                     "(--metrics tricks does) judges it.")  # fmt: skip
     if finding.left_out:
         notes.append("Not on the frontier for want of a number: "
                      + "; ".join(f"{m} ({why})" for m, why in finding.left_out) + ".")  # fmt: skip

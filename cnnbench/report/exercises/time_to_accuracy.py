@@ -156,7 +156,7 @@ def _meaning(targeted: list[tta.TimeToAccuracy]) -> str:
         "epochs and recipe. It is not an MLPerf result (MLPerf fixes the data set, the quality "
         "target, the reference hyperparameters and a full system), and a target reached on a "
         "subset says nothing about the accuracy the chapter's full recipe reaches. The clock "
-        f"moves in whole epochs{step}: a run stops at the end of the evaluation that crosses, so "
+        f"moves in whole epochs{step}: a run's clock stops at the end of the evaluation that crosses (its training goes on), so "
         "two runs that cross in the same epoch differ only by their epochs' speed."
     )
 

@@ -41,8 +41,11 @@ def section(finding: Tricks) -> Section:
         "accuracy minus the baseline's, seed by seed (the same seed: the same initial weights "
         "and data order), with a t interval over the seeds. Free: faster, and the accuracy "
         f"interval rules out a loss of more than {margin:g} pp; costs accuracy: the interval lies "
-        f"below 0; refused (not comparable) when the sides trained other seeds or fewer than "
-        f"{finding.min_seeds}."
+        f"below 0 and reaches past -{margin:g} pp; refused (not comparable) when the sides trained "
+        f"other seeds or fewer than {finding.min_seeds}. A trick's inference and training rows "
+        "share one accuracy: the network trained and evaluated with the trick against the one "
+        "trained and evaluated without; it does not say what the trick does to a network "
+        "trained in fp32 and only run with it."
     )
     out = Section(_TITLE, intro)
     if not finding.measured:
