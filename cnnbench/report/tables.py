@@ -179,6 +179,7 @@ def accuracy_table(frames: Frames) -> pd.DataFrame:
         step = res.trained_step_flops if res else None
         rows.append({
             "model": r["model"], "status": r["status"], "recipe": _as_is(r["recipe"]),
+            "as": _trained_as(rec.spec),
             "trained at": r["image_size"], "parameters as trained": fmt(params),
             "GMACs as trained": fmt(gmacs), "train step GFLOPs / image": fmt(step, 3, scale=1e9),
             "optimizer, lr": f"{_as_is(r['optimizer'])} {_as_is(r['lr'])}",
@@ -194,7 +195,16 @@ def accuracy_table(frames: Frames) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     if len(table) and not any(table["reason"]):
         table = table.drop(columns="reason")
+    if len(table) and (table["as"] == "fp32").all():  # one way of training: nothing to tell apart
+        table = table.drop(columns="as")
     return table
+
+
+def _trained_as(spec) -> str:
+    """How a training ran beyond its recipe: dtype, memory format, compiled (the tricks
+    experiment trains one model several ways: its rows must be told apart)."""
+    return " + ".join([spec.dtype] + [w for w, on in (("channels_last", spec.channels_last),
+                                                      ("compiled", spec.compiled)) if on])  # fmt: skip
 
 
 def _accuracy_interval(res) -> str:
