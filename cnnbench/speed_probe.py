@@ -80,7 +80,8 @@ def probe() -> Speed:
             big.mul_(1.0)  # read and write every element once
 
         # first calls (oneDNN's primitive, page faults), then ~0.2 s of work: a process that was
-        # idle reads up to 2.5x slower in its first tenth of a second (measured here: its clock)
+        # idle read up to 2.5x slower in its first tenth of a second (measured here; the cause,
+        # clock or scheduling, not known)
         start = time.perf_counter()
         while time.perf_counter() - start < WARMUP_S:
             convs(), tiny(), stream()
