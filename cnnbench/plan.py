@@ -335,8 +335,10 @@ class _Rates:
     mode_speed: dict | None = None
 
     def _scale(self, spec: Spec) -> float:
-        if self.mode_speed is not None:
-            return self.mode_speed.get(_math_mode(spec), 1.0)
+        if self.mode_speed is not None:  # CUDA
+            import torch
+
+            return self.mode_speed.get(math_mode(torch.device("cuda"), spec.dtype, spec.tf32), 1.0)
         threads = (spec.threads or 1) if self.costs.per_thread else 1
         return threads / self.costs.dtype_slowdown.get(spec.dtype, 1.0)
 
@@ -367,13 +369,6 @@ def _rates(config: RunConfig, costs: Costs, device_name: str) -> _Rates:
     macs_per_s = rate(math_mode(torch.device("cuda"), config.workload.dtype, config.workload.tf32))
     speed = {m: rate(m) / macs_per_s for m in CUDA_EFFICIENCY}
     return _Rates(costs, macs_per_s, macs_per_s, speed)
-
-
-def _math_mode(spec: Spec) -> str:
-    """The CUDA math mode a spec runs in (roofline.math_mode's names)."""
-    if spec.dtype != "fp32":
-        return spec.dtype
-    return "tf32" if spec.tf32 else "fp32"
 
 
 def _timed_s(iteration_s: float, timing) -> float:

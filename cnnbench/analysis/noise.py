@@ -344,8 +344,13 @@ class AccuracyChange:
         return self.verdict != stats.NOT_RESOLVED
 
 
+def finals_by_seed(result) -> dict[int, float]:
+    """A ``TrainResult``'s final test accuracy per finished seed (a diverged seed has none)."""
+    return {r.seed: r.final_test_accuracy for r in result.runs if r.final_test_accuracy is not None}
+
+
 def _finals(result) -> list[float]:
-    return [run.final_test_accuracy for run in result.runs if run.final_test_accuracy is not None]
+    return list(finals_by_seed(result).values())
 
 
 def accuracy_change(a, b) -> AccuracyChange | None:

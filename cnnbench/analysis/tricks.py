@@ -29,7 +29,7 @@ from .. import stats
 from ..config import TRICKS, trick_baseline, trick_of, trick_spec
 from ..results import Record, Spec
 from .frames import Frames, result_of
-from .noise import MIN_SEEDS, latency_change
+from .noise import MIN_SEEDS, finals_by_seed, latency_change
 
 __all__ = [
     "COSTS_ACCURACY",
@@ -146,14 +146,10 @@ def speed_up(baseline, trick, *, paired: bool, floor: float) -> SpeedUp:
                    trick.compile_s)  # fmt: skip
 
 
-def _finals(result) -> dict[int, float]:
-    return {r.seed: r.final_test_accuracy for r in result.runs if r.final_test_accuracy is not None}
-
-
 def accuracy_difference(baseline, trick) -> AccuracyDifference:
     """Trick − baseline (two ``TrainResult``), paired by seed; refused when the seed tuples
     differ or a side finished fewer than ``MIN_SEEDS`` seeds."""
-    a, b = _finals(baseline), _finals(trick)
+    a, b = finals_by_seed(baseline), finals_by_seed(trick)
     means = tuple(sum(f.values()) / len(f) if f else None for f in (a, b))
     found = AccuracyDifference(tuple(baseline.seeds), tuple(trick.seeds),
                                finished=(len(a), len(b)), means=means)  # fmt: skip
