@@ -22,7 +22,7 @@ __all__ = [
     "DTYPES",
     "TRICKS",
     "CUDA_ONLY_TRICKS",
-    "TRICK_MIN_SEEDS",
+    "MIN_SEEDS",
     "tricks_for",
     "trick_baseline",
     "trick_of",
@@ -60,9 +60,9 @@ CUDA_ONLY_TRICKS = ("tf32", "cuda_graphs")  # a CPU has no TF32 and no CUDA grap
 # a CPU's default: bf16 autocast runs ~10x slower than fp32 on a CPU without native bf16
 # (REFERENCE.md), and fp16 autocast has no fast CPU kernels either; both only when asked
 CPU_DEFAULT_TRICKS = ("channels_last", "compile")
-# seeds a side before a trick's accuracy difference is judged: analysis.noise.MIN_SEEDS, which
-# the analysis applies (config imports nothing above it; tests/test_tricks.py checks the two agree)
-TRICK_MIN_SEEDS = 3
+# seeds per side before an accuracy difference is judged (MLPerf: several runs): the analysis
+# applies it (analysis.noise) and `--metrics tricks` refuses fewer before measuring anything
+MIN_SEEDS = 3
 # the chapter's AlexNet/VGG/NiN input: where FLOPs are also counted so networks compare alike
 EQUAL_RESOLUTION = 224
 

@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 
 from cnnbench import runner, stats
-from cnnbench.analysis import noise
 from cnnbench.analysis import tricks as t
 from cnnbench.analysis.frames import Frames
-from cnnbench.config import TRICK_MIN_SEEDS, make_config, trick_baseline, trick_of, trick_spec
+from cnnbench.config import MIN_SEEDS, make_config, trick_baseline, trick_of, trick_spec
 from cnnbench.report.exercises.tricks import section
 from cnnbench.results import Record, RunStore, Spec
 from tests import trust_records as tr
@@ -84,7 +83,7 @@ def test_a_cuda_only_trick_on_a_cpu_is_refused_before_measuring_in_one_line(tmp_
 
 
 def test_fewer_seeds_than_the_analysis_judges_are_refused(tmp_path):
-    assert TRICK_MIN_SEEDS == noise.MIN_SEEDS  # the config's copy of the analysis' rule
+    assert MIN_SEEDS == 3  # the refusal below names it
     with pytest.raises(runner.RunRefused, match="3 or more seeds"):
         runner._check_options(config(tmp_path, seeds=(0, 1)))
     runner._check_options(config(tmp_path))  # three: accepted

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import stats
+from ..config import MIN_SEEDS  # seeds per side before an accuracy difference is judged
 from ..results import Record
 
 __all__ = [
@@ -324,7 +325,6 @@ def memory_noise(*runs: Iterable[Record]) -> MemoryNoise | None:
 
 # --- accuracy ---------------------------------------------------------------------------------
 
-MIN_SEEDS = 3  # seeds per side before an accuracy difference is judged (MLPerf: several runs)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Any
 from ..config import (
     CUDA_ONLY_TRICKS,
     EQUAL_RESOLUTION,
-    TRICK_MIN_SEEDS,
+    MIN_SEEDS,
     RunConfig,
     trick_baseline,
     trick_spec,
@@ -172,7 +172,7 @@ def trick_refusal(config: RunConfig, field: Callable[[str], str]) -> str | None:
     if asked and not config.device.startswith("cuda"):
         return (f"{field('workload.tricks')} {','.join(asked)} needs {field('device')} cuda "
                 "(a CPU has no TF32 or CUDA graphs)")  # fmt: skip
-    seeds, least = config.train.seeds, TRICK_MIN_SEEDS
+    seeds, least = config.train.seeds, MIN_SEEDS
     if len(seeds) < least:
         return (f"{field('metrics')} tricks judges accuracy from {least} or more seeds a side; "
                 f"{field('train.seeds')} {','.join(map(str, seeds))} gives {len(seeds)} (e.g. "
