@@ -185,6 +185,16 @@ def median_interval(times: Sequence[float], round_sizes: Sequence[int] | None = 
                     f"between the {dof + 1} processes of this run")  # fmt: skip
 
 
+def recorded_or_median_interval(low: float | None, high: float | None, times: Sequence[float],
+                                round_sizes: Sequence[int] | None) -> tuple[float | None, float | None]:  # fmt: skip
+    """A latency's 95% interval as its record holds it; where the record holds none but keeps
+    its samples (records written before intervals were stored), ``median_interval`` of them."""
+    if (low is None or high is None) and times:
+        iv = median_interval(times, round_sizes)
+        low, high = iv.low, iv.high
+    return low, high
+
+
 @dataclass(frozen=True)
 class Resolution:
     """What a comparison with a given noise can call: ``callable`` is the smallest relative

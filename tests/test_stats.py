@@ -251,3 +251,13 @@ def test_seed_accuracy_spread_is_the_sample_standard_deviation(monkeypatch):
     assert res.test_accuracy_std == pytest.approx(statistics.stdev(values))  # 0.0551, not 0.0450
     assert res.test_accuracy_std != pytest.approx(np.std(values))
     assert res.test_accuracy_mean == pytest.approx(statistics.fmean(values))
+
+
+def test_a_recorded_interval_is_kept_and_a_missing_one_comes_from_the_samples():
+    times, sizes = [10.0, 10.2, 9.9, 11.0, 11.1, 10.9, 10.4, 10.5, 10.3], [3, 3, 3]
+    assert stats.recorded_or_median_interval(9.0, 12.0, times, sizes) == (9.0, 12.0)
+    logs = [math.log(statistics.median(times[i : i + 3])) for i in (0, 3, 6)]
+    half = 4.302652729911275 * statistics.stdev(logs) / math.sqrt(3)  # t 97.5%, 2 dof
+    low, high = stats.recorded_or_median_interval(None, None, times, sizes)
+    assert (low, high) == pytest.approx((math.exp(statistics.fmean(logs) - half), math.exp(statistics.fmean(logs) + half)))
+    assert stats.recorded_or_median_interval(None, None, [], None) == (None, None)

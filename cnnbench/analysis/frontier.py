@@ -240,20 +240,12 @@ def _accuracy_interval(res) -> tuple[float, float | None, float | None, str]:
     return mean, None, None, TEST_SET
 
 
-def _latency_interval(lat) -> tuple[float | None, float | None]:
-    """The 95% interval of the median latency between processes: recorded, else from samples."""
-    low, high = lat.latency_ms_p50_ci_low, lat.latency_ms_p50_ci_high
-    if (low is None or high is None) and lat.times_ms:
-        iv = stats.median_interval(lat.times_ms, lat.round_sizes)
-        low, high = iv.low, iv.high
-    return low, high
-
-
 def _point(model: str, acc: Record, lat: Record) -> Point:
     res, lr = acc.result, lat.result
     batch = lat.spec.batch_size
     mean, a_low, a_high, scope = _accuracy_interval(res)
-    l_low, l_high = _latency_interval(lr)
+    l_low, l_high = stats.recorded_or_median_interval(lr.latency_ms_p50_ci_low, lr.latency_ms_p50_ci_high,
+                                                      lr.times_ms, lr.round_sizes)  # fmt: skip
     per = lambda v: None if v is None else v / batch  # noqa: E731
     return Point(
         model=model, accuracy_status=acc.status, trained_px=acc.spec.image_size,

@@ -237,10 +237,8 @@ def accuracy_vs_gmacs(frames: Frames, out: Path) -> Figure | None:
 
 def _band(r) -> tuple[float, float] | None:
     """The noise band of a latency row: its 95% CI (recorded, or from its samples)."""
-    low, high = r["latency_ms_p50_ci_low"], r["latency_ms_p50_ci_high"]
-    if (low is None or high is None) and r["times_ms"]:
-        iv = stats.median_interval(r["times_ms"], r["round_sizes"])
-        low, high = iv.low, iv.high
+    low, high = stats.recorded_or_median_interval(r["latency_ms_p50_ci_low"], r["latency_ms_p50_ci_high"],
+                                                  r["times_ms"], r["round_sizes"])  # fmt: skip
     return None if low is None or high is None else (low, high)
 
 
