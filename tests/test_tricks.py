@@ -146,7 +146,7 @@ def _expected(records: list[Record], frames: Frames, mode: str) -> tuple[float, 
             zip(np.split(np.array(base.result.times_ms), 5), np.split(np.array(trick.result.times_ms), 5))]  # fmt: skip
     mean, se = statistics.fmean(logs), statistics.stdev(logs) / math.sqrt(5)
     t4 = 2.7764451051977987  # t 97.5%, 4 dof
-    speed = base.result.latency_ms_p50 / trick.result.latency_ms_p50
+    speed = math.exp(-mean)  # the interval's centre, not the ratio of the pooled medians
     low, high = math.exp(-(mean + t4 * se)), math.exp(-(mean - t4 * se))
     floor = frames.floor(mode, 16)
     called = (low > 1 or high < 1) and abs(math.log(speed)) >= math.log1p(floor)

@@ -103,20 +103,21 @@ def round_medians(result) -> tuple[float, ...] | None:
 
 
 @functools.lru_cache(maxsize=4096)
-def _interval(a: tuple, b: tuple, paired: bool, estimate: float):
-    return stats.ratio_interval(a, b, paired=paired, estimate=estimate)
+def _interval(a: tuple, b: tuple, paired: bool):
+    return stats.ratio_interval(a, b, paired=paired)
 
 
 def latency_change(a, b, *, paired: bool, floor: float = 0.0) -> Change:
     """B's median latency against A's (two ``LatencyResult``), with its verdict. ``paired``:
     the two come from one run whose rounds interleaved them; ``floor``: the smallest change to
-    call (the run's resolution there)."""
+    call (the run's resolution there). With rounds, the ratio is the centre of its interval
+    (``stats.ratio_interval``), not the ratio of the two pooled medians; without, it is that."""
     ma, mb = round_medians(a), round_medians(b)
     ratio = b.latency_ms_p50 / a.latency_ms_p50
     if ma is not None and mb is not None:
         pairs = paired and len(ma) == len(mb)
-        iv, _ = _interval(ma, mb, pairs, ratio)
-        return Change(ratio, iv.low, iv.high, stats.call(iv, floor), PAIRED if pairs else UNPAIRED,
+        iv, _ = _interval(ma, mb, pairs)
+        return Change(iv.estimate, iv.low, iv.high, stats.call(iv, floor), PAIRED if pairs else UNPAIRED,
                       floor, iv.scope)  # fmt: skip
     noise = max(a.iqr_over_median or 0.0, b.iqr_over_median or 0.0)
     verdict = stats.NOT_RESOLVED
@@ -324,7 +325,6 @@ def memory_noise(*runs: Iterable[Record]) -> MemoryNoise | None:
 
 
 # --- accuracy ---------------------------------------------------------------------------------
-
 
 
 @dataclass(frozen=True)

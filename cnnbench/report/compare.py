@@ -68,7 +68,7 @@ def _train_time(a, b) -> tuple[stats.Interval, str]:
     if len(ta) < 2 or len(tb) < 2:
         ratio = (sum(tb) / len(tb)) / (sum(ta) / len(ta)) if ta and tb else float("nan")
         return stats.Interval(ratio, None, None, "one seed a side"), "one seed a side: no spread"
-    iv, _ = stats.ratio_interval(ta, tb, paired=False, estimate=b.train_time_s_mean / a.train_time_s_mean)
+    iv, _ = stats.ratio_interval(ta, tb, paired=False)  # the ratio of geometric means
     return iv, f"95% CI {iv.low:.2f}–{iv.high:.2f}, {len(ta)} and {len(tb)} seeds"
 
 
@@ -81,6 +81,7 @@ def _row(a: Record, b: Record, field: str, va, vb, noise: RunNoise, memory: Memo
         floor = noise.floor(a.spec.mode, a.spec.batch_size)
         c = latency_change(a.result, b.result, paired=False, floor=floor)
         c = c.throughput() if field == "images_per_s" else c
+        row.update(change=c.ratio - 1, change_shown=change(c.ratio - 1))  # the centre of c's interval
         shown = verdicts.interval_text(c) + (f"; resolves {100 * floor:.1f}%" if floor else "")
         row.update(noise=c.iqr_noise, noise_shown=shown, significant=c.significant,
                    verdict=c.verdict, method=c.method)  # fmt: skip
@@ -93,6 +94,8 @@ def _row(a: Record, b: Record, field: str, va, vb, noise: RunNoise, memory: Memo
     elif a.metric == "accuracy":  # training time: over the seeds' own times
         iv, shown = _train_time(a.result, b.result)
         verdict = stats.call(iv)
+        if iv.known:  # the centre of its interval: the ratio of the seeds' geometric means
+            row.update(change=iv.estimate - 1, change_shown=change(iv.estimate - 1))
         row.update(noise=None, noise_shown=shown, method="seeds (Welch)",
                    significant=verdict != stats.NOT_RESOLVED, verdict=verdict)  # fmt: skip
     elif a.metric == "memory" and field == "measured_bytes" and a.result.source != "cuda_allocator":
