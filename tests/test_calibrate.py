@@ -94,7 +94,7 @@ def test_the_checks_judge_each_estimate_not_how_wide_its_interval_is(rates, fail
     assert [name for name, ok in checks.items() if not ok] == ([failed] if failed else [])
 
 
-@pytest.mark.serial  # it checks the harness's own overhead per call (< 5% of a 4 ms sleep): a
+@pytest.mark.serial  # it checks the harness's own overhead per call (< 10% of a 4 ms sleep): a
 # timing, which a test beside it on the other core pushed to 0.25 ms in CI on a 2-core EPYC
 def test_calibrate_counts_every_interval_and_comparison_of_its_runs(tmp_path):
     """A tiny calibration end to end (2 runs of each workload, 2 rounds): every count follows
@@ -117,7 +117,10 @@ def test_calibrate_counts_every_interval_and_comparison_of_its_runs(tmp_path):
         assert all(r.status == "ok" and r.result.rounds == 2 for r in records.values())
         # the truth: the asked time plus the harness's own cost, from the noise-free twin
         overhead = records.pop(cal.EXACT_MODEL).result.latency_ms_p50 - cal.SLEEP_BASE_MS
-        assert 0 <= overhead < 0.05 * cal.SLEEP_BASE_MS
+        # a sleep never ends early; late by its wake-up (0.12 ms median, 0.2 ms at p90 on a loaded
+        # 2-vCPU EPYC VM, measured 2026-12-07: 5% of the 4 ms failed CI at 0.204 ms) and the
+        # harness's own cost, which benchmarks/bench_harness.py bounds per call
+        assert 0 <= overhead < 0.10 * cal.SLEEP_BASE_MS
         for r in records.values():
             truth = cal.SLEEP_BASE_MS * cal.SLEEP_MODELS[r.spec.model] + overhead
             covered += r.result.latency_ms_p50_ci_low <= truth <= r.result.latency_ms_p50_ci_high
